@@ -1,0 +1,334 @@
+"""Import: a torch.export program (or a model class + state_dict) -> edgebn IR.
+
+This is the only module that imports torch. It walks the aten graph torch.export gives, hands each
+call to the operator that claims its aten target (edgebn.ops.ATEN_RULES), and converts shapes and
+weights to device layout. Anything it does not understand is an error naming the op, the node and
+the user's source line.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImportError_, UnsupportedOpError
+from .ir import Graph, Node
+from .ops import ATEN_RULES, AtenContext, Ref
+
+__all__ = ["load_program", "import_program", "import_module", "import_checkpoint", "supported_aten_ops"]
+
+# aten calls that compute nothing at inference: their output is their first input.
+IDENTITY_OPS = {
+    "aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
+    "aten.alpha_dropout.default", "aten.clone.default", "aten.contiguous.default",
+    "aten.detach.default", "aten.alias.default", "aten.lift_fresh_copy.default",
+    "aten._assert_tensor_metadata.default",
+}
+# aten calls that carry no data (asserts, shape bookkeeping): skipped.
+SKIP_OPS = {"aten._assert_scalar.default", "aten.sym_constrain_range_for_size.default",
+            "aten._assert_async.msg"}
+
+
+def supported_aten_ops() -> list[str]:
+    return sorted(set(ATEN_RULES) | IDENTITY_OPS | {"aten.max_pool2d_with_indices.default"})
+
+
+def _torch():
+    try:
+        import torch
+    except ModuleNotFoundError:  # pragma: no cover - the test extra installs torch
+        raise ImportError_("importing a model needs PyTorch: pip install torch") from None
+    return torch
+
+
+def _device_shape(torch_shape) -> tuple[int, ...]:
+    s = tuple(int(d) for d in torch_shape)
+    if len(s) == 4:
+        return (s[2], s[3], s[1])
+    if len(s) == 3:
+        return (1, s[2], s[1])
+    if len(s) == 2:
+        return (s[1],)
+    raise UnsupportedOpError(f"tensor of shape {s}: only rank 2 (N,F), 3 (N,C,L) and 4 (N,C,H,W) are supported")
+
+
+_LAYOUT = {4: "NCHW", 3: "NCL", 2: "NF"}
+
+
+def user_source(meta: dict) -> str:
+    """`file.py:LINE: code` of the user frame that made this aten call (from node.meta stack_trace)."""
+    trace = meta.get("stack_trace") or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in \S+\n\s*(.*)', trace)
+    for path, line, code in frames:
+        if f"{os.sep}torch{os.sep}" not in path:
+            return f"{Path(path).name}:{line}: {code.strip()}"
+    if frames:
+        path, line, code = frames[-1]
+        return f"{Path(path).name}:{line}: {code.strip()}"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading checkpoints
+
+def load_program(path: str | os.PathLike):
+    """torch.export.load with errors a user can act on."""
+    torch = _torch()
+    path = Path(path)
+    if not path.is_file():
+        raise ImportError_(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImportError_(f"{path}: empty file, not a torch.export program")
+    if not zipfile.is_zipfile(path):
+        raise ImportError_(f"{path}: not a torch.export .pt2 archive (not a zip file; truncated or corrupt?)")
+    try:
+        return torch.export.load(str(path))
+    except Exception as e:  # torch raises many types for corrupt archives
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImportError_(f"{path}: cannot load torch.export program ({msg})") from e
+
+
+def _resolve_factory(spec: str):
+    if ":" not in spec:
+        raise ImportError_(f"--model {spec!r}: expected 'package.module:Factory'")
+    mod_name, attr = spec.split(":", 1)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:
+        raise ImportError_(f"--model {spec!r}: cannot import module {mod_name!r} ({e})") from e
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ImportError_(f"--model {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_state_dict(path: str | os.PathLike) -> dict:
+    """torch.load(weights_only=True): a pickle that carries code is refused, never run."""
+    torch = _torch()
+    path = Path(path)
+    if not path.is_file():
+        raise ImportError_(f"{path}: no such file")
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+            raise ImportError_(f"{path}: refused: the file holds Python objects/code, not just tensors "
+                               "(loaded with weights_only=True; edgebn never unpickles code)") from e
+        raise ImportError_(f"{path}: cannot read state_dict ({first})") from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ImportError_(f"{path}: not a state_dict (expected a dict of tensors)")
+    return sd
+
+
+def export_module(model, example_input):
+    """torch.export an eval-mode module; BN in training mode is caught by the importer."""
+    torch = _torch()
+    try:
+        return torch.export.export(model, (example_input,))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ImportError_(f"torch.export failed on the model: {first}") from e
+
+
+def import_checkpoint(model_spec: str, weights: str | None, input_shape: tuple[int, ...]):
+    """--model pkg.module:Factory --weights sd.pt --input-shape 1,3,32,32 -> exported program."""
+    torch = _torch()
+    factory = _resolve_factory(model_spec)
+    try:
+        model = factory()
+    except Exception as e:
+        raise ImportError_(f"--model {model_spec!r}: calling the factory failed ({e})") from e
+    if not isinstance(model, torch.nn.Module):
+        raise ImportError_(f"--model {model_spec!r} returned {type(model).__name__}, not an nn.Module")
+    if weights:
+        sd = load_state_dict(weights)
+        result = model.load_state_dict(sd, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            parts = []
+            if result.missing_keys:
+                parts.append(f"missing {', '.join(result.missing_keys[:5])}")
+            if result.unexpected_keys:
+                parts.append(f"unexpected {', '.join(result.unexpected_keys[:5])}")
+            raise ImportError_(f"{weights}: state_dict does not match the model ({'; '.join(parts)})")
+    model.eval()
+    return export_module(model, torch.zeros(*input_shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph import
+
+def import_module(model, example_input) -> Graph:
+    torch = _torch()
+    if isinstance(model, torch.nn.Module):
+        model = model.eval()
+    return import_program(export_module(model, example_input))
+
+
+def import_program(ep) -> Graph:
+    """Walk an ExportedProgram's aten graph into edgebn IR."""
+    torch = _torch()
+    sig = ep.graph_signature
+    consts: dict[str, np.ndarray] = {}
+    user_inputs: list[str] = []
+    for spec in sig.input_specs:
+        kind = spec.kind.name
+        name = spec.arg.name
+        if kind == "USER_INPUT":
+            user_inputs.append(name)
+            continue
+        target = spec.target
+        value = ep.state_dict.get(target) if target in ep.state_dict else ep.constants.get(target)
+        if value is None:
+            raise ImportError_(f"program input {name!r} ({kind}) has no stored value")
+        if isinstance(value, torch.Tensor):
+            consts[name] = value.detach().to(torch.float64).cpu().numpy() if value.is_floating_point() \
+                else value.detach().cpu().numpy()
+    if len(user_inputs) != 1:
+        raise UnsupportedOpError(f"the model takes {len(user_inputs)} tensor inputs; edgebn compiles single-input models")
+
+    fx_nodes = list(ep.graph.nodes)
+    tshapes: dict[str, tuple] = {}
+    aliases: dict[str, str] = {}
+    for n in fx_nodes:
+        val = n.meta.get("val")
+        if hasattr(val, "shape"):
+            try:
+                tshapes[n.name] = tuple(int(d) for d in val.shape)
+            except TypeError:
+                raise UnsupportedOpError(f"node {n.name!r} has a dynamic shape {tuple(val.shape)}; "
+                                         "export with static shapes") from None
+
+    inp = user_inputs[0]
+    if len(tshapes[inp]) not in _LAYOUT:
+        raise UnsupportedOpError(f"model input of shape {tshapes[inp]}: expected (N,F), (N,C,L) or (N,C,H,W)")
+    graph = Graph(inputs=[inp], outputs=[], nodes=[], shapes={inp: _device_shape(tshapes[inp])},
+                  torch_layouts={inp: _LAYOUT[len(tshapes[inp])]})
+
+    def resolve(name: str) -> str:
+        while name in aliases:
+            name = aliases[name]
+        return name
+
+    def convert(a):
+        if isinstance(a, torch.fx.Node):
+            return Ref(resolve(a.name))
+        if isinstance(a, (list, tuple)):
+            return type(a)(convert(x) for x in a)
+        return a
+
+    def const_of(ref):
+        if isinstance(ref, Ref):
+            return consts.get(ref.name)
+        return None
+
+    for n in fx_nodes:
+        if n.op in ("placeholder", "get_attr"):
+            continue
+        if n.op == "output":
+            outs = [a for a in n.args[0]] if isinstance(n.args[0], (list, tuple)) else [n.args[0]]
+            if len(outs) != 1 or not isinstance(outs[0], torch.fx.Node):
+                raise UnsupportedOpError(f"the model returns {len(outs)} values; edgebn compiles single-output models")
+            out = resolve(outs[0].name)
+            if out in consts or out not in graph.shapes:
+                raise UnsupportedOpError("the model output is not computed from its input")
+            graph.outputs = [out]
+            graph.torch_layouts[out] = _LAYOUT[len(tshapes[outs[0].name])]
+            continue
+        target = str(n.target)
+        source = user_source(n.meta)
+        where = f"node {n.name!r}" + (f" at {source}" if source else "")
+        if target in SKIP_OPS:
+            continue
+        if target == "<built-in function getitem>":
+            src, idx = n.args
+            if str(src.target) == "aten.max_pool2d_with_indices.default" and idx == 0:
+                aliases[n.name] = resolve(src.name)
+                continue
+            raise UnsupportedOpError(f"unsupported getitem on {src.target} at {where}")
+        if target in IDENTITY_OPS:
+            aliases[n.name] = resolve(n.args[0].name)
+            continue
+        rule = ATEN_RULES.get(target)
+        if target == "aten.max_pool2d_with_indices.default":
+            rule = ATEN_RULES["aten.max_pool2d.default"]
+        if rule is None:
+            raise UnsupportedOpError(
+                f"unsupported op {target} at {where}; supported: "
+                + ", ".join(t.replace("aten.", "") for t in supported_aten_ops()))
+        args = [convert(a) for a in n.args]
+        for a in args:
+            if isinstance(a, Ref) and a.name not in graph.shapes and a.name not in consts:
+                raise UnsupportedOpError(f"{target} at {where} reads {a.name!r}, which edgebn did not compute")
+        if not args or not isinstance(args[0], (Ref, list)) or (isinstance(args[0], Ref) and args[0].name in consts):
+            raise UnsupportedOpError(f"{target} at {where} computes on constants only; fold it into the weights")
+        kw_order = _KWARG_ORDER.get(target)
+        if n.kwargs:
+            if not kw_order:
+                raise UnsupportedOpError(f"{target} at {where} with keyword arguments {sorted(n.kwargs)}")
+            for k, v in n.kwargs.items():
+                i = kw_order.index(k)
+                while len(args) <= i:
+                    args.append(_KW_DEFAULTS.get((target, kw_order[len(args)])))
+                args[i] = convert(v)
+        out_tshape = tshapes.get(n.name)
+        if out_tshape is None:
+            raise UnsupportedOpError(f"{target} at {where} does not produce a single tensor")
+        ctx = AtenContext(
+            shape=lambda r: tshapes[r.name],
+            const=const_of,
+            device_shape=lambda r: graph.shapes[r.name] if len(graph.shapes[r.name]) == 3
+            else (1, 1) + graph.shapes[r.name],
+            source=source, name=n.name)
+        ctx.out_shape = out_tshape
+        ctx.out_device_shape = _device_shape(out_tshape)
+        try:
+            node = rule.from_aten(target, args, ctx)
+        except UnsupportedOpError as e:
+            raise UnsupportedOpError(f"{e} at {where}") from None
+        except (ImportError_,):
+            raise
+        for k, v in node.params.items():
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                raise ImportError_(f"{k} of {where} ({target}) contains NaN/Inf values")
+        graph.nodes.append(node)
+        graph.shapes[node.name] = _device_shape(out_tshape)
+    if not graph.outputs:
+        raise UnsupportedOpError("the program has no output")
+    if not graph.nodes:
+        raise UnsupportedOpError("the model computes nothing (no supported op between input and output)")
+    return graph
+
+
+_KWARG_ORDER = {
+    "aten.gelu.default": ["input", "approximate"],
+    "aten.leaky_relu.default": ["input", "negative_slope"],
+    "aten.hardtanh.default": ["input", "min_val", "max_val"],
+    "aten.clamp.default": ["input", "min", "max"],
+    "aten.avg_pool2d.default": ["input", "kernel_size", "stride", "padding", "ceil_mode",
+                                "count_include_pad", "divisor_override"],
+    "aten.max_pool2d.default": ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"],
+    "aten.mean.dim": ["input", "dim", "keepdim", "dtype"],
+    "aten.cat.default": ["tensors", "dim"],
+    "aten.add.Tensor": ["input", "other", "alpha"],
+    "aten.pad.default": ["input", "pad", "mode", "value"],
+    "aten.constant_pad_nd.default": ["input", "pad", "value"],
+}
+_KW_DEFAULTS = {
+    ("aten.avg_pool2d.default", "stride"): [], ("aten.avg_pool2d.default", "padding"): 0,
+    ("aten.avg_pool2d.default", "ceil_mode"): False, ("aten.avg_pool2d.default", "count_include_pad"): True,
+    ("aten.max_pool2d.default", "stride"): [], ("aten.max_pool2d.default", "padding"): 0,
+    ("aten.max_pool2d.default", "dilation"): 1, ("aten.mean.dim", "keepdim"): False,
+    ("aten.pad.default", "mode"): "constant", ("aten.add.Tensor", "alpha"): 1,
+}

@@ -1,0 +1,123 @@
+"""TFLite int8 fixed-point arithmetic (SPEC.md section 1), vectorized over numpy int64 arrays.
+
+Every function here is the numpy twin of a C helper in templates/edgebn_ops.h.j2; the two must agree
+on every input, and the ESP-NN golden vectors pin both. Values are carried in int64 so products of two
+int32 never overflow; results are int32-valued.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "INT32_MIN", "INT32_MAX",
+    "round_half_away", "quantize", "dequantize", "choose_qparams", "quantize_multiplier",
+    "srdhm", "rounding_divide_by_pot", "multiply_by_quantized_multiplier",
+    "add_multipliers", "to_float32",
+]
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def to_float32(x: float) -> float:
+    """Scales are stored as float32 (as in a .tflite flatbuffer); all derived math uses that value."""
+    return float(np.float32(x))
+
+
+def round_half_away(x):
+    """Round to nearest, ties away from zero (C's lround / TFLite's TfLiteRound); np.round is not this."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantize(x, scale: float, zero_point: int, qmin: int = -128, qmax: int = 127) -> np.ndarray:
+    q = round_half_away(np.asarray(x, dtype=np.float64) / scale) + zero_point
+    return np.clip(q, qmin, qmax).astype(np.int8)
+
+
+def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
+    return (np.asarray(q, dtype=np.float64) - zero_point) * scale
+
+
+def choose_qparams(lo: float, hi: float) -> tuple[float, int]:
+    """Asymmetric int8 (scale, zero_point) for the real range [lo, hi], widened to hold 0."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"range [{lo}, {hi}] is not finite")
+    if hi == lo:  # an all-zero tensor: any positive scale represents it exactly
+        return 1.0, 0
+    scale = to_float32((hi - lo) / 255.0)
+    zp = int(np.clip(round_half_away(-128.0 - lo / scale), -128, 127))
+    return scale, zp
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """Split a positive real multiplier into (m0, shift), real = m0 * 2^(shift - 31), m0 in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    if not (real > 0.0 and math.isfinite(real)):
+        raise ValueError(f"multiplier {real} must be positive and finite")
+    frac, shift = math.frexp(real)
+    m0 = int(round_half_away(frac * (1 << 31)))
+    if m0 == (1 << 31):
+        m0 //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return m0, shift
+
+
+def _trunc_div_pow2_31(x):
+    """C integer division by 2^31 (truncation toward zero) on int64."""
+    return np.where(x >= 0, x >> 31, -((-x) >> 31))
+
+
+def srdhm(a, b):
+    """SaturatingRoundingDoublingHighMul(a, b) for int32-valued a, b (gemmlowp)."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    out = _trunc_div_pow2_31(ab + nudge)
+    overflow = (a == INT32_MIN) & (b == INT32_MIN)
+    return np.where(overflow, INT32_MAX, out)
+
+
+def rounding_divide_by_pot(x, exponent):
+    """RoundingDivideByPOT: x / 2^exponent, ties away from zero (gemmlowp), exponent in [0, 31]."""
+    x = np.asarray(x, dtype=np.int64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def _wrap_int32(x):
+    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def multiply_by_quantized_multiplier(acc, m0, shift):
+    """TFLite MultiplyByQuantizedMultiplier (double rounding). m0/shift broadcast per channel.
+
+    A left shift is done in 32 bits as the C code does it (`x * (1 << left)`), wrapping like the
+    `(int32_t)((uint32_t)x << left)` the C helper uses; the compiler's overflow proof keeps it in range.
+    """
+    shift = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    x = _wrap_int32(np.asarray(acc, dtype=np.int64) << left)
+    return rounding_divide_by_pot(srdhm(x, m0), right)
+
+
+def add_multipliers(s1: float, s2: float, s_out: float, left_shift: int = 20):
+    """TFLite int8 ADD parameters: ((m1, sh1), (m2, sh2), (mo, sho)) from float32 scales."""
+    s1, s2, s_out = to_float32(s1), to_float32(s2), to_float32(s_out)
+    twice_max = 2.0 * max(s1, s2)
+    return (
+        quantize_multiplier(s1 / twice_max),
+        quantize_multiplier(s2 / twice_max),
+        quantize_multiplier(twice_max / ((1 << left_shift) * s_out)),
+    )

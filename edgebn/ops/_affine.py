@@ -1,0 +1,60 @@
+"""Quantization shared by the weighted ops (conv2d, linear): per-channel int8 weights, int32 bias,
+per-channel requantization multipliers, the fused activation clamp and the accumulator bound."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import EdgebnError
+from ..ir import Node
+from ..numerics import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away, to_float32
+from .base import QParams, act_range
+
+__all__ = ["quantize_weighted"]
+
+
+def weight_scales(w: np.ndarray) -> np.ndarray:
+    """Symmetric per-output-channel scales (axis 0), float32-valued; an all-zero channel gets 1.0."""
+    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+    return np.array([to_float32(a / 127.0) if a > 0 else 1.0 for a in amax], dtype=np.float64)
+
+
+def quantize_weighted(node: Node, qin: QParams, qout: QParams) -> Node:
+    w = node.params["weight"]
+    b = node.params["bias"]
+    if not (np.isfinite(w).all() and np.isfinite(b).all()):
+        raise EdgebnError(f"{node.where()}: weights or bias contain NaN/Inf")
+    ws = node.params.get("weight_scale")
+    ws = weight_scales(w) if ws is None else ws
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    wq = np.clip(round_half_away(w / ws.reshape(shape)), -127, 127).astype(np.int8)
+
+    bias_scale = qin.scale * ws
+    bq = round_half_away(b / bias_scale)
+    saturated = (bq > INT32_MAX) | (bq < INT32_MIN)
+    if saturated.any():
+        warnings.warn(f"{node.name}: int32 bias saturated on channel(s) "
+                      f"{np.flatnonzero(saturated).tolist()[:8]}", stacklevel=2)
+    bq = np.clip(bq, INT32_MIN, INT32_MAX).astype(np.int64)
+
+    mults = [quantize_multiplier(qin.scale * s / qout.scale) for s in ws]
+    m0 = np.array([m for m, _ in mults], dtype=np.int32)
+    shift = np.array([s for _, s in mults], dtype=np.int32)
+    act_min, act_max = act_range(node.attrs.get("act"), qout)
+
+    # Accumulator bound: |bias| + sum|w| * max|x - zp_in| must fit int32, or the C would overflow.
+    x_span = max(127 - qin.zero_point, qin.zero_point + 128)
+    worst = np.abs(bq) + np.abs(wq.reshape(wq.shape[0], -1)).astype(np.int64).sum(axis=1) * x_span
+    if (worst > INT32_MAX).any():
+        c = int(np.argmax(worst))
+        raise EdgebnError(
+            f"{node.where()}: int32 accumulator can overflow on output channel {c} "
+            f"(worst case {int(worst[c]):,} > {INT32_MAX:,}); split the layer or reduce its fan-in")
+
+    q = Node(node.name, node.op, list(node.inputs), dict(node.attrs), {}, node.source)
+    q.attrs.update(zp_in=qin.zero_point, zp_out=qout.zero_point, act_min=act_min, act_max=act_max,
+                   acc_bound=int(worst.max()))
+    q.params = {"weight": wq, "bias": bq.astype(np.int32), "m0": m0, "shift": shift,
+                "weight_scale": ws.astype(np.float64)}
+    return q

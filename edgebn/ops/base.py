@@ -1,0 +1,162 @@
+"""The operator registry and the array helpers operators share. No torch here.
+
+An operator is one module in edgebn/ops/ that builds one `OpDef`: how aten calls become this IR op
+(`aten` + `from_aten`), how it runs in float (`run_float`, for calibration and reference), how it is
+quantized (`quantize`), how its int8 result is computed bit-exactly (`emulate`), and which Jinja
+template prints its C (`templates/ops/<template>.c.j2`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..ir import Graph, Node, image_view
+from ..numerics import multiply_by_quantized_multiplier, quantize as quantize_array, dequantize
+
+__all__ = [
+    "OpDef", "OPS", "register", "Ref", "AtenContext", "QParams",
+    "patches", "conv_accumulate", "requantize", "act_range", "as_images", "from_images",
+    "build_lut",
+]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An importer argument that names a tensor of the graph (not a constant)."""
+    name: str
+
+
+class AtenContext:
+    """What an op's `from_aten` may ask the importer, without seeing torch.
+
+    shape(ref) -> torch shape (with batch) of a graph tensor; const(ref) -> float64 numpy array for a
+    parameter/buffer/constant, or None when `ref` is a computed tensor; device_shape(ref) -> edgebn
+    shape; source -> user source line of the aten call."""
+
+    def __init__(self, shape, const, device_shape, source, name):
+        self.shape = shape
+        self.const = const
+        self.device_shape = device_shape
+        self.source = source
+        self.name = name
+
+
+@dataclass(frozen=True)
+class QParams:
+    scale: float
+    zero_point: int
+
+
+@dataclass
+class OpDef:
+    name: str
+    template: str | None                      # templates/ops/<template>.c.j2; None: never emitted
+    run_float: Callable[[Node, list[np.ndarray]], np.ndarray]
+    output_shape: Callable[[Node, list[tuple]], tuple]
+    quantize: Callable[[Node, Graph, dict], Node] | None = None
+    emulate: Callable[[Node, list[np.ndarray]], np.ndarray] | None = None
+    macs: Callable[[Node, list[tuple], tuple], int] = lambda node, ins, out: 0
+    # How the output's (scale, zero_point) is chosen: "calibrated" from observed ranges, or "input":
+    # equal to the first input's (pools, padding, reshapes keep the input's quantization as in TFLite).
+    output_qparams: str = "calibrated"
+    alias: bool = False                       # output shares the input's bytes (reshape): no code
+    aten: tuple[str, ...] = ()
+    from_aten: Callable[..., Any] | None = None
+    doc: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+OPS: dict[str, OpDef] = {}
+ATEN_RULES: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise RuntimeError(f"op {op.name} registered twice")
+    OPS[op.name] = op
+    for target in op.aten:
+        ATEN_RULES[target] = op
+    return op
+
+
+# ---------------------------------------------------------------------------------------------
+# Array helpers (batched, device layout)
+
+def as_images(x: np.ndarray) -> np.ndarray:
+    """[N, F] -> [N, 1, 1, F]; [N, H, W, C] unchanged."""
+    return x.reshape(x.shape[0], 1, 1, x.shape[1]) if x.ndim == 2 else x
+
+
+def from_images(x: np.ndarray, shape: tuple) -> np.ndarray:
+    return x.reshape((x.shape[0],) + tuple(shape))
+
+
+def patches(x: np.ndarray, kernel, stride, padding, dilation, pad_value=0) -> np.ndarray:
+    """im2col view: [N, H, W, C] -> [N, OH, OW, KH, KW, C] with explicit (top, left, bottom, right) pads."""
+    kh, kw = kernel
+    sh, sw = stride
+    pt, pl, pb, pr = padding
+    dh, dw = dilation
+    if any(padding):
+        x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
+    eff_h, eff_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (eff_h, eff_w), axis=(1, 2))
+    # win: [N, H', W', C, eff_h, eff_w]
+    win = win[:, ::sh, ::sw, :, ::dh, ::dw]
+    return win.transpose(0, 1, 2, 4, 5, 3)
+
+
+def conv_accumulate(x: np.ndarray, w: np.ndarray, groups: int, stride, padding, dilation) -> np.ndarray:
+    """Grouped conv of [N, H, W, Cin] with OHWI weight [Cout, KH, KW, Cin/g]: returns [N, OH, OW, Cout].
+
+    Used for float (float64 in) and for int8 (integer-valued float64 in, exact: every partial sum of
+    int8 x int8 products stays far below 2^53, so BLAS's summation order cannot round)."""
+    cout, kh, kw, cg = w.shape
+    p = patches(x, (kh, kw), stride, padding, dilation)             # [N, OH, OW, KH, KW, Cin]
+    n, oh, ow = p.shape[:3]
+    og = cout // groups
+    if groups == 1:
+        cols = p.reshape(n * oh * ow, kh * kw * cg)
+        out = cols @ w.reshape(cout, -1).T
+        return out.reshape(n, oh, ow, cout)
+    p = p.reshape(n, oh, ow, kh, kw, groups, cg)
+    wg = w.reshape(groups, og, kh, kw, cg)
+    if cg == 1:  # depthwise: a multiply-add per channel, no reduction over channels
+        out = np.einsum("nhwyxg,goyx->nhwgo", p[..., 0], wg[..., 0], optimize=True)
+    else:
+        out = np.einsum("nhwyxgc,goyxc->nhwgo", p, wg, optimize=True)
+    return out.reshape(n, oh, ow, cout)
+
+
+def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zp_out: int,
+               act_min: int, act_max: int) -> np.ndarray:
+    """int32 accumulators (last axis = channel) -> int8, per SPEC.md: MBQM + zp, then clamp."""
+    y = multiply_by_quantized_multiplier(acc.astype(np.int64), m0.astype(np.int64),
+                                         shift.astype(np.int64)) + zp_out
+    return np.clip(y, act_min, act_max).astype(np.int8)
+
+
+def act_range(act: dict | None, q: QParams) -> tuple[int, int]:
+    """TFLite CalculateActivationRangeQuantized for a fused clamp activation {lo, hi} (None = none)."""
+    from ..numerics import round_half_away
+
+    lo, hi = -128, 127
+    if act is None:
+        return lo, hi
+    if act.get("lo") is not None:
+        lo = max(lo, int(q.zero_point + round_half_away(act["lo"] / q.scale)))
+    if act.get("hi") is not None:
+        hi = min(hi, int(q.zero_point + round_half_away(act["hi"] / q.scale)))
+    return lo, hi
+
+
+def build_lut(fn: Callable[[np.ndarray], np.ndarray], qin: QParams, qout: QParams) -> np.ndarray:
+    """256-entry int8 table, index q + 128: lut = quantize(f(dequantize(q))) (SPEC.md section 1)."""
+    q = np.arange(-128, 128)
+    return quantize_array(fn(dequantize(q, qin.scale, qin.zero_point)), qout.scale, qout.zero_point)
+
+
+def image_shape(shape: tuple) -> tuple[int, int, int]:
+    return image_view(shape)

@@ -1,0 +1,64 @@
+"""batch_norm: inference BatchNorm1d/2d. Never emitted: passes fold it into the conv/linear before it
+or after it, or turn it into a per-channel affine (a 1x1 depthwise conv2d). See passes/fold_batchnorm."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ImportError_, UnsupportedOpError
+from ..ir import Node
+from .base import OpDef, register
+
+
+def scale_shift(node: Node) -> tuple[np.ndarray, np.ndarray]:
+    """BN as y = x * a + c per channel, in float64: a = gamma / sqrt(var + eps), c = beta - mean * a."""
+    p = node.params
+    a = p["gamma"] / np.sqrt(p["var"] + node.attrs["eps"])
+    return a, p["beta"] - p["mean"] * a
+
+
+def run_float(node, xs):
+    a, c = scale_shift(node)
+    return xs[0] * a + c      # channels are the last axis in device layout, for images and vectors
+
+
+def from_aten(target, args, ctx):
+    # batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)
+    # _native_batch_norm_legit_no_training(x, weight, bias, running_mean, running_var, momentum, eps)
+    if target == "aten._native_batch_norm_legit_no_training.default":
+        x, w, b, rm, rv, _mom, eps = args[:7]
+        training = False
+    elif target == "aten._native_batch_norm_legit.no_stats":
+        raise ImportError_(f"BatchNorm at {ctx.source or ctx.name} has no running statistics "
+                           "(track_running_stats=False): it has no inference form")
+    else:
+        x, w, b, rm, rv, training, _mom, eps = args[:8]
+    where = ctx.source or ctx.name
+    if rm is None or rv is None:
+        raise ImportError_(f"BatchNorm at {where} has no running statistics "
+                           "(track_running_stats=False): it has no inference form")
+    if training:
+        raise ImportError_(f"BatchNorm at {where} was exported in training mode: call model.eval() "
+                           "before torch.export so it uses its running statistics")
+    mean, var = ctx.const(rm), ctx.const(rv)
+    if mean is None or var is None:
+        raise UnsupportedOpError(f"BatchNorm at {where}: running statistics are not constants")
+    c = mean.shape[0]
+    gamma = np.ones(c) if w is None else ctx.const(w)
+    beta = np.zeros(c) if b is None else ctx.const(b)
+    for label, arr in (("running_mean", mean), ("running_var", var), ("weight", gamma), ("bias", beta)):
+        if not np.isfinite(arr).all():
+            raise ImportError_(f"BatchNorm at {where}: {label} contains NaN/Inf")
+    if (var < 0).any():
+        raise ImportError_(f"BatchNorm at {where}: running_var is negative on channel(s) "
+                           f"{np.flatnonzero(var < 0).tolist()[:8]} (corrupt statistics)")
+    return Node(ctx.name, "batch_norm", [x.name], {"eps": float(eps), "affine": w is not None},
+                {"mean": mean, "var": var, "gamma": gamma, "beta": beta}, ctx.source)
+
+
+register(OpDef(
+    name="batch_norm", template=None, run_float=run_float, output_shape=lambda node, ins: ins[0],
+    aten=("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
+          "aten._native_batch_norm_legit.no_stats"),
+    from_aten=from_aten,
+    doc="BatchNorm1d/2d (eval): folded, or kept as a per-channel affine",
+))

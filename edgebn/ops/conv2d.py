@@ -1,0 +1,112 @@
+"""conv2d: every inference Conv2d/Conv1d (any kernel, stride, padding, dilation, groups, bias or not).
+
+Weights are OHWI `[Cout, KH, KW, Cin/groups]`; depthwise is groups == Cin (channel multiplier
+Cout/Cin). A BatchNorm kept as a per-channel affine op also becomes a 1x1 depthwise conv2d.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+from ..ir import Node, image_view
+from .base import OpDef, QParams, Ref, conv_accumulate, register, requantize, as_images, from_images
+from ._affine import quantize_weighted
+
+
+def _pair(v, n=2):
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return tuple(int(x) for x in (v * n if len(v) == 1 else v))
+
+
+def conv_out_size(size, k, s, p0, p1, d):
+    return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def output_shape(node: Node, ins):
+    h, w, _ = image_view(ins[0])
+    cout, kh, kw, _ = node.params["weight"].shape
+    sh, sw = node.attrs["stride"]
+    pt, pl, pb, pr = node.attrs["padding"]
+    dh, dw = node.attrs["dilation"]
+    return (conv_out_size(h, kh, sh, pt, pb, dh), conv_out_size(w, kw, sw, pl, pr, dw), cout)
+
+
+def run_float(node: Node, xs):
+    a = node.attrs
+    y = conv_accumulate(as_images(xs[0]).astype(np.float64), node.params["weight"], a["groups"], a["stride"],
+                        a["padding"], a["dilation"]) + node.params["bias"]
+    act = a.get("act")
+    if act is not None:
+        y = np.clip(y, act.get("lo"), act.get("hi"))
+    return y
+
+
+def quantize(node: Node, graph, qp):
+    return quantize_weighted(node, qp[node.inputs[0]], qp[node.name])
+
+
+def emulate(node: Node, xs):
+    a = node.attrs
+    x = as_images(xs[0]).astype(np.float64) - a["zp_in"]     # padding taps are then exactly 0
+    acc = conv_accumulate(x, node.params["weight"].astype(np.float64), a["groups"], a["stride"],
+                          a["padding"], a["dilation"])
+    acc = acc.astype(np.int64) + node.params["bias"].astype(np.int64)
+    return requantize(acc, node.params["m0"], node.params["shift"], a["zp_out"], a["act_min"], a["act_max"])
+
+
+def macs(node, ins, out):
+    cout, kh, kw, cg = node.params["weight"].shape
+    return out[0] * out[1] * cout * kh * kw * cg
+
+
+def from_aten(target, args, ctx):
+    """conv2d(x, w, b, stride, padding, dilation, groups) and the conv1d/convolution variants."""
+    if target == "aten.convolution.default":
+        x, w, b, stride, padding, dilation, transposed, _out_pad, groups = args[:9]
+        if transposed:
+            raise UnsupportedOpError("transposed convolution is not supported")
+    else:
+        defaults = [None, None, None, 1, 0, 1, 1]
+        x, w, b, stride, padding, dilation, groups = list(args) + defaults[len(args):]
+    wt = ctx.const(w)
+    if wt is None:
+        raise UnsupportedOpError("convolution weights must be parameters, not computed tensors")
+    one_d = wt.ndim == 3
+    bias = np.zeros(wt.shape[0]) if b is None else ctx.const(b)
+    if bias is None:
+        raise UnsupportedOpError("convolution bias must be a parameter")
+    if one_d:  # Conv1d over (N, C, L) is a 2-D conv over a 1 x L image
+        wt = wt[:, :, None, :]
+        stride, dilation = (1, _pair(stride, 1)[0]), (1, _pair(dilation, 1)[0])
+    else:
+        stride, dilation = _pair(stride), _pair(dilation)
+    kh, kw = wt.shape[2], wt.shape[3]
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+            pads = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
+        else:
+            raise UnsupportedOpError(f"convolution padding {padding!r}")
+    elif one_d:
+        p = _pair(padding, 1)[0]
+        pads = (0, p, 0, p)
+    else:
+        ph, pw = _pair(padding)
+        pads = (ph, pw, ph, pw)
+    return Node(ctx.name, "conv2d", [x.name],
+                {"stride": stride, "padding": pads, "dilation": dilation, "groups": int(groups),
+                 "act": None},
+                {"weight": wt.transpose(0, 2, 3, 1).copy(), "bias": np.asarray(bias, np.float64)},
+                ctx.source)
+
+
+register(OpDef(
+    name="conv2d", template="conv2d", run_float=run_float, output_shape=output_shape,
+    quantize=quantize, emulate=emulate, macs=macs,
+    aten=("aten.conv2d.default", "aten.conv2d.padding", "aten.conv1d.default", "aten.conv1d.padding",
+          "aten.convolution.default"),
+    from_aten=from_aten,
+    doc="Conv2d / Conv1d, grouped and depthwise, any stride/padding/dilation; fused ReLU/ReLU6/clamp",
+))

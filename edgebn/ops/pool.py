@@ -1,0 +1,177 @@
+"""max_pool2d and avg_pool2d (also global average pooling, `mean` over H,W, and 1-D pools as 1 x L).
+
+Both keep the input's (scale, zero_point), as TFLite does. Window bookkeeping follows PyTorch:
+symmetric padding (pt, pl), explicit output size (ceil_mode resolved at import), and for the average
+the divisor PyTorch uses: with count_include_pad the taps inside the padded border count (a padded
+tap holds the real value 0, i.e. q = zero_point), taps past it (ceil_mode overhang) never do.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+from ..ir import Node
+from .base import OpDef, patches, register, as_images
+
+
+def pool_out_size(size, k, s, p, ceil_mode, d=1):
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _windows(node: Node, x: np.ndarray, pad_value, overhang_value):
+    """[N, H, W, C] -> [N, OH, OW, KH, KW, C] with the explicit pad and the ceil_mode overhang filled."""
+    kh, kw = node.attrs["kernel"]
+    sh, sw = node.attrs["stride"]
+    pt, pl = node.attrs["padding"]
+    oh, ow = node.attrs["out_hw"]
+    h, w = x.shape[1], x.shape[2]
+    x = np.pad(x, ((0, 0), (pt, pt), (pl, pl), (0, 0)), constant_values=pad_value)
+    extra_h = max(0, (oh - 1) * sh + kh - x.shape[1])
+    extra_w = max(0, (ow - 1) * sw + kw - x.shape[2])
+    if extra_h or extra_w:
+        x = np.pad(x, ((0, 0), (0, extra_h), (0, extra_w), (0, 0)), constant_values=overhang_value)
+    return patches(x, (kh, kw), (sh, sw), (0, 0, 0, 0), (1, 1))[:, :oh, :ow]
+
+
+def avg_divisors(node: Node, h: int, w: int) -> np.ndarray:
+    """Per output position [OH, OW] divisor, exactly PyTorch's avg_pool2d rule."""
+    def counts(size, k, s, p, out):
+        start = np.arange(out) * s - p
+        end = np.minimum(start + k, size + p)
+        full = end - start
+        valid = np.minimum(end, size) - np.maximum(start, 0)
+        return full, valid
+
+    (kh, kw), (sh, sw), (pt, pl), (oh, ow) = (node.attrs[k] for k in ("kernel", "stride", "padding", "out_hw"))
+    fh, vh = counts(h, kh, sh, pt, oh)
+    fw, vw = counts(w, kw, sw, pl, ow)
+    if node.attrs["count_include_pad"]:
+        return np.outer(fh, fw)
+    return np.outer(vh, vw)
+
+
+def output_shape(node, ins):
+    h, w, c = ins[0]
+    oh, ow = node.attrs["out_hw"]
+    return (c,) if node.attrs.get("flat") else (oh, ow, c)
+
+
+def maxpool_float(node, xs):
+    return _windows(node, as_images(xs[0]).astype(np.float64), -np.inf, -np.inf).max(axis=(3, 4))
+
+
+def maxpool_emulate(node, xs):
+    x = as_images(xs[0]).astype(np.int16)
+    y = _windows(node, x, -129, -129).max(axis=(3, 4))
+    return np.clip(y, node.attrs["act_min"], node.attrs["act_max"]).astype(np.int8)
+
+
+def avgpool_float(node, xs):
+    x = as_images(xs[0]).astype(np.float64)
+    s = _windows(node, x, 0.0, 0.0).sum(axis=(3, 4))
+    return s / avg_divisors(node, x.shape[1], x.shape[2])[None, :, :, None]
+
+
+def avgpool_emulate(node, xs):
+    x = as_images(xs[0]).astype(np.int64)
+    zp = node.attrs["zp"]
+    pad = zp if node.attrs["count_include_pad"] else 0   # a counted padded tap is a real zero
+    s = _windows(node, x, pad, 0).sum(axis=(3, 4))
+    n = avg_divisors(node, x.shape[1], x.shape[2])[None, :, :, None]
+    y = np.where(s > 0, s + n // 2, s - n // 2)
+    y = np.sign(y) * (np.abs(y) // n)                       # C's truncating division
+    return np.clip(y, node.attrs["act_min"], node.attrs["act_max"]).astype(np.int8)
+
+
+def _quantize_pool(node, graph, qp):
+    q = qp[node.inputs[0]]
+    out = Node(node.name, node.op, list(node.inputs), dict(node.attrs), {}, node.source)
+    out.attrs.update(zp=q.zero_point, act_min=-128, act_max=127)
+    return out
+
+
+def _macs(node, ins, out):
+    kh, kw = node.attrs["kernel"]
+    oh, ow = node.attrs["out_hw"]
+    return oh * ow * ins[0][-1] * kh * kw
+
+
+def _pair(v):
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return tuple(int(x) for x in (v * 2 if len(v) == 1 else v))
+
+
+def _pool_attrs(ctx, x, kernel, stride, padding, ceil_mode, dilation=1, one_d=False):
+    if one_d:
+        kernel, stride = (1, _pair(kernel)[0]), (1, _pair(stride or kernel)[0])
+        padding, dilation = (0, _pair(padding)[0]), (1, _pair(dilation)[0])
+    else:
+        kernel = _pair(kernel)
+        stride = _pair(stride) if stride else kernel
+        padding, dilation = _pair(padding), _pair(dilation)
+    if dilation != (1, 1):
+        raise UnsupportedOpError(f"pooling with dilation {dilation}")
+    h, w, _ = ctx.device_shape(x)
+    out_hw = (pool_out_size(h, kernel[0], stride[0], padding[0], ceil_mode),
+              pool_out_size(w, kernel[1], stride[1], padding[1], ceil_mode))
+    return {"kernel": kernel, "stride": stride, "padding": padding, "out_hw": out_hw,
+            "ceil_mode": bool(ceil_mode)}
+
+
+def maxpool_from_aten(target, args, ctx):
+    defaults = [None, None, None, 0, 1, False]
+    x, kernel, stride, padding, dilation, ceil_mode = list(args) + defaults[len(args):]
+    attrs = _pool_attrs(ctx, x, kernel, stride, padding, ceil_mode, dilation, one_d="1d" in target)
+    return Node(ctx.name, "max_pool2d", [x.name], attrs, {}, ctx.source)
+
+
+def avgpool_from_aten(target, args, ctx):
+    name, src = ctx.name, ctx.source
+    if target == "aten.adaptive_avg_pool2d.default" or target == "aten.adaptive_avg_pool1d.default":
+        x, out_size = args[0], _pair(args[1]) if "2d" in target else (1, int(_pair(args[1])[0]))
+        h, w, _ = ctx.device_shape(x)
+        if h % out_size[0] or w % out_size[1]:
+            raise UnsupportedOpError(f"adaptive_avg_pool to {out_size} from {h}x{w} (only even splits)")
+        k = (h // out_size[0], w // out_size[1])
+        attrs = {"kernel": k, "stride": k, "padding": (0, 0), "out_hw": out_size, "ceil_mode": False,
+                 "count_include_pad": True}
+        return Node(name, "avg_pool2d", [x.name], attrs, {}, src)
+    if target == "aten.mean.dim":
+        x, dims = args[0], args[1]
+        keepdim = bool(args[2]) if len(args) > 2 else False
+        rank = len(ctx.shape(x))
+        dims = sorted(int(d) % rank for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
+        if rank != 4 or dims != [2, 3]:
+            raise UnsupportedOpError(f"mean over dims {dims} of a rank-{rank} tensor (only over H,W)")
+        h, w, _ = ctx.device_shape(x)
+        attrs = {"kernel": (h, w), "stride": (h, w), "padding": (0, 0), "out_hw": (1, 1),
+                 "ceil_mode": False, "count_include_pad": True, "flat": not keepdim}
+        return Node(name, "avg_pool2d", [x.name], attrs, {}, src)
+    defaults = [None, None, None, 0, False, True, None]
+    x, kernel, stride, padding, ceil_mode, include_pad, divisor = list(args) + defaults[len(args):]
+    if divisor is not None:
+        raise UnsupportedOpError("avg_pool2d with divisor_override")
+    attrs = _pool_attrs(ctx, x, kernel, stride, padding, ceil_mode, one_d="1d" in target)
+    attrs["count_include_pad"] = bool(include_pad)
+    return Node(name, "avg_pool2d", [x.name], attrs, {}, src)
+
+
+register(OpDef(
+    name="max_pool2d", template="max_pool2d", run_float=maxpool_float, output_shape=output_shape,
+    quantize=_quantize_pool, emulate=maxpool_emulate, macs=_macs, output_qparams="input",
+    aten=("aten.max_pool2d.default", "aten.max_pool1d.default"), from_aten=maxpool_from_aten,
+    doc="MaxPool2d/1d with padding and ceil_mode",
+))
+
+register(OpDef(
+    name="avg_pool2d", template="avg_pool2d", run_float=avgpool_float, output_shape=output_shape,
+    quantize=_quantize_pool, emulate=avgpool_emulate, macs=_macs, output_qparams="input",
+    aten=("aten.avg_pool2d.default", "aten.avg_pool1d.default", "aten.adaptive_avg_pool2d.default",
+          "aten.adaptive_avg_pool1d.default", "aten.mean.dim"),
+    from_aten=avgpool_from_aten,
+    doc="AvgPool2d/1d (count_include_pad both ways, ceil_mode), AdaptiveAvgPool to 1x1 or even splits, mean over H,W",
+))

@@ -1,0 +1,83 @@
+"""reshape and permute: flatten/view/reshape/squeeze between PyTorch shapes.
+
+Device tensors are NHWC, PyTorch's NCHW, so a reshape either keeps the device byte order (then it is
+an alias: no code, the output shares the input's bytes) or reorders it (`permute`: a gather by a
+table, out[j] = in[index[j]]). passes/fold_permute_into_linear removes the common flatten -> linear
+permute by permuting the linear's weight columns instead, as SPEC.md asks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+from ..ir import Node
+from .base import OpDef, register
+
+
+def torch_to_device(a: np.ndarray) -> np.ndarray:
+    """An array in PyTorch layout with batch -> device layout with batch."""
+    if a.ndim == 4:
+        return a.transpose(0, 2, 3, 1)
+    if a.ndim == 3:  # (N, C, L): a 1 x L image
+        return a.transpose(0, 2, 1)[:, None, :, :]
+    if a.ndim == 2:
+        return a
+    raise UnsupportedOpError(f"tensors of rank {a.ndim} (supported: 2, 3, 4)")
+
+
+def device_to_torch(a: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "NCHW":
+        return a.transpose(0, 3, 1, 2)
+    if layout == "NCL":
+        return a[:, 0].transpose(0, 2, 1)
+    return a
+
+
+def gather_index(torch_in: tuple, torch_out: tuple) -> np.ndarray:
+    """For each device-order output element, the device-order input element it holds."""
+    total = int(np.prod(torch_in))
+    src = torch_to_device(np.arange(total).reshape(torch_in)).ravel()      # device pos -> torch index
+    dst = torch_to_device(np.arange(total).reshape(torch_out)).ravel()
+    inverse = np.empty(total, dtype=np.int64)
+    inverse[src] = np.arange(total)
+    return inverse[dst]
+
+
+def from_aten(target, args, ctx):
+    x = args[0]
+    tin, tout = tuple(ctx.shape(x)), tuple(ctx.out_shape)
+    if tin[0] != tout[0]:
+        raise UnsupportedOpError(f"reshape {tin} -> {tout} changes the batch axis")
+    index = gather_index((1,) + tin[1:], (1,) + tout[1:])
+    attrs = {"shape": tuple(ctx.out_device_shape)}
+    if np.array_equal(index, np.arange(index.size)):
+        return Node(ctx.name, "reshape", [x.name], attrs, {}, ctx.source)
+    return Node(ctx.name, "permute", [x.name], attrs, {"index": index}, ctx.source)
+
+
+def _gather(node, xs):
+    x = xs[0].reshape(xs[0].shape[0], -1)
+    return x[:, node.params["index"]]
+
+
+def _same(node, graph, qp):
+    return Node(node.name, node.op, list(node.inputs), dict(node.attrs), dict(node.params), node.source)
+
+
+_RESHAPES = ("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default",
+             "aten.flatten.using_ints", "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default",
+             "aten.unsqueeze.default")
+
+register(OpDef(
+    name="reshape", template=None, run_float=lambda node, xs: xs[0],
+    output_shape=lambda node, ins: node.attrs["shape"], quantize=_same,
+    emulate=lambda node, xs: xs[0], output_qparams="input", alias=True,
+    aten=_RESHAPES, from_aten=from_aten,
+    doc="flatten / view / reshape / squeeze that keep device byte order (free)",
+))
+
+register(OpDef(
+    name="permute", template="permute", run_float=_gather,
+    output_shape=lambda node, ins: node.attrs["shape"], quantize=_same, emulate=_gather,
+    output_qparams="input", doc="flatten of an NCHW tensor not followed by a linear (gather by table)",
+))

@@ -1,0 +1,82 @@
+"""Fold every BatchNorm (SPEC.md section 1), in float64, and log what happened to each.
+
+1. BN right after a conv/linear whose output only the BN reads: folded into it,
+   w' = w * gamma/sqrt(var+eps) per output channel, b' = (b - mean) * gamma/sqrt(var+eps) + beta.
+2. Otherwise, folded forward into the conv/linear that alone reads the BN's output, where that is
+   exact: no zero padding in that conv (a padded zero would not see the BN's shift) and nothing in
+   between (an activation in between is a different op, so it is never "right after").
+3. Otherwise kept as a per-channel affine y = a*x + c, computed as a 1x1 depthwise conv2d.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import FoldRecord, Graph, Node
+from ..ops.batch_norm import scale_shift
+
+__all__ = ["fold_batchnorm", "fold_bn_into_weights", "fold_bn_forward_into_weights"]
+
+
+def fold_bn_into_weights(w, b, a, c):
+    """Pure core of case 1: conv/linear (w [Cout, ...], b [Cout]) followed by y = a*x + c."""
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    return w * a.reshape(shape), b * a + c
+
+
+def fold_bn_forward_into_weights(w, b, a, c, groups: int = 1):
+    """Pure core of case 2: y = a*x + c feeding conv/linear (w OHWI [Cout, KH, KW, Cin/g] or [Out, In])."""
+    if w.ndim == 2:
+        return w * a[None, :], b + w @ c
+    cout, _, _, cg = w.shape
+    og = cout // groups
+    # input channel of (output channel o, tap channel i) is (o // og) * cg + i
+    idx = (np.arange(cout)[:, None] // og) * cg + np.arange(cg)[None, :]         # [Cout, Cg]
+    a_w, c_w = a[idx][:, None, None, :], c[idx][:, None, None, :]
+    return w * a_w, b + (w * c_w).sum(axis=(1, 2, 3))
+
+
+def _sole_consumer(graph: Graph, tensor: str) -> Node | None:
+    users = graph.consumers(tensor)
+    if len(users) == 1 and graph.use_count(tensor) == 1:
+        return users[0]
+    return None
+
+
+def fold_batchnorm(graph: Graph) -> Graph:
+    g = graph.copy()
+    for bn in [n for n in g.nodes if n.op == "batch_norm"]:
+        a, c = scale_shift(bn)
+        src = g.producer(bn.inputs[0])
+        if src is not None and src.op in ("conv2d", "linear") and src.attrs.get("act") is None \
+                and _sole_consumer(g, src.name) is bn:
+            src.params["weight"], src.params["bias"] = fold_bn_into_weights(
+                src.params["weight"], src.params["bias"], a, c)
+            g.fold_log.append(FoldRecord(bn.name, "folded", src.name,
+                                         f"right after {src.op} {src.name!r}"))
+            g.remove(bn, src.name)
+            continue
+        why_not = (f"input {bn.inputs[0]!r} is the graph input" if src is None
+                   else f"after {src.op} {src.name!r}" + (" whose output has other readers"
+                                                            if src.op in ("conv2d", "linear") else ""))
+        dst = _sole_consumer(g, bn.name)
+        if dst is not None and dst.op in ("conv2d", "linear") and bn.name not in g.outputs \
+                and not any(dst.attrs.get("padding", (0,))):
+            dst.params["weight"], dst.params["bias"] = fold_bn_forward_into_weights(
+                dst.params["weight"], dst.params["bias"], a, c, dst.attrs.get("groups", 1))
+            g.fold_log.append(FoldRecord(bn.name, "folded-forward", dst.name,
+                                         f"{why_not}; folded into the unpadded {dst.op} {dst.name!r} that reads it"))
+            g.remove(bn, bn.inputs[0])
+            continue
+        if dst is None:
+            reason = "its output has several readers" if g.use_count(bn.name) > 1 else "it is the graph output"
+        elif dst.op not in ("conv2d", "linear"):
+            reason = f"the next op is {dst.op} {dst.name!r}, not a conv/linear"
+        else:
+            reason = f"{dst.op} {dst.name!r} zero-pads its input, so folding forward would not be exact"
+        bn.op = "conv2d"
+        bn.attrs = {"stride": (1, 1), "padding": (0, 0, 0, 0), "dilation": (1, 1), "groups": len(a),
+                    "act": None, "from_bn": True}
+        bn.params = {"weight": a.reshape(-1, 1, 1, 1).copy(), "bias": c.copy()}
+        g.fold_log.append(FoldRecord(bn.name, "kept-affine", bn.name,
+                                     f"{why_not}; {reason}: kept as a per-channel affine (1x1 depthwise conv)"))
+    return g
