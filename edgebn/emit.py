@@ -29,6 +29,7 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     env.filters["c_rows"] = _c_rows
+    env.filters["c_size"] = lambda values: int(np.asarray(values).size)
     return env
 
 

@@ -1,0 +1,131 @@
+"""edgebn's command line (SPEC.md section 3). Every failure is one line naming its cause; --debug
+shows the traceback."""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .errors import EdgebnError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class _Group(click.Group):
+    """Turns EdgebnError (and a few well-known user errors) into a one-line message, exit 1."""
+
+    def invoke(self, ctx):
+        debug = "--debug" in sys.argv
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("edgebn: interrupted", err=True)
+            sys.exit(130)
+        except EdgebnError as e:
+            if debug:
+                raise
+            click.echo(f"edgebn: error: {e}", err=True)
+            sys.exit(1)
+        except (OSError, ValueError, MemoryError) as e:
+            if debug:
+                raise
+            click.echo(f"edgebn: error: {type(e).__name__}: {e} (--debug for the traceback)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="edgebn")
+def main(debug: bool) -> None:
+    """Compile BatchNorm CNNs from PyTorch into bit-exact int8 C for ESP32-class boards."""
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, *a, **k: f"edgebn: warning: {msg}\n"
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated integers like 1,3,32,32") from None
+    if not dims or min(dims) <= 0:
+        raise click.BadParameter(f"{text!r}: dimensions must be positive")
+    return dims
+
+
+@main.command("compile", context_settings=CONTEXT)
+@click.argument("model_pt2", required=False, type=click.Path(dir_okay=False))
+@click.option("--calib", required=True, type=click.Path(dir_okay=False),
+              help="Calibration inputs: float32 .npy/.npz, model layout, leading batch axis.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output project directory.")
+@click.option("--target", default="qemu-rv32", show_default=True,
+              type=click.Choice(["qemu-rv32", "esp32", "esp32s3", "esp32c3"]))
+@click.option("--model", "model_spec", help="pkg.module:Factory building the nn.Module (instead of a .pt2).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="state_dict for --model (loaded weights_only).")
+@click.option("--input-shape", help="Input shape for --model, e.g. 1,3,32,32.")
+@click.option("--calibration", default="minmax", show_default=True, type=click.Choice(["minmax", "percentile", "mse"]))
+@click.option("--percentile", default=99.99, show_default=True, help="Percentile for --calibration percentile.")
+@click.option("--force", is_flag=True, help="Replace OUT even if it is not an earlier edgebn output.")
+@click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
+def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
+                force, quiet):
+    """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
+    from .compiler import compile_model
+    from .report import format_table
+
+    t0 = time.perf_counter()
+    if bool(model_pt2) == bool(model_spec):
+        raise click.UsageError("give either MODEL_PT2 or --model (with --weights and --input-shape)")
+    if model_spec:
+        if not input_shape:
+            raise click.UsageError("--model needs --input-shape")
+        from .importer import import_checkpoint
+        model = import_checkpoint(model_spec, weights, _shape(input_shape))
+        name = model_spec.split(":")[-1]
+    else:
+        model, name = model_pt2, Path(model_pt2).stem
+    compiled = compile_model(model, calib, out_dir, target=target, calibration=calibration,
+                             percentile=percentile, force=force, progress=not quiet, model_name=name)
+    if not quiet:
+        click.echo(format_table(compiled.report))
+    click.echo(f"wrote {out_dir} ({time.perf_counter() - t0:.2f} s): lib/edgebn_model/, platformio.ini, "
+               f"report.json, report.html")
+
+
+@main.command("emulate", context_settings=CONTEXT)
+@click.argument("out_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--dequantize", is_flag=True, help="Write float32 outputs instead of raw int8.")
+@click.option("--channels-last", is_flag=True, help="Inputs/outputs in device (NHWC) layout.")
+def emulate_cmd(out_dir, input_path, output_path, dequantize, channels_last):
+    """Run inputs through the bit-exact int8 emulator of a compiled model."""
+    from .emulator import Emulator
+
+    emu = Emulator.load(out_dir)
+    try:
+        x = np.load(input_path, allow_pickle=False)
+    except Exception as e:
+        raise EdgebnError(f"{input_path}: cannot read input ({str(e).splitlines()[0]})") from None
+    y = emu.predict(x, channels_last=channels_last, dequantize=dequantize)
+    np.save(output_path, y)
+    click.echo(f"wrote {output_path}: {y.dtype} {tuple(y.shape)}")
+
+
+def _register_device_commands() -> None:
+    from .device.commands import compare
+    from .device.flash import flash_command
+
+    main.add_command(compare, "compare")
+    main.add_command(flash_command, "flash")
+
+
+_register_device_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

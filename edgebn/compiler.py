@@ -1,0 +1,228 @@
+"""The compile pipeline, stage by stage:
+
+    import -> passes (fold BN, fuse activations, fold flatten) -> calibrate -> quantize
+    -> plan arena -> emit C -> PlatformIO project -> report
+
+Everything is written into a temporary directory beside OUT and moved into place at the end, so an
+error or Ctrl-C never leaves a half-written OUT and never destroys the previous one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import JSON_NAME, FORMAT, save_graph
+from .calibrate import calibrate, validate_batch
+from .emit import emit_model
+from .emulator import Emulator
+from .errors import BudgetError, CalibrationError, EdgebnError
+from .execute import execute, run_float
+from .ir import Graph
+from .ops import OPS
+from .ops.reshape import torch_to_device
+from .passes import run_passes
+from .plan import ArenaPlan, plan_arena
+from .quantize import assign_qparams, quantize_graph
+from .report import build_report, write_report
+from .targets import get_target
+
+__all__ = ["compile_model", "CompiledModel", "prepare_output", "load_calibration"]
+
+SELFTEST_VECTORS = 4
+REPORT_SAMPLES = 256   # calibration samples used for the per-layer SQNR in the report
+
+
+@dataclass
+class CompiledModel:
+    path: Path
+    report: dict
+    emulator: Emulator
+    timings: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out_dir) -> "CompiledModel":
+        out_dir = Path(out_dir)
+        report_path = out_dir / "report.json"
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        return cls(out_dir, report, Emulator.load(out_dir))
+
+    def emulate(self, x: np.ndarray, dequantize: bool = True, channels_last: bool = False) -> np.ndarray:
+        """Float (or int8) input in model layout -> the board's outputs, in model layout."""
+        return self.emulator.predict(x, channels_last=channels_last, dequantize=dequantize)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+def load_calibration(path) -> np.ndarray:
+    """CALIB.npy (memory-mapped) or .npz (array 'x', or its only array)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CalibrationError(f"{path}: empty file")
+    try:
+        if path.suffix == ".npz":
+            z = np.load(path, allow_pickle=False)
+            keys = list(z.files)
+            key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise CalibrationError(f"{path}: .npz with arrays {keys}; name the calibration array 'x'")
+            return z[key]
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except CalibrationError:
+        raise
+    except Exception as e:
+        raise CalibrationError(f"{path}: cannot read calibration data ({str(e).splitlines()[0]})") from e
+
+
+def _first_batch(data, torch_shape):
+    if isinstance(data, np.ndarray):
+        return validate_batch(data, torch_shape)
+    raise CalibrationError("calibration data must be an array, a .npy/.npz path or an iterable of batches")
+
+
+# ---------------------------------------------------------------------------------------------
+# Output directory
+
+def _is_edgebn_output(path: Path) -> bool:
+    try:
+        return json.loads((path / JSON_NAME).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def prepare_output(out_dir: Path, force: bool) -> Path:
+    """Refuse to replace a directory that is not an earlier edgebn output (unless force); return a
+    fresh temporary directory beside it to build into."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise EdgebnError(f"{out_dir} exists and is not a directory")
+        if any(out_dir.iterdir()) and not _is_edgebn_output(out_dir) and not force:
+            raise EdgebnError(f"{out_dir} exists and is not an edgebn output; choose another -o or pass --force")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+
+
+def _commit_output(tmp: Path, out_dir: Path) -> None:
+    """Move the finished build into place; the old OUT is removed only once the new one is there."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _import(model, example_input, torch_shape_hint):
+    from . import importer
+
+    if isinstance(model, (str, os.PathLike)):
+        return importer.import_program(importer.load_program(model))
+    if hasattr(model, "graph_signature"):
+        return importer.import_program(model)
+    if example_input is None:
+        raise EdgebnError("compiling an nn.Module needs example_input (a tensor of the input shape)")
+    return importer.import_module(model, example_input)
+
+
+def torch_input_shape(g: Graph) -> tuple[int, ...]:
+    s = g.shapes[g.inputs[0]]
+    layout = g.torch_layouts[g.inputs[0]]
+    if layout == "NCHW":
+        return (1, s[2], s[0], s[1])
+    if layout == "NCL":
+        return (1, s[2], s[1])
+    return (1, s[0])
+
+
+def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_input=None,
+                  calibration: str = "minmax", percentile: float = 99.99, force: bool = False,
+                  progress: bool = False, model_name: str | None = None,
+                  check_budget: bool = True) -> CompiledModel:
+    """Compile `model` (a .pt2 path, an ExportedProgram, or an nn.Module with example_input) into OUT."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    tgt = get_target(target)
+    out_dir = Path(out_dir)
+
+    def lap(stage):
+        nonlocal t0
+        now = time.perf_counter()
+        timings[stage] = now - t0
+        t0 = now
+
+    float_graph = run_passes(_import(model, example_input, None))
+    lap("import")
+    tshape = torch_input_shape(float_graph)
+    if isinstance(calib, (str, os.PathLike)):
+        calib = load_calibration(calib)
+    if isinstance(calib, np.ndarray):
+        calib = _first_batch(calib, tshape)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ranges = calibrate(float_graph, calib, tshape, method=calibration, percentile=percentile,
+                           progress=progress)
+        lap("calibrate")
+        qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges))
+        lap("quantize")
+    plan = plan_arena(qgraph)
+    macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
+            for n in qgraph.nodes}
+    const_bytes = sum(int(np.asarray(v).nbytes) for n in qgraph.nodes for k, v in n.params.items()
+                      if k != "weight_scale")
+    if check_budget:
+        if plan.arena_bytes > tgt.ram_bytes:
+            raise BudgetError(f"model needs a {plan.arena_bytes:,}-byte arena; {tgt.name} has {tgt.ram_bytes:,} "
+                              f"bytes of RAM for it")
+        if const_bytes > tgt.flash_bytes:
+            raise BudgetError(f"model needs {const_bytes:,} bytes of weights; {tgt.name} has {tgt.flash_bytes:,} "
+                              f"bytes of flash for them")
+
+    name = model_name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else type(model).__name__)
+    tmp = prepare_output(out_dir, force)
+    try:
+        mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name,
+                                               "torch_input_shape": list(tshape)})
+        emu = Emulator.load(tmp)
+        emit_model(qgraph, plan, mhash, tmp / "lib" / "edgebn_model", name, int(sum(macs.values())))
+        lap("emit")
+        sample = np.asarray(calib[:REPORT_SAMPLES]) if isinstance(calib, np.ndarray) else None
+        rng = np.random.default_rng(0)
+        vectors = emu.quantize_input(sample[:SELFTEST_VECTORS]) if sample is not None else \
+            rng.integers(-128, 128, (SELFTEST_VECTORS,) + emu.input_shape, dtype=np.int8)
+        _write_project(tmp, name, tgt, emu, vectors)
+        report = build_report(float_graph, qgraph, plan, macs, const_bytes, emu, sample, tgt,
+                              [str(w.message) for w in caught])
+        lap("report")
+        report["compile_seconds"] = round(sum(timings.values()), 3)
+        report["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        write_report(report, tmp)
+        _commit_output(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for w in caught:
+        warnings.warn(str(w.message), stacklevel=2)
+    return CompiledModel(out_dir, report, Emulator.load(out_dir), timings)
+
+
+def _write_project(tmp: Path, name: str, tgt, emu: Emulator, vectors: np.ndarray) -> None:
+    from .device.selftest import selftest_header
+    from .project import write_project
+    from .targets import TARGETS
+
+    write_project(tmp, model_name=name, targets=list(TARGETS.values()), default_env=tgt.pio_env,
+                  selftest_header=selftest_header(emu, vectors))

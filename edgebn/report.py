@@ -1,0 +1,124 @@
+"""The compile report: OUT/report.json (SPEC.md section 4) and the terminal's per-layer table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .execute import execute, run_float
+from .ir import Graph
+from .numerics import dequantize
+from .ops import OPS
+from .ops.reshape import torch_to_device
+from .plan import ArenaPlan
+
+__all__ = ["build_report", "write_report", "format_table", "sqnr_db"]
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """10 log10(signal power / error power); inf when exact, -inf when the reference is all zero."""
+    ref = np.asarray(ref, np.float64)
+    err = float(np.sum((np.asarray(test, np.float64) - ref) ** 2))
+    sig = float(np.sum(ref ** 2))
+    if err == 0.0:
+        return float("inf")
+    if sig == 0.0:
+        return float("-inf")
+    return 10.0 * np.log10(sig / err)
+
+
+def _weight_bytes(node) -> int:
+    return int(sum(np.asarray(v).nbytes for k, v in node.params.items() if k != "weight_scale"))
+
+
+def build_report(float_graph: Graph, q: Graph, plan: ArenaPlan, macs: dict, flash_bytes: int, emu,
+                 sample: np.ndarray | None, target, warnings_: list[str]) -> dict:
+    sqnr: dict[str, float] = {}
+    if sample is not None and len(sample):
+        fvals = execute(float_graph, torch_to_device(np.asarray(sample, np.float64)), run_float)
+        _, layers = emu.run(emu.quantize_input(np.asarray(sample)), return_layers=True)
+        for name, qv in layers:
+            qp = q.qparams[name]
+            sqnr[name] = sqnr_db(fvals[name], dequantize(qv, qp.scale, qp.zero_point))
+        out = q.outputs[0]
+        if out not in sqnr:
+            qp = q.qparams[out]
+            sqnr[out] = sqnr_db(fvals[out], dequantize(emu.run(emu.quantize_input(np.asarray(sample))),
+                                                       qp.scale, qp.zero_point))
+    rows = []
+    for n in q.nodes:
+        qp = q.qparams[n.name]
+        rows.append({
+            "name": n.name, "op": n.op, "kernel": _kernel_label(n),
+            "input_shape": list(q.shapes[n.inputs[0]]), "output_shape": list(q.shapes[n.name]),
+            "macs": int(macs[n.name]), "weight_bytes": _weight_bytes(n),
+            "scale": qp.scale, "zero_point": qp.zero_point,
+            "sqnr_db": _json_float(sqnr.get(n.name)),
+            "arena_offset": plan.location(n.name) if plan.location(n.name) != "input" else None,
+            "bytes": int(np.prod(q.shapes[n.name])),
+            "source": n.source,
+        })
+    return {
+        "target": target.name,
+        "input": {"shape": list(q.shapes[q.inputs[0]]), "scale": q.qparams[q.inputs[0]].scale,
+                  "zero_point": q.qparams[q.inputs[0]].zero_point, "layout": q.torch_layouts[q.inputs[0]]},
+        "output": {"shape": list(q.shapes[q.outputs[0]]), "scale": q.qparams[q.outputs[0]].scale,
+                   "zero_point": q.qparams[q.outputs[0]].zero_point, "layout": q.torch_layouts[q.outputs[0]]},
+        "layers": rows,
+        "fold_log": [r.as_dict() for r in q.fold_log],
+        "notes": q.notes,
+        "warnings": warnings_,
+        "macs": int(sum(macs.values())),
+        "flash_bytes": int(flash_bytes),
+        "arena_bytes": int(plan.arena_bytes),
+        "arena_lower_bound": int(plan.lower_bound),
+        "arena_live_bytes": [int(b) for b in plan.live_bytes],
+        "output_sqnr_db": _json_float(sqnr.get(q.outputs[0])),
+        "budget": {"ram_bytes": target.ram_bytes, "flash_bytes": target.flash_bytes},
+        "model_hash": emu.model_hash,
+    }
+
+
+def _kernel_label(n) -> str:
+    if n.op != "conv2d":
+        return n.op
+    cout, kh, kw, cg = n.params["weight"].shape
+    if n.attrs["groups"] == 1:
+        return f"conv{kh}x{kw}"
+    return f"dwconv{kh}x{kw}" if cg == 1 else f"gconv{kh}x{kw}/g{n.attrs['groups']}"
+
+
+def _json_float(v):
+    if v is None:
+        return None
+    if np.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return round(float(v), 2)
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=1))
+    try:
+        from .report_html import render_html
+    except ImportError:  # pragma: no cover - report_html ships with the package
+        return
+    (Path(out_dir) / "report.html").write_text(render_html(report))
+
+
+def format_table(report: dict) -> str:
+    head = f"{'layer':<22} {'op':<11} {'output':>12} {'MACs':>10} {'weights':>8} {'scale':>10} {'zp':>5} {'SQNR dB':>8}"
+    lines = [head, "-" * len(head)]
+    for r in report["layers"]:
+        shape = "x".join(map(str, r["output_shape"]))
+        sq = r["sqnr_db"]
+        sq = f"{sq:8.1f}" if isinstance(sq, float) else f"{str(sq):>8}"
+        lines.append(f"{r['name'][:22]:<22} {r['kernel'][:11]:<11} {shape:>12} {r['macs']:>10,} "
+                     f"{r['weight_bytes']:>8,} {r['scale']:>10.4g} {r['zero_point']:>5} {sq}")
+    lines.append("-" * len(head))
+    lines.append(f"total {report['macs']:,} MACs, weights {report['flash_bytes']:,} B (flash), arena "
+                 f"{report['arena_bytes']:,} B (lower bound {report['arena_lower_bound']:,} B), target {report['target']}")
+    for f in report["fold_log"]:
+        lines.append(f"BN {f['bn']}: {f['action']}" + (f" -> {f['into']}" if f["into"] and f["into"] != f["bn"] else "")
+                     + f" ({f['reason']})")
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Test helpers: build the generated C for the host and run it on int8 inputs."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+
+
+def build_host(out_dir: Path, exe: Path, extra_flags=()) -> Path:
+    lib = Path(out_dir) / "lib" / "edgebn_model"
+    srcs = sorted(str(p) for p in lib.glob("*.c"))
+    cmd = ["gcc", *STRICT, "-O2", *extra_flags, f"-I{lib}", *srcs, str(HERE / "c" / "run_model.c"), "-o", str(exe)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return exe
+
+
+def run_host(exe: Path, x: np.ndarray, output_size: int, layer_sizes=None):
+    """int8 [N, ...] -> int8 [N, output_size] (and [N, sum(layer_sizes)] per-layer bytes)."""
+    x = np.ascontiguousarray(x, dtype=np.int8)
+    args = [str(exe)] + (["layers"] if layer_sizes else [])
+    res = subprocess.run(args, input=x.tobytes(), capture_output=True, check=True)
+    per = output_size + (sum(layer_sizes) if layer_sizes else 0)
+    raw = np.frombuffer(res.stdout, dtype=np.int8).reshape(x.shape[0], per)
+    if layer_sizes:
+        return raw[:, -output_size:], raw[:, :-output_size]
+    return raw
