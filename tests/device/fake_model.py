@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebn.errors import EdgebnError
+
 FAKE_MODEL_DIR = Path(__file__).resolve().parent / "fake_model"
 FAKE_MODEL_HASH = 0x1234ABCD
 IN_ZP = 3
@@ -35,14 +37,30 @@ class FakeEmulator:
         self.w1 = ((j * 13 + i * 5) % 9) - 4                       # [5, 48]
         self.b1 = np.arange(5) * 3 - 6
 
-    def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """PyTorch layout [N, 2, 4, 4] float -> device layout [N, 4, 4, 2] int8."""
+    def quantize_input(self, x: np.ndarray, channels_last: bool = False) -> np.ndarray:
+        """PyTorch layout [N, 2, 4, 4] float (or [N, 4, 4, 2] channels_last) -> int8 [N, 4, 4, 2]."""
         x = np.asarray(x, np.float64)
-        if x.ndim == 4:
+        if not channels_last:
             x = x.transpose(0, 2, 3, 1)
+        if x.shape[1:] != self.input_shape:
+            raise EdgebnError(f"input shape {x.shape} does not match the model input")
         r = x / IN_SCALE
         q = np.sign(r) * np.floor(np.abs(r) + 0.5) + IN_ZP
         return np.clip(q, -128, 127).astype(np.int8)
+
+    def as_device_input(self, x: np.ndarray, channels_last: bool = False) -> np.ndarray:
+        """Same rules as edgebn.emulator.Emulator.as_device_input."""
+        x = np.asarray(x)
+        if x.dtype == np.int8:
+            if x.shape[1:] == self.input_shape:
+                return x
+            dev = x if channels_last else x.transpose(0, 2, 3, 1)
+            if dev.shape[1:] != self.input_shape:
+                raise EdgebnError(f"int8 input shape {x.shape} does not match the model input")
+            return dev
+        if x.dtype.kind != "f":
+            raise EdgebnError(f"input dtype {x.dtype}: expected float32 (or int8, already quantized)")
+        return self.quantize_input(x, channels_last)
 
     def run(self, q: np.ndarray, return_layers: bool = False):
         x = np.asarray(q, np.int64).reshape(-1, 16, 2) - IN_ZP
