@@ -125,10 +125,7 @@ def flash(project_dir: Path, *, env: str | None = None, port: str | None = None,
                    "scons package and turn off telemetry and update checks.")
 def flash_command(out: Path, env: str | None, port: str | None, offline: bool) -> None:
     """Build OUT with PlatformIO and upload it (the emulated board: boot it in QEMU)."""
-    try:
-        result = flash(out, env=env, port=port, offline=offline)
-    except EdgebnError as exc:
-        raise click.ClickException(str(exc)) from None
+    result = flash(out, env=env, port=port, offline=offline)  # EdgebnError: edgebn's CLI prints it
     if result.emulated:
         click.echo(f"edgebn: {result.env} booted in QEMU: {result.selftest_line}")
     else:

@@ -274,6 +274,7 @@ def run_pio(project_dir: Path, args: Sequence[str], *, offline: bool = False,
         if proc.poll() is None:
             _stop_group(proc)
         reader.join(timeout=5)
+        proc.stdout.close()
     return PioResult(proc.wait(), tail, stopped=stopped)
 
 

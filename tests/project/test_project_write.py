@@ -12,7 +12,7 @@ from edgebn.project import BOARD_SUPPORT, PLATFORM_DIR, write_project
 from edgebn.resources import firmware_dir
 from edgebn.targets import TARGETS
 
-from project_fixtures import make_fake_project
+from project_fixtures import make_project
 
 ALL_TARGETS = ["esp32", "esp32s3", "esp32c3", "qemu-rv32"]
 
@@ -24,7 +24,7 @@ def read_ini(out: Path) -> configparser.ConfigParser:
 
 
 def test_one_env_per_target_with_its_board(tmp_path):
-    out = make_fake_project(tmp_path / "out", ALL_TARGETS, "esp32s3")
+    out = make_project(tmp_path / "out", ALL_TARGETS, "esp32s3")
     ini = read_ini(out)
     assert ini.get("platformio", "default_envs") == "esp32s3"
     envs = [s[len("env:"):] for s in ini.sections() if s.startswith("env:")]
@@ -44,7 +44,7 @@ def test_one_env_per_target_with_its_board(tmp_path):
 
 
 def test_src_holds_harness_and_only_the_ports_in_use(tmp_path):
-    out = make_fake_project(tmp_path / "out", ["qemu-rv32"], "qemu_rv32")
+    out = make_project(tmp_path / "out", ["qemu-rv32"], "qemu_rv32")
     harness = sorted(p.name for p in (firmware_dir() / "harness").iterdir())
     assert sorted(p.name for p in (out / "src").iterdir() if p.is_file()) == sorted(
         harness + ["edgebn_selftest.h"])
@@ -57,7 +57,7 @@ def test_src_holds_harness_and_only_the_ports_in_use(tmp_path):
 
 
 def test_offline_platform_is_copied_with_the_shared_flags(tmp_path):
-    out = make_fake_project(tmp_path / "out", ["qemu-rv32"], "qemu_rv32")
+    out = make_project(tmp_path / "out", ["qemu-rv32"], "qemu_rv32")
     platform = out / PLATFORM_DIR
     for rel in ("platform.json", "platform.py", "builder/main.py", "boards/qemu_rv32.json"):
         assert (platform / rel).read_bytes() == (firmware_dir() / "platform" / rel).read_bytes()
@@ -65,7 +65,7 @@ def test_offline_platform_is_copied_with_the_shared_flags(tmp_path):
 
 
 def test_partition_tables_fit_flash_and_the_target_budget(tmp_path):
-    out = make_fake_project(tmp_path / "out", ALL_TARGETS, "esp32dev")
+    out = make_project(tmp_path / "out", ALL_TARGETS, "esp32dev")
     ini = read_ini(out)
     for name in ("esp32", "esp32s3", "esp32c3"):
         target = TARGETS[name]
@@ -84,9 +84,9 @@ def test_partition_tables_fit_flash_and_the_target_budget(tmp_path):
 
 
 def test_rewrite_drops_files_of_the_earlier_project(tmp_path):
-    out = make_fake_project(tmp_path / "out", ALL_TARGETS, "esp32dev")
+    out = make_project(tmp_path / "out", ALL_TARGETS, "esp32dev")
     (out / "src" / "user_leftover.c").write_text("int x;\n")
-    make_fake_project(out, ["qemu-rv32"], "qemu_rv32")
+    make_project(out, ["qemu-rv32"], "qemu_rv32")
     assert not (out / "src" / "user_leftover.c").exists()
     assert not list((out / "src" / "ports").glob("*arduino*"))
     assert not list(out.glob("partitions_*.csv"))
@@ -94,13 +94,13 @@ def test_rewrite_drops_files_of_the_earlier_project(tmp_path):
 
 
 def test_esp_only_project_has_no_offline_platform(tmp_path):
-    out = make_fake_project(tmp_path / "out", ["esp32c3"], "esp32c3")
+    out = make_project(tmp_path / "out", ["esp32c3"], "esp32c3")
     assert not (out / ".edgebn").exists()
     assert not list((out / "src" / "ports").glob("*qemu*"))
 
 
 def test_readme_explains_every_env_and_the_framework_choice(tmp_path):
-    out = make_fake_project(tmp_path / "out", ALL_TARGETS, "esp32s3")
+    out = make_project(tmp_path / "out", ALL_TARGETS, "esp32s3")
     readme = (out / "README.md").read_text()
     for env in ("esp32dev", "esp32s3", "esp32c3", "qemu_rv32"):
         assert f"`{env}`" in readme
