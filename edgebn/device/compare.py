@@ -166,33 +166,20 @@ def random_inputs(emu, count: int, seed: int = 0) -> np.ndarray:
 
 
 def load_inputs(path: str | Path, emu, channels_last: bool = False) -> np.ndarray:
-    """X.npy -> int8 ``[N, *emu.input_shape]`` device layout.
-
-    float32 is taken in PyTorch layout (NCHW for 4-D; NHWC with ``channels_last``) and quantized
-    by ``emu.quantize_input``; int8 is taken as already quantized, in device layout."""
+    """X.npy -> int8 ``[N, *emu.input_shape]`` device layout, by the emulator's own rules
+    (``emu.as_device_input``, shared with ``edgebn emulate``): float32 in PyTorch layout (device
+    layout with ``channels_last``) is quantized; int8 is taken as already quantized."""
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise EdgebnError(f"cannot read inputs {path}: {e}") from None
-    in_shape = tuple(int(d) for d in emu.input_shape)
-    size = int(np.prod(in_shape))
-    if x.dtype == np.int8:
-        if x.ndim < 1 or x.size != x.shape[0] * size or x.shape[0] == 0:
-            raise EdgebnError(f"{path}: int8 inputs of shape {list(x.shape)} are not a batch of "
-                              f"device-layout inputs {list(in_shape)}")
-        return x.reshape(x.shape[0], *in_shape)
-    if x.dtype not in (np.float32, np.float64):
-        raise EdgebnError(f"{path}: inputs must be float32 (model layout) or int8 (quantized, "
-                          f"device layout), got {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise EdgebnError(f"{path}: inputs hold NaN or infinity")
-    if channels_last and x.ndim == 4:
-        x = x.transpose(0, 3, 1, 2)   # quantize_input takes the model's own (NCHW) layout
-    q = np.asarray(emu.quantize_input(x.astype(np.float32)))
-    if q.ndim < 1 or q.size != q.shape[0] * size or q.shape[0] == 0:
-        raise EdgebnError(f"{path}: inputs of shape {list(x.shape)} do not fit the model's input "
-                          f"{list(in_shape)} (device layout)")
-    return q.astype(np.int8).reshape(q.shape[0], *in_shape)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise EdgebnError(f"{path}: inputs of shape {list(x.shape)} are not a batch (leading N axis)")
+    try:
+        q = np.asarray(emu.as_device_input(x, channels_last))
+    except EdgebnError as e:
+        raise EdgebnError(f"{path}: {e}") from None
+    return q.astype(np.int8, copy=False)
 
 
 def locate_mismatch(emu, x: np.ndarray, layers: list[P.Layer]) -> LayerDiff | None:

@@ -116,6 +116,7 @@ class FrameDecoder:
         self.max_line = max_line
         self._buf = bytearray()
         self._line = bytearray()
+        self._noisy = False
         self.skipped_bytes = 0  # noise and text seen outside frames, for diagnostics
 
     def feed(self, data: bytes) -> list[Frame | TextLine | BadFrame]:
@@ -137,6 +138,7 @@ class FrameDecoder:
             if length > self.max_payload:
                 events.append(BadFrame(f"length {length} exceeds {self.max_payload}", seq))
                 self._skip(1)
+                self._noisy = True
                 continue
             total = HEADER_BYTES + length + CRC_BYTES
             if len(self._buf) < total:
@@ -146,6 +148,7 @@ class FrameDecoder:
             if crc != zlib.crc32(body):
                 events.append(BadFrame(f"CRC mismatch on a type 0x{type_:02x} frame", seq))
                 self._skip(1)
+                self._noisy = True
                 continue
             del self._buf[:total]
             events.append(Frame(type_, seq, body[HEADER_BYTES:], flags))
@@ -161,6 +164,7 @@ class FrameDecoder:
         events: list[Frame | TextLine | BadFrame] = [
             BadFrame(f"frame cut short after {len(self._buf)} bytes", seq)]
         self._skip(1)
+        self._noisy = True  # what follows the magic is frame debris, not text
         return events + self.feed(b"")
 
     def _skip(self, n: int) -> None:
@@ -168,17 +172,19 @@ class FrameDecoder:
         del self._buf[:n]
 
     def _text(self, data: bytes | bytearray, events: list) -> None:
+        """Collect printable lines; a line with any non-text byte in it is noise, not text."""
         self.skipped_bytes += len(data)
         for b in data:
             if b in (0x0A, 0x0D):
-                if self._line:
-                    events.append(TextLine(self._line.decode("ascii", "replace")))
-                    self._line.clear()
-            elif 0x20 <= b < 0x7F or b == 0x09:
-                if len(self._line) < self.max_line:
-                    self._line.append(b)
+                text = self._line.decode("ascii").strip()
+                if text and not self._noisy:
+                    events.append(TextLine(text))
+                self._line.clear()
+                self._noisy = False
+            elif (0x20 <= b < 0x7F or b == 0x09) and len(self._line) < self.max_line:
+                self._line.append(b)
             else:
-                self._line.clear()  # noise: a line with it is not text worth keeping
+                self._noisy = True
 
 
 # ---- payloads ----
