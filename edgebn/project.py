@@ -20,7 +20,7 @@ import jinja2
 
 from .errors import EdgebnError
 from .resources import firmware_dir, templates_dir
-from .targets import TARGETS, Target, get_target
+from .targets import Target, get_target
 
 __all__ = ["BoardSupport", "BOARD_SUPPORT", "PLATFORM_DIR", "write_project"]
 
@@ -209,9 +209,15 @@ def write_project(out_dir: Path, *, model_name: str, targets: Sequence[Target | 
                 flash_chip_mib=env.flash_chip_mib, app_size=_app_partition_bytes(flash),
                 coredump_offset=flash - ESP_COREDUMP_BYTES), encoding="utf-8")
 
-    context = dict(model_name=model_name, envs=envs, default_env=default_env,
-                   has_selftest=selftest_header is not None, platform_dir=PLATFORM_DIR,
-                   all_targets=TARGETS)
+    board_envs = [e for e in envs if e.framework]
+    context = dict(
+        model_name=model_name, envs=envs, default_env=default_env, platform_dir=PLATFORM_DIR,
+        # the README's flash/compare examples use a real board: the default env if it is one
+        flash_env=next((e for e in board_envs if e.name == default_env),
+                       board_envs[0] if board_envs else None),
+        emulated_env=next((e for e in envs if not e.framework), None),
+        partition_tables=list({e.partitions_csv: e for e in board_envs}.values()),
+    )
     (out_dir / "platformio.ini").write_text(
         jinja.get_template("platformio.ini.j2").render(**context), encoding="utf-8")
     (out_dir / "README.md").write_text(
