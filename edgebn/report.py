@@ -98,11 +98,9 @@ def _json_float(v):
 
 
 def write_report(report: dict, out_dir: Path) -> None:
+    from .report_html import render_html
+
     (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=1))
-    try:
-        from .report_html import render_html
-    except ImportError:  # pragma: no cover - report_html ships with the package
-        return
     (Path(out_dir) / "report.html").write_text(render_html(report))
 
 
