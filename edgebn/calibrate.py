@@ -20,7 +20,7 @@ from .ir import Graph
 from .numerics import choose_qparams, dequantize, quantize
 from .ops.reshape import torch_to_device
 
-__all__ = ["METHODS", "Observer", "calibrate", "iter_batches", "validate_batch"]
+__all__ = ["METHODS", "Observer", "SampleTap", "calibrate", "iter_batches", "validate_batch"]
 
 METHODS = ("minmax", "percentile", "mse")
 SAMPLE_PER_TENSOR = 1 << 16
@@ -83,7 +83,10 @@ def validate_batch(x, torch_shape: tuple[int, ...], where: str = "calibration da
 
 
 def iter_batches(data, batch_size: int) -> Iterable[np.ndarray]:
-    """Batches from an array (or memory map) or an iterable of arrays/tensors/(x, y) tuples."""
+    """Batches from an array (or memory map), a tensor, or an iterable of arrays/tensors/(x, y) tuples
+    (a torch DataLoader, a generator)."""
+    if hasattr(data, "detach"):
+        data = data.detach().cpu().numpy()
     if isinstance(data, np.ndarray):
         for i in range(0, max(len(data), 1), batch_size):
             yield np.asarray(data[i:i + batch_size])
@@ -94,6 +97,27 @@ def iter_batches(data, batch_size: int) -> Iterable[np.ndarray]:
         if hasattr(item, "detach"):
             item = item.detach().cpu().numpy()
         yield np.asarray(item)
+
+
+class SampleTap:
+    """Wraps calibration data so one streaming pass also keeps its first `n` samples (for the
+    report's SQNR and the self-test vectors) without a second pass over a DataLoader or generator."""
+
+    def __init__(self, data, n: int, batch_size: int = 64):
+        self.data, self.n, self.batch_size = data, n, batch_size
+        self.kept: list[np.ndarray] = []
+
+    def __iter__(self):
+        self.kept, have = [], 0
+        for b in iter_batches(self.data, self.batch_size):
+            b = np.asarray(b)
+            if have < self.n and b.ndim > 0:
+                self.kept.append(np.array(b[:self.n - have]))
+                have += len(self.kept[-1])
+            yield b
+
+    def sample(self) -> np.ndarray | None:
+        return np.concatenate(self.kept) if self.kept else None
 
 
 def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", percentile: float = 99.99,

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import JSON_NAME, FORMAT, save_graph
-from .calibrate import calibrate, validate_batch
+from .calibrate import SampleTap, calibrate, validate_batch
 from .emit import emit_model
 from .emulator import Emulator
+from .evaluate import save_float_graph
 from .errors import BudgetError, CalibrationError, EdgebnError
 from .execute import execute, run_float
 from .ir import Graph
@@ -33,6 +34,7 @@ from .plan import ArenaPlan, plan_arena
 from .quantize import assign_qparams, quantize_graph
 from .report import build_report, write_report
 from .targets import get_target
+from .weights import check_fold_ranges
 
 __all__ = ["compile_model", "CompiledModel", "prepare_output", "load_calibration"]
 
@@ -85,8 +87,12 @@ def load_calibration(path) -> np.ndarray:
 
 
 def _first_batch(data, torch_shape):
+    if hasattr(data, "detach"):
+        data = data.detach().cpu().numpy()
     if isinstance(data, np.ndarray):
         return validate_batch(data, torch_shape)
+    if hasattr(data, "__iter__") and not isinstance(data, (str, bytes, dict)):
+        return data
     raise CalibrationError("calibration data must be an array, a .npy/.npz path or an iterable of batches")
 
 
@@ -149,7 +155,8 @@ def torch_input_shape(g: Graph) -> tuple[int, ...]:
 
 
 def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_input=None,
-                  calibration: str = "minmax", percentile: float = 99.99, force: bool = False,
+                  calibration: str = "minmax", percentile: float = 99.99, weight_method: str = "max",
+                  force: bool = False,
                   progress: bool = False, model_name: str | None = None,
                   check_budget: bool = True) -> CompiledModel:
     """Compile `model` (a .pt2 path, an ExportedProgram, or an nn.Module with example_input) into OUT."""
@@ -169,14 +176,15 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     tshape = torch_input_shape(float_graph)
     if isinstance(calib, (str, os.PathLike)):
         calib = load_calibration(calib)
-    if isinstance(calib, np.ndarray):
-        calib = _first_batch(calib, tshape)
+    calib = _first_batch(calib, tshape)
+    tap = None if isinstance(calib, np.ndarray) else SampleTap(calib, REPORT_SAMPLES)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ranges = calibrate(float_graph, calib, tshape, method=calibration, percentile=percentile,
+        check_fold_ranges(float_graph)
+        ranges = calibrate(float_graph, calib if tap is None else tap, tshape, method=calibration, percentile=percentile,
                            progress=progress)
         lap("calibrate")
-        qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges))
+        qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges), weight_method)
         lap("quantize")
     plan = plan_arena(qgraph)
     macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
@@ -195,11 +203,12 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     tmp = prepare_output(out_dir, force)
     try:
         mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name,
-                                               "torch_input_shape": list(tshape)})
+                                               "torch_input_shape": list(tshape),
+                                               "float_model": save_float_graph(float_graph, tmp)})
         emu = Emulator.load(tmp)
         emit_model(qgraph, plan, mhash, tmp / "lib" / "edgebn_model", name, int(sum(macs.values())))
         lap("emit")
-        sample = np.asarray(calib[:REPORT_SAMPLES]) if isinstance(calib, np.ndarray) else None
+        sample = np.asarray(calib[:REPORT_SAMPLES]) if tap is None else tap.sample()
         rng = np.random.default_rng(0)
         vectors = emu.quantize_input(sample[:SELFTEST_VECTORS]) if sample is not None else \
             rng.integers(-128, 128, (SELFTEST_VECTORS,) + emu.input_shape, dtype=np.int8)

@@ -10,6 +10,7 @@ from .errors import EdgebnError
 from .ir import Graph
 from .numerics import choose_qparams
 from .ops import OPS, QParams
+from .weights import WEIGHT_METHODS, set_weight_scales
 
 __all__ = ["assign_qparams", "quantize_graph"]
 
@@ -26,7 +27,12 @@ def assign_qparams(graph: Graph, ranges: dict[str, tuple[float, float]]) -> dict
     return qp
 
 
-def quantize_graph(graph: Graph, qp: dict[str, QParams]) -> Graph:
+def quantize_graph(graph: Graph, qp: dict[str, QParams], weight_method: str = "max") -> Graph:
+    """Quantize every node; weight_method "max" (SPEC.md) or "mse" picks the per-channel weight scales."""
+    if weight_method not in WEIGHT_METHODS:
+        raise EdgebnError(f"unknown weight method {weight_method!r}; choose one of {', '.join(WEIGHT_METHODS)}")
+    if weight_method != "max":
+        graph = set_weight_scales(graph, weight_method)
     q = Graph(inputs=list(graph.inputs), outputs=list(graph.outputs), nodes=[], shapes=dict(graph.shapes),
               torch_layouts=dict(graph.torch_layouts), fold_log=list(graph.fold_log), notes=list(graph.notes),
               qparams=dict(qp))

@@ -1,0 +1,251 @@
+"""`edgebn evaluate OUT --inputs X.npy [--labels y.npy] [--model MODEL.pt2] [--json FILE]`:
+float vs int8 quality of a compiled model, from OUT alone.
+
+The float graph (after the BatchNorm folds, before quantization) is stored at compile time in
+OUT/edgebn_float.npz (float64 weights) and the "float_model" section of OUT/edgebn.json, so no
+checkpoint and no torch are needed. Reported:
+  * top-1 of float and of int8 (emulator) when labels are given, and their top-1 agreement;
+  * logit SQNR (int8 vs float outputs);
+  * per-layer SQNR, worst first: "isolated" feeds each layer the float values of its inputs
+    (quantized with their own scales), so it is that layer's own quantization error; "accumulated"
+    is the int8 network run end to end up to that layer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import JSON_NAME, _plain
+from .errors import EdgebnError
+from .execute import execute, run_float, run_int8
+from .ir import Graph, Node
+from .numerics import dequantize, quantize
+from .ops import OPS
+from .ops.reshape import device_to_torch, torch_to_device
+
+__all__ = ["FLOAT_NAME", "float_graph_section", "save_float_graph", "load_float_graph", "evaluate",
+           "format_evaluation", "evaluate_command"]
+
+FLOAT_NAME = "edgebn_float.npz"
+CHUNK = 128
+
+
+# ---------------------------------------------------------------------------------------------
+# The float graph on disk
+
+def _json_attr(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, dict):
+        return {k: _json_attr(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_attr(x) for x in v]
+    return _plain(v)
+
+
+def float_graph_section(g: Graph) -> dict:
+    """The JSON part of the float graph (structure and attributes; weights go to edgebn_float.npz)."""
+    return {
+        "file": FLOAT_NAME,
+        "inputs": list(g.inputs), "outputs": list(g.outputs), "torch_layouts": dict(g.torch_layouts),
+        "shapes": {t: list(s) for t, s in g.shapes.items()},
+        "nodes": [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "attrs": _json_attr(n.attrs),
+                   "params": sorted(n.params)} for n in g.nodes],
+    }
+
+
+def save_float_graph(g: Graph, out_dir: Path) -> dict:
+    arrays = {f"{n.name}/{k}": np.asarray(v) for n in g.nodes for k, v in n.params.items()}
+    np.savez_compressed(Path(out_dir) / FLOAT_NAME, **arrays)
+    return float_graph_section(g)
+
+
+def load_float_graph(out_dir) -> Graph:
+    out_dir = Path(out_dir)
+    try:
+        doc = json.loads((out_dir / JSON_NAME).read_text())
+    except (OSError, ValueError) as e:
+        raise EdgebnError(f"{out_dir}: not an edgebn output ({e})") from e
+    sec = doc.get("float_model")
+    if sec is None or not (out_dir / FLOAT_NAME).is_file():
+        raise EdgebnError(f"{out_dir}: no float graph stored (compiled by an older edgebn); recompile, "
+                          "or pass --model MODEL.pt2")
+    w = dict(np.load(out_dir / FLOAT_NAME, allow_pickle=False))
+    nodes = [Node(n["name"], n["op"], list(n["inputs"]), n["attrs"],
+                  {k: w[f"{n['name']}/{k}"] for k in n["params"]}) for n in sec["nodes"]]
+    return Graph(inputs=sec["inputs"], outputs=sec["outputs"], nodes=nodes,
+                 shapes={t: tuple(s) for t, s in sec["shapes"].items()}, torch_layouts=sec["torch_layouts"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+class _Acc:
+    """Streaming SQNR: sums of signal and error power."""
+
+    def __init__(self):
+        self.sig = 0.0
+        self.err = 0.0
+
+    def add(self, ref, test):
+        ref = np.asarray(ref, np.float64)
+        self.sig += float(np.sum(ref ** 2))
+        self.err += float(np.sum((np.asarray(test, np.float64).reshape(ref.shape) - ref) ** 2))
+
+    def db(self):
+        if self.err == 0.0:
+            return float("inf")
+        if self.sig == 0.0:
+            return float("-inf")
+        return 10.0 * float(np.log10(self.sig / self.err))
+
+
+def _dq(g: Graph, name: str, q):
+    qp = g.qparams[name]
+    return dequantize(q, qp.scale, qp.zero_point)
+
+
+def _torch_float(model_path, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    from .importer import load_program
+
+    mod = load_program(model_path).module()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), CHUNK):
+            y = mod(torch.from_numpy(np.ascontiguousarray(x[i:i + CHUNK], np.float32)))
+            outs.append((y[0] if isinstance(y, (tuple, list)) else y).numpy().astype(np.float64))
+    return np.concatenate(outs)
+
+
+def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=None) -> dict:
+    """Float vs int8 on inputs x (float32, model layout, leading batch axis)."""
+    from .emulator import Emulator
+
+    emu = Emulator.load(out_dir)
+    fg = load_float_graph(out_dir)
+    qg = emu.graph
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise EdgebnError(f"inputs: dtype {x.dtype}, expected float32 in the model's input layout")
+    if x.ndim < 2 or len(x) == 0:
+        raise EdgebnError(f"inputs: shape {x.shape}; expected a leading batch axis and at least one sample")
+    if not np.isfinite(x).all():
+        raise EdgebnError("inputs contain NaN or Inf")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(x):
+            raise EdgebnError(f"labels: {len(labels)} labels for {len(x)} inputs")
+    out = qg.outputs[0]
+    layers = [n for n in qg.nodes if not OPS[n.op].alias]
+    iso = {n.name: _Acc() for n in layers}
+    acc = {n.name: _Acc() for n in layers}
+    logit = _Acc()
+    f_logits, q_logits = [], []
+    for i in range(0, len(x), CHUNK):
+        xb = x[i:i + CHUNK]
+        dev = emu.quantize_input(xb)                       # also checks the shape
+        fvals = execute(fg, torch_to_device(np.asarray(xb, np.float64)), run_float)
+        y, qlayers = emu.run(dev, return_layers=True)
+        for name, qv in qlayers:
+            acc[name].add(fvals[name], _dq(qg, name, qv))
+        for n in layers:
+            ins = [quantize(fvals[t], qg.qparams[t].scale, qg.qparams[t].zero_point) for t in n.inputs]
+            iso[n.name].add(fvals[n.name], _dq(qg, n.name, run_int8(n, ins)))
+        f_logits.append(device_to_torch(fvals[out], fg.torch_layouts[out]))
+        q_logits.append(emu.to_torch_layout(_dq(qg, out, y)))
+    f_logits = np.concatenate(f_logits)
+    q_logits = np.concatenate(q_logits)
+    if model is not None:
+        f_logits = _torch_float(model, x)
+        if f_logits.shape != q_logits.shape:
+            raise EdgebnError(f"--model output shape {f_logits.shape} differs from the compiled model's "
+                              f"{q_logits.shape}: not the same model")
+    logit.add(f_logits, q_logits)
+    f_top = f_logits.reshape(len(x), -1).argmax(1)
+    q_top = q_logits.reshape(len(x), -1).argmax(1)
+    res = {
+        "n": int(len(x)),
+        "float_reference": "checkpoint" if model is not None else "stored float graph",
+        "logit_sqnr_db": logit.db(),
+        "top1_agreement": float(np.mean(f_top == q_top)),
+        "float_top1": float(np.mean(f_top == labels)) if labels is not None else None,
+        "int8_top1": float(np.mean(q_top == labels)) if labels is not None else None,
+        "layers": sorted(({"name": n.name, "op": n.op, "sqnr_isolated_db": iso[n.name].db(),
+                           "sqnr_accumulated_db": acc[n.name].db()} for n in layers),
+                         key=lambda r: (r["sqnr_isolated_db"], r["sqnr_accumulated_db"])),
+    }
+    return res
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and np.isinf(v):
+        return "exact" if v > 0 else "-inf"
+    return f"{v:.1f}"
+
+
+def format_evaluation(r: dict) -> str:
+    lines = [f"{r['n']} inputs; float reference: {r['float_reference']}"]
+    if r["float_top1"] is not None:
+        lines.append(f"top-1  float {100 * r['float_top1']:.2f}%   int8 {100 * r['int8_top1']:.2f}%")
+    lines.append(f"top-1 agreement int8 vs float {100 * r['top1_agreement']:.2f}%   "
+                 f"logit SQNR {_fmt(r['logit_sqnr_db'])} dB")
+    head = f"{'layer (worst first)':<28} {'op':<11} {'isolated dB':>12} {'accumulated dB':>15}"
+    lines += ["", head, "-" * len(head)]
+    for l in r["layers"]:
+        lines.append(f"{l['name'][:28]:<28} {l['op'][:11]:<11} {_fmt(l['sqnr_isolated_db']):>12} "
+                     f"{_fmt(l['sqnr_accumulated_db']):>15}")
+    return "\n".join(lines)
+
+
+def _jsonable(r: dict) -> dict:
+    def f(v):
+        if isinstance(v, float) and np.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if isinstance(v, dict):
+            return {k: f(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [f(x) for x in v]
+        return v
+    return f(r)
+
+
+def _load_npy(path, what):
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - reported as a one-line cause
+        raise EdgebnError(f"{path}: cannot read {what} ({str(e).splitlines()[0]})") from e
+
+
+try:
+    import click
+except ImportError:  # pragma: no cover - click is a dependency of the CLI
+    click = None
+
+if click is not None:
+    @click.command("evaluate")
+    @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--inputs", "inputs", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="X.npy: float32 inputs in the model's layout, leading batch axis")
+    @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="y.npy: integer class labels, for top-1")
+    @click.option("--model", "model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="MODEL.pt2: use the checkpoint (torch) as the float reference for outputs")
+    @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="also write the result as JSON to this file")
+    def evaluate_command(out_dir, inputs, labels, model, json_path):
+        """Float vs int8 accuracy and SQNR of a compiled model (needs only OUT)."""
+        try:
+            x = _load_npy(inputs, "inputs")
+            y = _load_npy(labels, "labels") if labels is not None else None
+            r = evaluate(out_dir, x, y, model)
+        except EdgebnError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(format_evaluation(r))
+        if json_path is not None:
+            Path(json_path).write_text(json.dumps(_jsonable(r), indent=1))
