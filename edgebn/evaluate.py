@@ -114,10 +114,21 @@ def _torch_float(model_path, x: np.ndarray) -> np.ndarray:
 
     mod = load_program(model_path).module()
     outs = []
+    step = CHUNK
     with torch.no_grad():
-        for i in range(0, len(x), CHUNK):
-            y = mod(torch.from_numpy(np.ascontiguousarray(x[i:i + CHUNK], np.float32)))
+        i = 0
+        while i < len(x):
+            xb = torch.from_numpy(np.array(x[i:i + step], np.float32))
+            try:
+                y = mod(xb)
+            except Exception as e:  # noqa: BLE001 - a .pt2 exported with a static batch of 1
+                if step == 1:
+                    raise EdgebnError(f"{model_path}: running the checkpoint failed "
+                                      f"({str(e).splitlines()[0]})") from e
+                step = 1
+                continue
             outs.append((y[0] if isinstance(y, (tuple, list)) else y).numpy().astype(np.float64))
+            i += len(xb)
     return np.concatenate(outs)
 
 
