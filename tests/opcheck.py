@@ -68,6 +68,7 @@ class Checked:
     sqnr_db: float
     fold_log: list
     host_exe: Path
+    test_inputs: np.ndarray
 
 
 def normal(shape, n, seed):
@@ -118,4 +119,4 @@ def check_model(model: nn.Module, input_shape, work: Path, *, min_sqnr_db: float
     s = sqnr_db(ref, approx)
     assert s >= min_sqnr_db, f"SQNR {s:.1f} dB < {min_sqnr_db} dB (torch float vs emulator)"
     print(f"SQNR {s:.1f}")
-    return Checked(compiled, s, compiled.report.get("fold_log", []), exe)
+    return Checked(compiled, s, compiled.report.get("fold_log", []), exe, test)

@@ -1,4 +1,5 @@
-"""pad: constant zero padding of H and W (ZeroPad2d, F.pad with value 0); keeps input quantization."""
+"""pad: constant zero padding of H and W (ZeroPad2d, ConstantPad1d/2d with 0, F.pad with zeros) and of L
+for (N, C, L) tensors; keeps the input's quantization, a padded value is q = zero_point (real 0)."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,17 +27,24 @@ def quantize(node, graph, qp):
 
 
 def from_aten(target, args, ctx):
+    """constant_pad_nd(x, pad, value=0) and pad(x, pad, mode='constant', value=None)."""
     x, pads = args[0], [int(p) for p in args[1]]
-    value = float(args[2]) if len(args) > 2 and args[2] is not None else 0.0
-    mode = args[2] if target == "aten.pad.default" and len(args) > 2 else "constant"
     if target == "aten.pad.default":
-        value = float(args[3]) if len(args) > 3 and args[3] is not None else 0.0
+        mode = args[2] if len(args) > 2 and args[2] is not None else "constant"
+        value = args[3] if len(args) > 3 else None
+    else:
+        mode, value = "constant", args[2] if len(args) > 2 else None
+    value = 0.0 if value is None else float(value)
     if mode != "constant":
         raise UnsupportedOpError(f"pad mode {mode!r} (only constant zero padding)")
     if value != 0.0:
         raise UnsupportedOpError(f"pad with value {value} (only zeros)")
-    if len(ctx.shape(x)) != 4 or len(pads) not in (2, 4) or min(pads) < 0:
-        raise UnsupportedOpError(f"pad {pads} of a rank-{len(ctx.shape(x))} tensor (only non-negative H/W padding)")
+    rank = len(ctx.shape(x))
+    if rank == 3 and len(pads) == 2 and min(pads) >= 0:   # (N, C, L): a 1 x L image, pad left/right
+        return Node(ctx.name, "pad", [x.name], {"padding": (0, pads[0], 0, pads[1])}, {}, ctx.source)
+    if rank != 4 or len(pads) not in (2, 4) or min(pads) < 0:
+        raise UnsupportedOpError(f"pad {pads} of a rank-{rank} tensor (only non-negative padding of H and W, "
+                                 "or of L for (N, C, L))")
     pl, pr = pads[0], pads[1]
     pt, pb = (pads[2], pads[3]) if len(pads) == 4 else (0, 0)
     return Node(ctx.name, "pad", [x.name], {"padding": (pt, pl, pb, pr)}, {}, ctx.source)
