@@ -73,7 +73,8 @@ class Link:
         self.last_reply_seq: int | None = None
         self._events: deque = deque()
         self._seq = 0
-        self._last_byte_at = time.monotonic()
+        self._last_byte_at = time.monotonic()   # last byte of any kind (for stall detection)
+        self._progress_at = time.monotonic()    # last byte that built a frame
 
     # ---- opening and closing ----
 
@@ -175,9 +176,8 @@ class Link:
     def _await(self, seq: int, types: tuple[int, ...], timeout: float, what: str, *,
                resets_fatal: bool = True, errors_fatal: bool = True) -> P.Frame:
         """Next frame of one of ``types`` answering ``seq``. The timeout counts from the last
-        byte received, so a long debug dump over a slow line is not cut off."""
-        self._last_byte_at = max(self._last_byte_at, time.monotonic())
-        started = time.monotonic()
+        byte that built a frame, so a long debug dump over a slow line is not cut off."""
+        self._progress_at = time.monotonic()
         while True:
             while self._events:
                 ev = self._events.popleft()
@@ -199,16 +199,20 @@ class Link:
                     return ev
                 else:
                     self.stale_frames += 1
-            now = time.monotonic()
-            quiet_since = max(self._last_byte_at, started)
-            if now - quiet_since >= timeout:
+            if time.monotonic() - self._progress_at >= timeout:
                 last = "none yet" if self.last_reply_seq is None else f"seq {self.last_reply_seq}"
                 raise DeviceTimeout(f"{self.name} stopped answering: no reply to {what} within "
                                     f"{timeout:g} s (last good reply: {last})", seq)
             chunk = self._read()
             if chunk:
+                pending = self.decoder.pending
+                events = self.decoder.feed(chunk)
+                self._events.extend(events)
+                # Only bytes that build frames count as the board answering: endless noise (a
+                # wrong baud rate) must not hold the timeout off.
+                if self.decoder.pending > pending or any(isinstance(e, P.Frame) for e in events):
+                    self._progress_at = time.monotonic()
                 self._last_byte_at = time.monotonic()
-                self._events.extend(self.decoder.feed(chunk))
             elif time.monotonic() - self._last_byte_at >= _STALL_S:
                 self._events.extend(self.decoder.drop_partial())
 

@@ -153,6 +153,11 @@ class FrameDecoder:
             del self._buf[:total]
             events.append(Frame(type_, seq, body[HEADER_BYTES:], flags))
 
+    @property
+    def pending(self) -> int:
+        """Bytes held of a frame still arriving (0 when none has started)."""
+        return len(self._buf) if self._buf.startswith(MAGIC) else 0
+
     def drop_partial(self) -> list[Frame | TextLine | BadFrame]:
         """Give up on a frame that stopped arriving (called when the line has gone quiet).
 

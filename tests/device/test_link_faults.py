@@ -129,20 +129,24 @@ def test_port_that_cannot_open():
 
 
 def test_fatal_device_error_is_not_retried(fake_emu):
+    from edgebn.device.compare import CompareReport, _run_with_retry
+
+    dev, link = make_link(fake_emu)
+    info = link.sync(1.0)
+    report = CompareReport(info=info, target="fake")
+    with pytest.raises(LinkError, match="input 7: .*expects 32 input bytes, got 31") as e:
+        _run_with_retry(link, fake_emu, np.zeros(31, np.int8), 7, report, 3, 1.0, "OUT")
+    assert "\n" not in str(e.value)
+    assert dev.runs == 1 and report.retries == 0
+
+
+def test_same_hash_but_other_sizes_is_refused(fake_emu):
     dev, link = make_link(fake_emu)
     link.sync(1.0)
-    with pytest.raises(LinkError, match="expects 32 input bytes, got 31"):
-        link.run(bytes(31))
-    # and through compare: a wrong-size model is fatal at once, with the input named
-    class Bigger(type(fake_emu)):
-        input_shape = (4, 4, 2)
-    emu = Bigger()
-    dev.emu = type("E", (), {"input_shape": (4, 4, 3), "output_shape": (5,),
-                             "layer_names": ("a",), "model_hash": emu.model_hash,
-                             "run": emu.run})()
-    with pytest.raises(LinkError, match="input 0: .*expects 48 input bytes, got 32"):
-        compare_on_link(link, emu, random_inputs(emu, 2), progress=False, log=lambda m: None)
-    assert dev.runs == 2
+    link.info = P.Info(**{**link.info.__dict__, "input_size": 48})
+    with pytest.raises(ModelMismatch, match="takes 48 and gives 5 int8, OUT says 32 and 5"):
+        run_compare(link, fake_emu, out="OUT")
+    assert dev.runs == 0
 
 
 def test_out_of_order_sequence_is_recovered(fake_emu):
@@ -156,7 +160,8 @@ def test_out_of_order_sequence_is_recovered(fake_emu):
 
 
 def test_mismatch_is_located_to_layer_and_channel(fake_emu):
-    _, link = make_link(fake_emu, faults={2: "model_bug"})
+    # runs 2 and 3: the input and its debug-mode re-run both hit the bug
+    _, link = make_link(fake_emu, faults={2: "model_bug", 3: "model_bug"})
     report = run_compare(link, fake_emu, n=5)
     assert not report.ok and report.matched == 4
     (m,) = report.mismatches
@@ -180,3 +185,10 @@ def test_debug_run_returns_every_layer(fake_emu):
     for got, (_, want) in zip(r.layers, layers):
         assert np.array_equal(np.frombuffer(got.output, np.int8), want.reshape(-1))
     assert r.output == y.tobytes()
+
+
+def test_mismatch_that_vanishes_in_debug_mode_is_called_nondeterministic(fake_emu):
+    _, link = make_link(fake_emu, faults={2: "model_bug"})
+    report = run_compare(link, fake_emu, n=4)
+    (m,) = report.mismatches
+    assert m.layer is None and "not deterministic" in m.describe()

@@ -1,0 +1,82 @@
+"""``edgebn compare``: check a board (serial port or the emulated QEMU board) against the emulator.
+
+The CLI registers it with ``main.add_command(edgebn.device.commands.compare)``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import EdgebnError
+from .compare import compare_on_link, load_inputs, random_inputs
+from .link import DEFAULT_BAUD, Link
+from .qemu import qemu_link
+from .selftest import selftest_header, selftest_inputs
+
+__all__ = ["compare", "load_emulator"]
+
+
+def load_emulator(out: Path):
+    """The emulator of a compiled OUT (a seam the device tests replace with their fake model)."""
+    from ..emulator import Emulator
+
+    return Emulator.load(out)
+
+
+@click.command("compare")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--port", help="Serial port of a board flashed with `edgebn flash` (or a pyserial URL).")
+@click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True, help="Serial baud rate.")
+@click.option("--qemu", is_flag=True, help="Build and boot the emulated RV32IMC board instead.")
+@click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="X.npy: float32 in PyTorch layout, or int8 already quantized (device layout).")
+@click.option("--count", type=click.IntRange(1), default=100, show_default=True,
+              help="Without --inputs: how many deterministic random int8 inputs to run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of those random inputs.")
+@click.option("--channels-last", is_flag=True, help="Float inputs are NHWC, not PyTorch's NCHW.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JSON record of the comparison here.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds of silence before the board counts as not answering.")
+@click.option("--retries", type=click.IntRange(0), default=3, show_default=True,
+              help="Resync-and-retry attempts per input after a reset or a garbled frame.")
+def compare(out: Path, port: str | None, baud: int, qemu: bool, inputs: Path | None, count: int,
+            seed: int, channels_last: bool, json_path: Path | None, timeout: float,
+            retries: int) -> None:
+    """Run inputs on the board and check every output int8 against the emulator of OUT."""
+    if (port is None) == (not qemu):
+        raise click.UsageError("give exactly one of --port PORT or --qemu")
+    try:
+        emu = load_emulator(out)
+        x = load_inputs(inputs, emu, channels_last) if inputs else random_inputs(emu, count, seed)
+        if qemu:
+            header = selftest_header(emu, selftest_inputs(emu))
+            with qemu_link(out / "lib" / "edgebn_model", header, reply_timeout=timeout) as link:
+                report = compare_on_link(link, emu, x, target="qemu-rv32", out=out,
+                                         retries=retries, log=_warn)
+        else:
+            with Link.open_serial(port, baud, reply_timeout=timeout) as link:
+                report = compare_on_link(link, emu, x, target=port, out=out, retries=retries,
+                                         log=_warn)
+    except EdgebnError as e:
+        raise click.ClickException(str(e)) from None
+
+    for mismatch in report.mismatches:
+        click.echo(mismatch.describe())
+    click.echo(report.summary())
+    if json_path is not None:
+        record = {"out": str(out), "inputs_file": str(inputs) if inputs else None,
+                  "random_seed": None if inputs else seed, **report.to_json()}
+        json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if not report.ok:
+        first = report.mismatches[0] if report.mismatches else None
+        where = f" (first: {first.describe()})" if first else ""
+        raise click.ClickException(
+            f"{report.inputs - report.matched} of {report.inputs} inputs differ from the "
+            f"emulator{where}")
+
+
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
