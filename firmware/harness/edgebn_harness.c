@@ -19,6 +19,11 @@
 #ifndef EDGEBN_DRAIN_QUIET_MS
 #define EDGEBN_DRAIN_QUIET_MS 50u
 #endif
+/* After acknowledging EXIT the harness waits this long (of quiet) before leaving: a pty loses
+ * output nobody has read yet when its owner (QEMU, the host port) goes away. */
+#ifndef EDGEBN_EXIT_LINGER_MS
+#define EDGEBN_EXIT_LINGER_MS 300u
+#endif
 
 #if EDGEBN_SELFTEST_MODEL_HASH != EDGEBN_MODEL_HASH
 #error "edgebn_selftest.h was rendered for another model (EDGEBN_SELFTEST_MODEL_HASH != EDGEBN_MODEL_HASH)"
@@ -381,6 +386,8 @@ int edgebn_harness_serve_one(uint32_t idle_timeout_ms)
         }
         crc = frame_begin(EDGEBN_MSG_EXIT_ACK, 0u, seq, 0u);
         frame_end(crc);
+        while (edgebn_port_read_byte(EDGEBN_EXIT_LINGER_MS) >= 0) {
+        }
         edgebn_port_exit(0);
         break;
     default:
