@@ -31,10 +31,17 @@ extern "C" int edgebn_port_read_byte(uint32_t timeout_ms)
         if (Serial.available() > 0) {
             return Serial.read() & 0xFF;
         }
-        if (timeout_ms != EDGEBN_PORT_FOREVER && millis() - start >= timeout_ms) {
+        uint32_t waited = millis() - start;
+        if (timeout_ms != EDGEBN_PORT_FOREVER && waited >= timeout_ms) {
             return -1;
         }
-        yield();
+        /* Spin briefly for latency, then sleep a tick: yield() alone never lets the idle task run,
+         * and on a single-core chip (ESP32-C3) its watchdog would fire while the host is quiet. */
+        if (waited < 2u) {
+            yield();
+        } else {
+            delay(1);
+        }
     }
 }
 

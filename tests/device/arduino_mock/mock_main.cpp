@@ -1,0 +1,16 @@
+/* The Arduino runtime's part: globals and the setup()/loop() driver. */
+#include <Arduino.h>
+
+HardwareSerial Serial;
+EspClass ESP;
+
+void setup();
+void loop();
+
+int main()
+{
+    setup();
+    for (;;) {
+        loop();
+    }
+}
