@@ -185,21 +185,34 @@ class PioResult:
 _CAUSE_PATTERNS = (
     re.compile(r"^(\S.*?:\d+(?::\d+)?: (?:fatal )?error: .+)$"),   # compiler: src/x.c:3:5: error: ...
     re.compile(r"^A fatal error occurred: (.+)$"),                 # esptool: Failed to connect ...
-    re.compile(r"^[A-Z]\w*(?:Error|Exception): (.+)$"),            # PlatformIO: UnknownEnvNamesError: ...
+    re.compile(r"^([A-Z]\w*(?:Error|Exception)):\s*(.*)$"),         # PlatformIO: UnknownEnvNamesError: ...
     re.compile(r"^Error: (.+)$"),                                  # click, builders: Error: ...
     re.compile(r"^.*undefined reference to (.+)$"),                # linker
     re.compile(r"^\*\*\* (\[.*\] .+)$"),                           # SCons: *** [upload] Error 1
 )
+_INSTALLING = re.compile(r"^(?:Platform|Tool|Library) Manager: Installing (.+)$")
 
 
 def failure_cause(lines: Iterable[str]) -> str | None:
-    """The most telling error line in PlatformIO's output, or None when it printed none."""
+    """The most telling error line in PlatformIO's output, or None when it printed none.
+
+    A PlatformIO exception with no message (HTTPClientError when the registry is unreachable) is
+    named by its class, plus the package PlatformIO was installing when it happened.
+    """
     lines = [line.strip() for line in lines if line.strip()]
     for pattern in _CAUSE_PATTERNS:
-        for line in lines:
+        for index, line in enumerate(lines):
             match = pattern.match(line)
-            if match:
-                return " ".join(match.group(1).split())
+            if not match:
+                continue
+            if pattern.groups == 2:  # "ClassName: message"
+                cause = match.group(2) or match.group(1)
+                installing = [m.group(1) for m in map(_INSTALLING.match, lines[:index]) if m]
+                if not match.group(2) and installing:
+                    cause += f" while installing {installing[-1]} (PlatformIO's registry unreachable?)"
+            else:
+                cause = match.group(1)
+            return " ".join(cause.split())
     return None
 
 

@@ -101,6 +101,12 @@ def test_unparseable_scons_version_is_an_error():
      "Unknown environment names 'x'. Valid names are 'qemu_rv32'"),
     (["Running firmware.elf in QEMU", "*** [upload] Error 3", "==== [FAILED] Took 1 s ===="],
      "[upload] Error 3"),
+    # what `edgebn flash OUT --env esp32s3 --offline` prints on a machine that never had the
+    # platform (PlatformIO retries for a minute first, too slow to rerun in the suite)
+    (["Processing esp32s3 (platform: platformio/espressif32 @ ^6.9.0; board: esp32-s3-devkitc-1)",
+      "Platform Manager: Installing platformio/espressif32 @ ^6.9.0", "HTTPClientError: "],
+     "HTTPClientError while installing platformio/espressif32 @ ^6.9.0 (PlatformIO's registry "
+     "unreachable?)"),
     (["everything fine"], None),
 ])
 def test_failure_cause_picks_the_root_cause_line(output, cause):

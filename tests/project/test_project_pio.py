@@ -124,3 +124,4 @@ def test_flash_refuses_a_serial_port_for_the_emulated_board(tmp_path):
     out = make_project(tmp_path / "out", ["qemu-rv32"], "qemu_rv32")
     with pytest.raises(EdgebnError, match="emulated board: it has no serial port"):
         flash(out, port="/dev/ttyUSB0")
+
