@@ -106,11 +106,13 @@ class SampleTap:
     def __init__(self, data, n: int, batch_size: int = 64):
         self.data, self.n, self.batch_size = data, n, batch_size
         self.kept: list[np.ndarray] = []
+        self.seen = 0
 
     def __iter__(self):
-        self.kept, have = [], 0
+        self.kept, have, self.seen = [], 0, 0
         for b in iter_batches(self.data, self.batch_size):
             b = np.asarray(b)
+            self.seen += len(b) if b.ndim > 0 else 0
             if have < self.n and b.ndim > 0:
                 self.kept.append(np.array(b[:self.n - have]))
                 have += len(self.kept[-1])

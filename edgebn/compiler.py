@@ -79,11 +79,23 @@ def load_calibration(path) -> np.ndarray:
             if key is None:
                 raise CalibrationError(f"{path}: .npz with arrays {keys}; name the calibration array 'x'")
             return z[key]
+        _refuse_object_npy(path)
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except CalibrationError:
         raise
     except Exception as e:
         raise CalibrationError(f"{path}: cannot read calibration data ({str(e).splitlines()[0]})") from e
+
+
+def _refuse_object_npy(path: Path) -> None:
+    """An object-dtype .npy is a pickle: say so (np.load would only say it cannot memory-map it)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _shape, _fortran, dtype = read_header(f)
+    if dtype.hasobject:
+        raise CalibrationError(f"{path}: refused: the array holds Python objects (a pickle); calibration data is "
+                               "loaded with allow_pickle=False and must be float32 numbers")
 
 
 def _first_batch(data, torch_shape):
@@ -216,6 +228,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         report = build_report(float_graph, qgraph, plan, macs, const_bytes, emu, sample, tgt,
                               [str(w.message) for w in caught])
         lap("report")
+        report["quantization"] = {"calibration": calibration, "weight_method": weight_method,
+                                  "samples": int(tap.seen if tap is not None else len(calib))}
         report["compile_seconds"] = round(sum(timings.values()), 3)
         report["timings"] = {k: round(v, 3) for k, v in timings.items()}
         write_report(report, tmp)

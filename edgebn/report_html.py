@@ -3,6 +3,7 @@ per-layer table, per-layer SQNR and arena-usage plots as inline SVG, and the Bat
 from __future__ import annotations
 
 import html
+import math
 
 __all__ = ["render_html"]
 
@@ -14,7 +15,9 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:2em;border-
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #e8ebf1;text-align:right}
 th{background:#f4f6fa;position:sticky;top:0}td.l,th.l{text-align:left}tr:hover td{background:#fafbfd}
 .bad{color:#b3261e;font-weight:600}.ok{color:#1b7f3b}code{background:#f4f6fa;padding:1px 4px;border-radius:3px}
-svg text{font:11px system-ui,sans-serif;fill:#5b6475}
+svg text{font:11px system-ui,sans-serif;fill:#5b6475}svg text.v{fill:#1d2330;font-size:10px}
+.warn{background:#fff4e5;border-left:4px solid #e08a00;padding:.6em 1em;border-radius:4px}.warn li{margin:.2em 0}
+.legend{font-size:12px;color:#5b6475;margin:.2em 0 0}.sw{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px;vertical-align:middle}
 """
 
 
@@ -32,27 +35,57 @@ def _sqnr_class(v) -> str:
     return "ok" if v is not None else ""
 
 
-def _bar_chart(labels, values, title, unit, width=1040, height=220, highlight_below=None) -> str:
+def _nice_step(vmax: float) -> float:
+    raw = vmax / 4
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+
+
+def _bar_chart(labels, values, title, unit, width=1040, height=260, highlight_below=None) -> str:
     if not values:
         return "<p class=sub>no data</p>"
-    vmax = max(max(values), 1e-9)
+    step = _nice_step(max(max(values), 1e-9))
+    vmax = step * math.ceil(max(max(values), 1e-9) / step)
     n = len(values)
-    left, bottom, top = 50, 40, 20
-    bw = (width - left - 10) / n
+    labels = [str(lab) for lab in labels]
+    left, top = 64, 24
+    longest = min(max(len(lab) for lab in labels), 22)
+    flat = all(len(lab) * 6.5 <= (width - left - 10) / n - 4 for lab in labels)
+    if not flat:     # rotated labels: room below and, for the first one, on the left
+        left = max(left, int(0.77 * 6 * longest) - 4)
+        height = height + int(0.64 * 6 * longest)
+    slot = (width - left - 10) / n
+    bw = min(slot - 4, 90.0)                      # bar width, capped so few layers don't give slabs
+    bottom = 30 if flat else 24 + int(0.64 * 6 * longest)
+    ph = height - top - bottom
+    fmt = (lambda v: f"{v:,.0f}") if unit == "bytes" else (lambda v: f"{v:,.1f}")
     parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{html.escape(title)}">']
-    for frac in (0, 0.5, 1):
-        y = top + (height - top - bottom) * (1 - frac)
+    tick = 0.0
+    while tick <= vmax + 1e-9:
+        y = top + ph * (1 - tick / vmax)
         parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e8ebf1"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{vmax * frac:,.0f}</text>')
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:,.0f}</text>')
+        tick += step
     for i, (lab, v) in enumerate(zip(labels, values)):
-        h = (height - top - bottom) * (v / vmax)
-        x = left + i * bw
+        h = ph * (v / vmax)
+        cx = left + (i + 0.5) * slot
         color = "#c0392b" if highlight_below is not None and v < highlight_below else "#3b6fd8"
-        parts.append(f'<rect x="{x + 1:.1f}" y="{top + (height - top - bottom) - h:.1f}" width="{max(bw - 2, 1):.1f}" '
-                     f'height="{h:.1f}" fill="{color}"><title>{html.escape(str(lab))}: {v:,.1f} {unit}</title></rect>')
-        if n <= 40:
-            parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - bottom + 14}" text-anchor="end" '
-                         f'transform="rotate(-35 {x + bw / 2:.1f} {height - bottom + 14})">{html.escape(str(lab)[:14])}</text>')
+        parts.append(f'<rect x="{cx - bw / 2:.1f}" y="{top + ph - h:.1f}" width="{max(bw, 1):.1f}" '
+                     f'height="{h:.1f}" fill="{color}" rx="2"><title>{html.escape(lab)}: {fmt(v)} {unit}</title></rect>')
+        if slot >= 30:
+            parts.append(f'<text class=v x="{cx:.1f}" y="{top + ph - h - 3:.1f}" text-anchor="middle">{fmt(v)}</text>')
+        if n <= 60:
+            short = html.escape(lab if len(lab) <= 22 else lab[:21] + "…")
+            y = top + ph + 14
+            if flat:
+                parts.append(f'<text x="{cx:.1f}" y="{y}" text-anchor="middle">{short}</text>')
+            else:
+                parts.append(f'<text x="{cx:.1f}" y="{y}" text-anchor="end" '
+                             f'transform="rotate(-40 {cx:.1f} {y})">{short}</text>')
+    if highlight_below is not None and highlight_below <= vmax:
+        y = top + ph * (1 - highlight_below / vmax)
+        parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c0392b" '
+                     f'stroke-dasharray="5 4" stroke-width="1.2"><title>{highlight_below:g} {unit}</title></line>')
     parts.append(f'<text x="{left}" y="12">{html.escape(title)} ({unit})</text></svg>')
     return "".join(parts)
 
@@ -77,21 +110,36 @@ def render_html(report: dict) -> str:
     warns = "".join(f"<li>{html.escape(w)}</li>" for w in report.get("warnings", []))
     live = report.get("arena_live_bytes", [])
     live_labels = [r["name"] for r in layers if r.get("arena_offset") is not None] + ["end"]
+    worst = min(sq, key=lambda t: t[1]) if sq else None
+    qz = report.get("quantization", {})
+    shape_in = report["input"]["shape"]
+    dev = "x".join(map(str, shape_in))
     cards = [
         ("MACs", f"{report['macs']:,}"), ("weights (flash)", f"{report['flash_bytes']:,} B"),
         ("arena (RAM)", f"{report['arena_bytes']:,} B"), ("arena lower bound", f"{report.get('arena_lower_bound', 0):,} B"),
-        ("output SQNR", f"{_fmt_sqnr(report.get('output_sqnr_db'))} dB"), ("target", report["target"]),
+        ("output SQNR", f"{_fmt_sqnr(report.get('output_sqnr_db'))} dB"),
+        ("worst layer SQNR", f"{worst[1]:.1f} dB ({worst[0]})" if worst else "–"), ("target", report["target"]),
     ]
+    if "compile_seconds" in report:
+        cards.append(("compile time", f"{report['compile_seconds']:.1f} s"))
+    qline = ""
+    if qz:
+        qline = (f" · activations <b>{html.escape(str(qz.get('calibration')))}</b>, weights per channel by "
+                 f"<b>{html.escape(str(qz.get('weight_method')))}</b>"
+                 + (f", {qz['samples']:,} calibration samples" if qz.get("samples") else ""))
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>edgebn report</title>
 <style>{CSS}</style></head><body>
 <h1>edgebn compile report</h1>
-<div class=sub>model hash <code>0x{report.get('model_hash', 0):08x}</code> · input {'x'.join(map(str, report['input']['shape']))}
- ({report['input']['layout']}) · output {'x'.join(map(str, report['output']['shape']))}</div>
+<div class=sub>model hash <code>0x{report.get('model_hash', 0):08x}</code> · input {dev} on the device
+ (model layout {report['input']['layout']}) · output {'x'.join(map(str, report['output']['shape']))}{qline}</div>
 <div class=cards>{''.join(f'<div class=card>{k}<b>{html.escape(str(v))}</b></div>' for k, v in cards)}</div>
-{f'<h2>Warnings</h2><ul>{warns}</ul>' if warns else ''}
+{f'<h2>Warnings</h2><div class=warn><ul>{warns}</ul></div>' if warns else ''}
 <h2>Per-layer SQNR (int8 vs float on the calibration set)</h2>
+<p class=sub>Signal-to-quantization-noise ratio of each layer's int8 output against the float model, errors of
+the layers before it included. Higher is better; 6 dB is one bit. Layers below the dashed 20 dB line are red.</p>
 {_bar_chart([n for n, _ in sq], [v for _, v in sq], 'SQNR per layer', 'dB', highlight_below=20)}
 <h2>Arena usage over the schedule</h2>
+<p class=sub>Bytes of activations alive while each layer runs (the arena is the static buffer they share).</p>
 {_bar_chart(live_labels[:len(live)], live, 'bytes live at each step', 'bytes')}
 <h2>Layers</h2>
 <table><thead><tr><th class=l>layer</th><th class=l>kernel</th><th>input</th><th>output</th><th>MACs</th>
