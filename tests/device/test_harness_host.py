@@ -12,13 +12,13 @@ import pytest
 import serial
 from click.testing import CliRunner
 
-from conftest import HARNESS, STRICT, HostBoard, build_host_harness
+from host_board import HARNESS, STRICT, HostBoard, build_host_harness
 from edgebn.device import commands
 from edgebn.device import protocol as P
 from edgebn.device.compare import compare_on_link, random_inputs
 from edgebn.device.link import Link
 from edgebn.device.selftest import selftest_header, selftest_inputs
-from fake_model import FAKE_MODEL_DIR, FakeEmulator
+from fake_emulator import FAKE_MODEL_DIR, FakeEmulator
 
 
 class Raw:

@@ -9,7 +9,7 @@ import pytest
 from edgebn.device import protocol as P
 from edgebn.device.compare import ModelMismatch, compare_on_link, random_inputs
 from edgebn.device.link import DeviceReset, DeviceTimeout, Link, LinkError
-from fakes import FakeDevice, FakeSerial
+from fake_serial import FakeDevice, FakeSerial
 
 
 def make_link(emu, timeout=0.3, **device_kw):

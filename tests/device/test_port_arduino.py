@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HARNESS, PORTS, HostBoard
+from host_board import HARNESS, PORTS, HostBoard
 from edgebn.device.compare import compare_on_link, random_inputs
 from edgebn.device.link import Link
 from edgebn.device.selftest import selftest_header, selftest_inputs
-from fake_model import FAKE_MODEL_DIR, FakeEmulator
+from fake_emulator import FAKE_MODEL_DIR, FakeEmulator
 
 MOCK = Path(__file__).resolve().parent / "arduino_mock"
 

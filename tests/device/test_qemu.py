@@ -17,7 +17,7 @@ from edgebn.device.compare import compare_on_link, random_inputs
 from edgebn.device.link import Link
 from edgebn.device.qemu import QEMU, CROSS_CC, QemuBoard, build_firmware, qemu_flags, qemu_link
 from edgebn.device.selftest import selftest_header, selftest_inputs
-from fake_model import FAKE_MODEL_DIR, FakeEmulator
+from fake_emulator import FAKE_MODEL_DIR, FakeEmulator
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 /* A hand-written stand-in for a compiled model, following the lib/edgebn_model/edgebn_model.h
  * contract of docs/ARCHITECTURE.md exactly, so the harness and device tests can run without the
- * compiler. Two layers of plain integer math, mirrored in numpy by tests/device/fake_model.py:
+ * compiler. Two layers of plain integer math, mirrored in numpy by tests/device/fake_emulator.py:
  *   layer 0 "conv1x1_relu": [4,4,2] -> [4,4,3], acc = b0[c] + sum_k w0[c][k] * (x - IN_ZP),
  *           y = clamp(acc / 16, 0, 127)          (C division, truncating toward zero)
  *   layer 1 "linear":       48 -> 5,             acc = b1[j] + sum_i w1[j][i] * y0[i],
