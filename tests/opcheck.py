@@ -120,3 +120,31 @@ def check_model(model: nn.Module, input_shape, work: Path, *, min_sqnr_db: float
     assert s >= min_sqnr_db, f"SQNR {s:.1f} dB < {min_sqnr_db} dB (torch float vs emulator)"
     print(f"SQNR {s:.1f}")
     return Checked(compiled, s, compiled.report.get("fold_log", []), exe, test)
+
+
+def layerwise_sqnr(model: nn.Module, compiled, x: np.ndarray) -> dict[str, float]:
+    """Each layer's own error, without what it inherits: its float op (from the float graph the
+    compiler quantized) run on the dequantized int8 inputs the emulator gave it, vs its dequantized
+    int8 output. Deep random nets amplify inherited error; this stays tight at any depth."""
+    from edgebn.execute import execute, run_int8
+    from edgebn.importer import import_module
+    from edgebn.numerics import dequantize
+    from edgebn.ops import OPS
+    from edgebn.passes import run_passes
+
+    emu = compiled.emulator
+    fg = run_passes(import_module(model.eval(), torch.from_numpy(x[:1])))
+    qg = emu.graph
+    values = execute(qg, emu.quantize_input(x), run_int8, keep_all=True)
+
+    def deq(t):
+        qp = qg.qparams[t]
+        return dequantize(values[t], qp.scale, qp.zero_point)
+
+    out = {}
+    for node in fg.nodes:
+        if OPS[node.op].alias:
+            continue
+        ref = OPS[node.op].run_float(node, [deq(t) for t in node.inputs])
+        out[node.name] = sqnr_db(np.asarray(ref).reshape(values[node.name].shape), deq(node.name))
+    return out
