@@ -12,6 +12,7 @@ import numpy as np
 
 from . import __version__
 from .ir import Graph, Node, image_view
+from .kernels import choose_kernel, kernel_context
 from .ops import OPS
 from .plan import ArenaPlan
 from .resources import templates_dir
@@ -122,7 +123,8 @@ def _shape_str(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def layer_contexts(g: Graph, plan: ArenaPlan) -> list[dict]:
+def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast") -> list[dict]:
+    """One template context per C layer; `kernels` is the kernel set (edgebn/kernels.py)."""
     layers = []
     for node in g.nodes:
         op = OPS[node.op]
@@ -130,26 +132,29 @@ def layer_contexts(g: Graph, plan: ArenaPlan) -> list[dict]:
             continue
         idx = len(layers)
         p = f"l{idx:02d}"
+        choice = choose_kernel(node, g, kernels)
         srcs = []
         for t in node.inputs:
             loc = plan.location(t)
             srcs.append("input" if loc == "input" else f"edgebn_arena + {loc}")
         ctx = {
-            "name": node.name, "op": node.op, "template": op.template, "p": p,
-            "fn": f"{p}_{op.template}_s8", "srcs": srcs, "out_offset": plan.offsets[node.name],
+            "name": node.name, "op": node.op, "template": choice.template, "p": p,
+            "kernel_reason": choice.reason, "fn": f"{p}_{choice.template}_s8", "srcs": srcs, "out_offset": plan.offsets[node.name],
             "out_size": int(np.prod(g.shapes[node.name])), "source": node.source.replace("*/", "* /"),
             "in_shape": _shape_str(g.shapes[node.inputs[0]]), "out_shape": _shape_str(g.shapes[node.name]),
             "act": None,
         }
         ctx.update(LAYER_CONTEXT[node.op](node, g))
+        ctx.update(kernel_context(node, g, choice))
         layers.append(ctx)
     return layers
 
 
-def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, total_macs: int) -> dict[str, str]:
+def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, total_macs: int,
+                 kernels: str = "fast") -> dict[str, str]:
     env = environment()
     qi, qo = g.qparams[g.inputs[0]], g.qparams[g.outputs[0]]
-    layers = layer_contexts(g, plan)
+    layers = layer_contexts(g, plan, kernels)
     ctx = {
         "model_name": model_name, "version": __version__, "layers": layers, "model_hash": model_hash,
         "input_size": int(np.prod(g.shapes[g.inputs[0]])), "output_size": int(np.prod(g.shapes[g.outputs[0]])),
@@ -170,10 +175,10 @@ def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, to
 
 
 def emit_model(g: Graph, plan: ArenaPlan, model_hash: int, lib_dir: Path, model_name: str,
-               total_macs: int) -> list[Path]:
+               total_macs: int, kernels: str = "fast") -> list[Path]:
     lib_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render_model(g, plan, model_hash, model_name, total_macs).items():
+    for name, text in render_model(g, plan, model_hash, model_name, total_macs, kernels).items():
         path = lib_dir / name
         path.write_text(text)
         written.append(path)

@@ -1,0 +1,130 @@
+"""Kernel choice: which C template computes each layer, and the compile-time data it needs.
+
+Two kernel sets share the numerics exactly (SPEC.md section 1):
+
+* ``"reference"``: the generic templates (templates/ops/<op>.c.j2), one loop nest per op in the
+  style of TFLite Micro's reference kernels. They are the fallback and the yardstick.
+* ``"fast"``: per-layer specialised templates with every shape a constant, the input zero point
+  folded into the bias (``b' = b - Z_in * sum(w)``; a padding tap then adds ``Z_in * w``), weights
+  packed in blocks of four output channels so the inner loop keeps a 4x4 (pixels x channels) tile of
+  accumulators in registers, and the requantisation constants loaded once per channel.
+
+``choose_kernel`` is the single switch point; it returns the template and the reason, so the choice
+can be tested and shown in the benchmark. A fast kernel is only chosen where it is provably exact:
+the folded bias and every partial sum must stay inside int32 and every multiplier must be >= 0
+(the fast requantisation drops the SRDHM saturation branch, reachable only for m0 == INT32_MIN).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ir import Graph, Node, image_view
+from .ops import OPS
+
+__all__ = ["KERNEL_SETS", "KernelChoice", "choose_kernel", "kernel_context", "BLOCK"]
+
+KERNEL_SETS = ("fast", "reference")
+BLOCK = 4            # output channels per packed weight block (and pixels per register tile)
+_INT32_MAX = 2 ** 31 - 1
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    template: str    # templates/ops/<template>.c.j2
+    reason: str
+
+
+def _folded_bias(node: Node) -> np.ndarray:
+    w = node.params["weight"].astype(np.int64).reshape(len(node.params["bias"]), -1)
+    return node.params["bias"].astype(np.int64) - int(node.attrs["zp_in"]) * w.sum(axis=1)
+
+
+def _fold_is_exact(node: Node) -> str | None:
+    """None if folding Z_in into the bias keeps every partial sum inside int32, else why not."""
+    w = node.params["weight"].astype(np.int64).reshape(len(node.params["bias"]), -1)
+    # Any partial sum is b' + sum over a subset of taps of w*x (x in [-128, 127]) or w*Z_in.
+    worst = np.abs(_folded_bias(node)) + 128 * np.abs(w).sum(axis=1)
+    if worst.max(initial=0) > _INT32_MAX:
+        return f"folding the input zero point could overflow int32 (bound {int(worst.max())})"
+    m0 = node.params["m0"]
+    if (m0 < 0).any():
+        return "a negative requantisation multiplier (the fast requantisation assumes m0 >= 0)"
+    return None
+
+
+def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
+    """The template for `node` in kernel set `kernels`, and why."""
+    if kernels not in KERNEL_SETS:
+        raise ValueError(f"unknown kernel set {kernels!r}; choose one of {', '.join(KERNEL_SETS)}")
+    generic = OPS[node.op].template
+    if kernels == "reference":
+        return KernelChoice(generic, "reference kernel set")
+    if node.op not in ("conv2d", "linear"):
+        return KernelChoice(generic, f"no specialised kernel for {node.op}")
+    why_not = _fold_is_exact(node)
+    if why_not:
+        return KernelChoice(generic, why_not)
+    if node.op == "linear":
+        return KernelChoice("linear_fast", "fully connected: 4 outputs per pass over the input")
+    a = node.attrs
+    cin = image_view(g.shapes[node.inputs[0]])[2]
+    cout = image_view(g.shapes[node.name])[2]
+    _, kh, kw, cg = node.params["weight"].shape
+    if tuple(a["dilation"]) != (1, 1):
+        return KernelChoice(generic, "dilated convolution")
+    if a["groups"] == 1:
+        if (kh, kw) == (1, 1) and tuple(a["stride"]) == (1, 1) and not any(a["padding"]):
+            return KernelChoice("conv2d_1x1", "pointwise: a GEMM over all pixels, 4x4 register tile")
+        return KernelChoice("conv2d_kxk", f"{kh}x{kw} conv: 4x4 register tile inside, padded border apart")
+    if cg == 1 and a["groups"] == cin:
+        return KernelChoice("dwconv", "depthwise: channel-outer, taps unrolled with weights in registers")
+    return KernelChoice(generic, f"grouped convolution ({a['groups']} groups)")
+
+
+def _interior(size: int, k: int, stride: int, pad: int, out: int) -> tuple[int, int]:
+    """[first, last) output positions whose whole window lies inside the input."""
+    first = -(-pad // stride)
+    last = (size - k + pad) // stride + 1
+    first, last = min(first, out), max(min(last, out), 0)
+    return first, max(first, last)
+
+
+def _pack_rows(rows: np.ndarray, fill=0) -> np.ndarray:
+    """[OUT, K] -> [ceil(OUT/4), K, 4] flattened: a block's four channels side by side per tap."""
+    out, k = rows.shape
+    blocks = -(-out // BLOCK)
+    padded = np.full((blocks * BLOCK, k), fill, dtype=rows.dtype)
+    padded[:out] = rows
+    return padded.reshape(blocks, BLOCK, k).transpose(0, 2, 1).ravel()
+
+
+def _pad_to_block(values: np.ndarray, fill=0) -> np.ndarray:
+    n = -(-len(values) // BLOCK) * BLOCK
+    out = np.full(n, fill, dtype=values.dtype)
+    out[:len(values)] = values
+    return out
+
+
+def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:
+    """Extra template data for a specialised kernel (empty for the generic ones)."""
+    if choice.template not in ("conv2d_1x1", "conv2d_kxk", "dwconv", "linear_fast"):
+        return {}
+    bias = _folded_bias(node).astype(np.int32)
+    w = node.params["weight"]
+    cout = len(bias)
+    ctx = {"zp_in": int(node.attrs["zp_in"]), "cout_blocks": -(-cout // BLOCK)}
+    if choice.template == "dwconv":
+        ctx.update(weight_dw=w.reshape(cout, -1), bias_f=bias)
+    else:
+        ctx.update(weight_packed=_pack_rows(w.reshape(cout, -1)), bias_f=_pad_to_block(bias),
+                   m0_p=_pad_to_block(node.params["m0"]), shift_p=_pad_to_block(node.params["shift"]))
+    if node.op == "conv2d":
+        a = node.attrs
+        h, wd, _ = image_view(g.shapes[node.inputs[0]])
+        oh, ow, _ = image_view(g.shapes[node.name])
+        _, kh, kw, _ = w.shape
+        ctx["oy_range"] = _interior(h, kh, a["stride"][0], a["padding"][0], oh)
+        ctx["ox_range"] = _interior(wd, kw, a["stride"][1], a["padding"][1], ow)
+    return ctx
