@@ -19,7 +19,8 @@ class _Group(click.Group):
     """Turns EdgebnError (and a few well-known user errors) into a one-line message, exit 1."""
 
     def invoke(self, ctx):
-        debug = "--debug" in sys.argv
+        debug = bool(ctx.params.get("debug"))
+        restore = _sigterm_as_interrupt()
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -30,13 +31,42 @@ class _Group(click.Group):
         except EdgebnError as e:
             if debug:
                 raise
-            click.echo(f"edgebn: error: {e}", err=True)
+            click.echo(f"edgebn: error: {' '.join(str(e).split())}", err=True)
             sys.exit(1)
         except (OSError, ValueError, MemoryError) as e:
             if debug:
                 raise
-            click.echo(f"edgebn: error: {type(e).__name__}: {e} (--debug for the traceback)", err=True)
+            click.echo(f"edgebn: error: {type(e).__name__}: {_first_line(e)} (--debug for the traceback)", err=True)
             sys.exit(1)
+        except Exception as e:  # a bug in edgebn or a library: still one line, never a traceback
+            if debug:
+                raise
+            click.echo(f"edgebn: internal error: {type(e).__name__}: {_first_line(e)} (a bug: please report it "
+                       "with the output of --debug)", err=True)
+            sys.exit(1)
+        finally:
+            restore()
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM unwinds like Ctrl-C (so the compiler removes its temporary directory); returns a
+    function restoring the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

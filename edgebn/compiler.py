@@ -8,6 +8,7 @@ error or Ctrl-C never leaves a half-written OUT and never destroys the previous 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -73,12 +74,12 @@ def load_calibration(path) -> np.ndarray:
         raise CalibrationError(f"{path}: empty file")
     try:
         if path.suffix == ".npz":
-            z = np.load(path, allow_pickle=False)
-            keys = list(z.files)
-            key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise CalibrationError(f"{path}: .npz with arrays {keys}; name the calibration array 'x'")
-            return z[key]
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.files)
+                key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise CalibrationError(f"{path}: .npz with arrays {keys}; name the calibration array 'x'")
+                return z[key]
         _refuse_object_npy(path)
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except CalibrationError:
@@ -118,28 +119,77 @@ def _is_edgebn_output(path: Path) -> bool:
         return False
 
 
+def _never_replace(out_dir: Path) -> str | None:
+    """Directories edgebn refuses to replace even with --force: replacing them would delete the
+    user's files around the build (the root, the home directory, the current directory or one of
+    its parents)."""
+    cwd = Path.cwd().resolve()
+    real = out_dir.resolve()
+    if real == Path(real.anchor):
+        return "the filesystem root"
+    if real == Path.home().resolve():
+        return "the home directory"
+    if real == cwd or real in cwd.parents:
+        return "the current directory or one of its parents"
+    return None
+
+
 def prepare_output(out_dir: Path, force: bool) -> Path:
     """Refuse to replace a directory that is not an earlier edgebn output (unless force); return a
     fresh temporary directory beside it to build into."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
+    out_dir = Path(os.path.abspath(out_dir))
+    if out_dir.exists() or out_dir.is_symlink():
         if not out_dir.is_dir():
             raise EdgebnError(f"{out_dir} exists and is not a directory")
-        if any(out_dir.iterdir()) and not _is_edgebn_output(out_dir) and not force:
-            raise EdgebnError(f"{out_dir} exists and is not an edgebn output; choose another -o or pass --force")
+        if any(out_dir.iterdir()) and not _is_edgebn_output(out_dir):
+            if not force:
+                raise EdgebnError(f"{out_dir} exists and is not an edgebn output; choose another -o or pass --force")
+            why = _never_replace(out_dir)
+            if why:
+                raise EdgebnError(f"{out_dir} is {why}; edgebn never replaces it, even with --force")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 
 
 def _commit_output(tmp: Path, out_dir: Path) -> None:
-    """Move the finished build into place; the old OUT is removed only once the new one is there."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move the finished build into place; the old OUT is removed only once the new one is there.
+    SIGINT is held off until the swap is done, so OUT is always either the old build or the new one,
+    and if the second rename fails the old OUT is put back."""
+    out_dir = Path(os.path.abspath(out_dir))
+    with _sigint_deferred():
+        old = None
+        if out_dir.exists() or out_dir.is_symlink():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+        try:
+            os.replace(tmp, out_dir)
+        except BaseException:
+            if old is not None:
+                os.replace(old, out_dir)
+            raise
+        if old is not None:
+            if old.is_symlink() or not old.is_dir():
+                old.unlink()
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Block SIGINT/SIGTERM in this (main) thread for the duration; a signal that arrives meanwhile is
+    delivered when the block ends. Elsewhere (other threads, no pthread_sigmask) a no-op."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ---------------------------------------------------------------------------------------------

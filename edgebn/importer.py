@@ -7,10 +7,13 @@ the user's source line.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import pickle
 import re
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -86,11 +89,58 @@ def load_program(path: str | os.PathLike):
         raise ImportError_(f"{path}: empty file, not a torch.export program")
     if not zipfile.is_zipfile(path):
         raise ImportError_(f"{path}: not a torch.export .pt2 archive (not a zip file; truncated or corrupt?)")
+    refused: list[str] = []
     try:
-        return torch.export.load(str(path))
+        with _weights_only_unpickling(torch, refused):
+            return torch.export.load(str(path))
     except Exception as e:  # torch raises many types for corrupt archives
+        if refused:
+            raise ImportError_(f"{path}: refused: the archive holds pickled Python objects ({refused[0]}); "
+                               "edgebn loads .pt2 tensors with weights_only=True and never unpickles code") from e
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImportError_(f"{path}: cannot load torch.export program ({msg})") from e
+
+
+class _RefusedPickle(pickle.UnpicklingError):
+    pass
+
+
+@contextlib.contextmanager
+def _weights_only_unpickling(torch, refused: list):
+    """torch.export.load unpickles parts of a .pt2 with weights_only=False (pickled weights and
+    constants, custom/opaque objects, and sample inputs after a weights_only failure), which runs any
+    code the file carries. For the duration of the load, every torch.load is forced to
+    weights_only=True and plain pickle.loads / torch._C._pickle_load_obj are refused; `refused` collects
+    why, so the caller can say so."""
+    real_load, real_loads = torch.load, pickle.loads
+    real_obj = getattr(torch._C, "_pickle_load_obj", None)
+
+    def safe_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        kwargs.pop("pickle_module", None)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return real_load(f, *args, **kwargs)
+        except Exception as e:
+            if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+                found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+                refused.append(f"global {found.group(1)}" if found else "not a plain tensor")
+            raise
+
+    def no_pickle(*args, **kwargs):
+        refused.append("a pickled Python object")
+        raise _RefusedPickle("edgebn refuses to unpickle Python objects")
+
+    torch.load, pickle.loads = safe_load, no_pickle
+    if real_obj is not None:
+        torch._C._pickle_load_obj = no_pickle
+    try:
+        yield
+    finally:
+        torch.load, pickle.loads = real_load, real_loads
+        if real_obj is not None:
+            torch._C._pickle_load_obj = real_obj
 
 
 def _resolve_factory(spec: str):
@@ -118,7 +168,9 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ImportError_(f"{path}: no such file")
     try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # torch's notes on pickle protocols are noise here
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
@@ -154,7 +206,12 @@ def import_checkpoint(model_spec: str, weights: str | None, input_shape: tuple[i
         raise ImportError_(f"--model {model_spec!r} returned {type(model).__name__}, not an nn.Module")
     if weights:
         sd = load_state_dict(weights)
-        result = model.load_state_dict(sd, strict=False)
+        try:
+            result = model.load_state_dict(sd, strict=False)
+        except RuntimeError as e:   # size mismatches raise even with strict=False
+            lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+            raise ImportError_(f"{weights}: state_dict does not match the model "
+                               f"({lines[0] if lines else str(e).splitlines()[0]})") from None
         if result.missing_keys or result.unexpected_keys:
             parts = []
             if result.missing_keys:
@@ -182,9 +239,12 @@ def import_program(ep) -> Graph:
     sig = ep.graph_signature
     consts: dict[str, np.ndarray] = {}
     user_inputs: list[str] = []
+    buffer_of: dict[str, str] = {}
     for spec in sig.input_specs:
         kind = spec.kind.name
         name = spec.arg.name
+        if kind == "BUFFER":
+            buffer_of[name] = spec.target
         if kind == "USER_INPUT":
             user_inputs.append(name)
             continue
@@ -271,6 +331,10 @@ def import_program(ep) -> Graph:
         for a in args:
             if isinstance(a, Ref) and a.name not in graph.shapes and a.name not in consts:
                 raise UnsupportedOpError(f"{target} at {where} reads {a.name!r}, which edgebn did not compute")
+        in_place = target.count(".") >= 2 and target.split(".")[1].endswith("_")
+        if in_place and isinstance(args[0], Ref) and args[0].name in buffer_of:
+            raise ImportError_(f"{target} at {where} updates the buffer {buffer_of[args[0].name]!r} in place: "
+                               "the model was exported in training mode (call model.eval() before torch.export)")
         if not args or not isinstance(args[0], (Ref, list)) or (isinstance(args[0], Ref) and args[0].name in consts):
             raise UnsupportedOpError(f"{target} at {where} computes on constants only; fold it into the weights")
         kw_order = _KWARG_ORDER.get(target)
