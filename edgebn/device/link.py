@@ -84,7 +84,13 @@ class Link:
 
         try:
             ser = serial.serial_for_url(port, baudrate=baud, timeout=_READ_POLL_S,
-                                        write_timeout=max(5.0, kwargs.get("reply_timeout", 10.0)))
+                                        write_timeout=max(5.0, kwargs.get("reply_timeout", 10.0)),
+                                        do_not_open=True)
+            # ESP32 dev boards wire RTS to EN and DTR to IO0: keep both released so opening the
+            # port neither holds the chip in reset nor drops it into the ROM bootloader.
+            ser.dtr = False
+            ser.rts = False
+            ser.open()
         except (serial.SerialException, OSError, ValueError) as e:
             raise LinkError(f"cannot open serial port {port}: {e}") from None
         return cls(ser, name=f"{port} @ {baud} baud", **kwargs)
