@@ -1,0 +1,1 @@
+"""The device side: serial protocol, QEMU board, PlatformIO, flash, compare, bench. Works from OUT alone."""
