@@ -74,6 +74,9 @@ def _boot_emulated(project_dir: Path, env: str, *, offline: bool, core_dir: Path
                      core_dir=core_dir, stream=stream, stop_when=selftest_seen,
                      timeout=boot_timeout)
     if not selftest:
+        if result.timed_out:
+            raise EdgebnError(f"env {env}: no self-test line within {boot_timeout:g} s of boot; "
+                              f"stopped the board")
         if not result.ok:
             raise EdgebnError(f"pio run -e {env} -t upload failed: {result.cause()}")
         raise EdgebnError(f"env {env}: the firmware ended without printing its self-test line")

@@ -166,10 +166,12 @@ def pio_command() -> list[str]:
 class PioResult:
     """Exit code and the last lines PlatformIO printed (for a one-line cause on failure)."""
 
-    def __init__(self, returncode: int, tail: Sequence[str], stopped: bool = False):
+    def __init__(self, returncode: int, tail: Sequence[str], stopped: bool = False,
+                 timed_out: bool = False):
         self.returncode = returncode
         self.tail = list(tail)
-        self.stopped = stopped  # run_pio ended it because stop_when matched
+        self.stopped = stopped      # run_pio ended it because stop_when matched
+        self.timed_out = timed_out  # run_pio ended it because it outlived its timeout
 
     @property
     def ok(self) -> bool:
@@ -228,7 +230,8 @@ def run_pio(project_dir: Path, args: Sequence[str], *, offline: bool = False,
 
     stop_when(line) returning True ends the run right after that line (PlatformIO and everything it
     started, e.g. QEMU, are stopped; `stopped` is set). timeout (seconds) ends a run that takes
-    longer with EdgebnError. PlatformIO gets no stdin: nothing here is interactive.
+    longer the same way, with `timed_out` set. PlatformIO gets no stdin: nothing here is
+    interactive.
     """
     project_dir = Path(project_dir)
     if not (project_dir / "platformio.ini").is_file():
@@ -266,14 +269,15 @@ def run_pio(project_dir: Path, args: Sequence[str], *, offline: bool = False,
     reader.start()
     deadline = None if timeout is None else time.monotonic() + timeout
     tail: list[str] = []
-    stopped = False
+    stopped = timed_out = False
     try:
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 line = lines.get(timeout=wait)
             except queue.Empty:
-                raise EdgebnError(f"pio {' '.join(args)} still running after {timeout:g} s; stopped it") from None
+                timed_out = True
+                break
             if line is None:
                 break
             stream.write(line)
@@ -288,7 +292,7 @@ def run_pio(project_dir: Path, args: Sequence[str], *, offline: bool = False,
             _stop_group(proc)
         reader.join(timeout=5)
         proc.stdout.close()
-    return PioResult(proc.wait(), tail, stopped=stopped)
+    return PioResult(proc.wait(), tail, stopped=stopped, timed_out=timed_out)
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

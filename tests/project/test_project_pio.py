@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +126,30 @@ def test_flash_refuses_a_serial_port_for_the_emulated_board(tmp_path):
     with pytest.raises(EdgebnError, match="emulated board: it has no serial port"):
         flash(out, port="/dev/ttyUSB0")
 
+
+
+def qemu_processes_for(path):
+    """PIDs of running QEMU processes whose command line mentions PATH."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "qemu-system-riscv32" in cmdline and str(path) in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def test_a_board_that_never_boots_is_stopped_after_the_boot_timeout(compiled_out, tmp_path,
+                                                                   pio_core, offline_env):
+    out = tmp_path / "out"
+    shutil.copytree(compiled_out, out, ignore=shutil.ignore_patterns(".pio"))
+    # A constructor runs before main(): the firmware hangs before it prints anything.
+    (out / "src" / "hang_before_main.c").write_text(
+        "__attribute__((constructor)) static void hang(void) { for (;;) { __asm__ volatile(\"\"); } }\n")
+    with pytest.raises(EdgebnError) as info:
+        flash(out, offline=True, core_dir=pio_core, boot_timeout=3)
+    assert str(info.value) == "env qemu_rv32: no self-test line within 3 s of boot; stopped the board"
+    assert qemu_processes_for(out) == []  # QEMU went down with PlatformIO's process group
