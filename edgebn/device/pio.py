@@ -29,6 +29,7 @@ __all__ = [
     "OFFLINE_SETTINGS",
     "PioResult",
     "default_core_dir",
+    "failure_cause",
     "pio_command",
     "prepare_offline",
     "provision_tool_scons",
@@ -88,15 +89,15 @@ def provision_tool_scons(core_dir: Path) -> Path:
     Idempotent: a tool-scons that already satisfies PlatformIO's requirement (ours, or one PlatformIO
     downloaded itself) is kept. Returns the package folder.
     """
+    requirement = _tool_scons_requirement()  # first: says so if PlatformIO is not installed
     try:
         import SCons
     except ImportError:
         raise EdgebnError("the SCons Python package is missing (pip install scons==4.11.1)") from None
+    import semantic_version  # PlatformIO's own dependency
     from platformio.package.manager.tool import ToolPackageManager
     from platformio.package.meta import PackageSpec
-    import semantic_version  # PlatformIO's own dependency
 
-    requirement = _tool_scons_requirement()
     version = scons_package_version(SCons.__version__)
     spec = PackageSpec(owner="platformio", name="tool-scons", requirements=requirement)
     if semantic_version.Version(version) not in spec.requirements:
