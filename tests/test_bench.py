@@ -1,0 +1,51 @@
+"""`edgebn bench`: the JSON record's shape, and instruction counts of a small fixed model held to
+benchmarks/baseline.json (exact counts; more than 2% above the baseline is a regression)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from baseline_model import BASELINE, build_and_compile  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("qemu-system-riscv32") is None or shutil.which("riscv64-unknown-elf-gcc") is None,
+    reason="needs qemu-system-riscv32 and riscv64-unknown-elf-gcc")
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return build_and_compile(tmp_path_factory.mktemp("bench") / "out")
+
+
+def test_bench_command_writes_table_and_json(out, tmp_path):
+    from edgebn.device.bench import bench
+
+    res = CliRunner().invoke(bench, [str(out), "--json", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "b.json").read_text())
+    assert rec["instructions"] > 0 and rec["macs"] > 0
+    assert rec["macs"] == sum(l["macs"] for l in rec["layers"])
+    # the per-layer counts come from a second (debug) run; the hook adds only a few instructions each
+    assert 0 <= rec["layer_instructions_sum"] - rec["instructions"] < 200 * len(rec["layers"])
+    assert rec["arena_bytes"] >= rec["arena_lower_bound"] > 0
+    assert rec["flash_bytes"] == rec["model_object"]["text"] + rec["model_object"]["data"] > 0
+    assert "total" in res.output and "conv2d_1x1" in res.output
+
+
+def test_instruction_counts_within_two_percent_of_baseline(out):
+    from edgebn.device.bench import bench_model
+
+    base = json.loads(BASELINE.read_text())
+    rec = bench_model(out, "fast")
+    assert rec["macs"] == base["macs"]
+    assert rec["instructions"] <= base["instructions"] * 1.02, (rec["instructions"], base["instructions"])
+    for layer in rec["layers"]:
+        assert layer["instructions"] <= base["layers"][layer["name"]] * 1.02, layer["name"]
