@@ -150,11 +150,13 @@ def emulate_cmd(out_dir, input_path, output_path, dequantize, channels_last):
 def _register_device_commands() -> None:
     from .device.commands import compare
     from .device.flash import flash_command
+    from .device.bench import bench
     from .evaluate import evaluate_command
 
     main.add_command(compare, "compare")
     main.add_command(flash_command, "flash")
     main.add_command(evaluate_command, "evaluate")
+    main.add_command(bench, "bench")
 
 
 _register_device_commands()
