@@ -148,7 +148,17 @@ def prepare_output(out_dir: Path, force: bool) -> Path:
             if why:
                 raise EdgebnError(f"{out_dir} is {why}; edgebn never replaces it, even with --force")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    # The caller removes the temporary directory on any exception once it holds it; a Ctrl-C right
+    # after mkdtemp (before it is returned) must not leave it behind either.
+    tmp = None
+    try:
+        with _sigint_deferred():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        return tmp
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _commit_output(tmp: Path, out_dir: Path) -> None:
