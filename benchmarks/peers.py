@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import importlib.util
 import sys
 import tempfile
@@ -54,7 +55,7 @@ def reference_case(name: str, n_calib=256, n_eval=256):
     path = ROOT / "examples" / "models" / f"{name}.py"
     if not path.is_file():
         return None
-    mod = _load_module(path, f"ref_{name}")
+    mod = importlib.import_module(f"examples.models.{name}")
     model = mod.build(0).eval()
     shape = tuple(mod.INPUT_SHAPE)
     rng = np.random.default_rng(0)

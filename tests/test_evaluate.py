@@ -26,7 +26,7 @@ from edgebn.ops.reshape import device_to_torch, torch_to_device  # noqa: E402
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     work = tmp_path_factory.mktemp("evaluate")
-    model, stats = train()
+    model, stats = train(epochs=6)
     x_train, _, x_test, y_test = load_data()
     c = edgebn.compile(model, x_train[:500], work / "out", example_input=torch.zeros(INPUT_SHAPE), force=True)
     np.save(work / "x.npy", x_test)
