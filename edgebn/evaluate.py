@@ -156,8 +156,11 @@ def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=Non
     acc = {n.name: _Acc() for n in layers}
     logit = _Acc()
     f_logits, q_logits = [], []
-    for i in range(0, len(x), CHUNK):
-        xb = x[i:i + CHUNK]
+    # every tensor of a chunk is kept (float64): bound the chunk to ~2e7 values (160 MB)
+    per_sample = sum(int(np.prod(sh)) for sh in fg.shapes.values()) + int(np.prod(fg.shapes[fg.inputs[0]]))
+    chunk = max(1, min(CHUNK, int(2e7 // max(per_sample, 1))))
+    for i in range(0, len(x), chunk):
+        xb = x[i:i + chunk]
         dev = emu.quantize_input(xb)                       # also checks the shape
         fvals = execute(fg, torch_to_device(np.asarray(xb, np.float64)), run_float)
         y, qlayers = emu.run(dev, return_layers=True)
