@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -17,8 +17,6 @@ sys.path.insert(0, str(ROOT / "examples" / "digits"))
 
 import edgebn  # noqa: E402
 from edgebn.onnx_export import export_qdq, onnx_to_device  # noqa: E402
-
-ort = pytest.importorskip("onnxruntime")
 
 
 class DwResNet(nn.Module):
