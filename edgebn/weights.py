@@ -18,7 +18,7 @@ from .ir import Graph
 from .numerics import round_half_away, to_float32
 
 __all__ = ["WEIGHT_METHODS", "max_weight_scales", "mse_weight_scales", "set_weight_scales",
-           "check_fold_ranges", "FOLD_RANGE_RATIO"]
+           "outlier_channels", "check_fold_ranges", "FOLD_RANGE_RATIO"]
 
 WEIGHT_METHODS = ("max", "mse")
 WEIGHTED_OPS = ("conv2d", "linear")
