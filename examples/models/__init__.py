@@ -34,8 +34,8 @@ def randomize(model: nn.Module, input_shape, seed: int = 0) -> nn.Module:
         bn.weight.copy_(0.5 + torch.rand(c, generator=g))
         bn.bias.copy_(0.2 * torch.randn(c, generator=g))
     model.train()
-    for _ in range(4):
-        model(torch.randn((32,) + tuple(input_shape[1:]), generator=g))
+    for _ in range(2):
+        model(torch.randn((16,) + tuple(input_shape[1:]), generator=g))
     for bn in bns:
         c = bn.num_features
         std = bn.running_var.sqrt()
