@@ -64,10 +64,13 @@ _LAYOUT = {4: "NCHW", 3: "NCL", 2: "NF"}
 
 
 def user_source(meta: dict) -> str:
-    """`file.py:LINE: code` of the user frame that made this aten call (from node.meta stack_trace)."""
+    """`file.py:LINE: code` of the user frame that made this aten call (from node.meta stack_trace).
+
+    The trace runs outermost call first; the innermost frame outside torch is the line that made the
+    call (a submodule's forward, a lambda), not the top-level forward that led to it."""
     trace = meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+), in \S+\n\s*(.*)', trace)
-    for path, line, code in frames:
+    for path, line, code in reversed(frames):
         if f"{os.sep}torch{os.sep}" not in path:
             return f"{Path(path).name}:{line}: {code.strip()}"
     if frames:
