@@ -9,38 +9,20 @@ Calibration and test inputs are standard normal (different seeds), in PyTorch la
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
 from torch import nn
 
 import edgebn
-import edgebn.compiler
 from edgebn.report import sqnr_db
 from helpers import build_host, run_host
 
 ROOT = Path(__file__).resolve().parents[1]
 _serial = itertools.count()
-
-
-def project_writer_ready() -> bool:
-    """The generated PlatformIO project needs every board port; until the arduino port lands,
-    compile() stops in _write_project. The C library and emulator these tests check come before it."""
-    return any((ROOT / "firmware" / "ports").glob("*_arduino.c*"))
-
-
-@contextlib.contextmanager
-def _compile_context():
-    if project_writer_ready():
-        yield
-    else:  # temporary, see project_writer_ready
-        with mock.patch.object(edgebn.compiler, "_write_project", lambda *a, **k: None):
-            yield
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -76,9 +58,7 @@ def normal(shape, n, seed):
 
 
 def compile_model(model: nn.Module, calib: np.ndarray, out_dir: Path):
-    model = model.eval()
-    with _compile_context():
-        return edgebn.compile(model, calib, out_dir, example_input=torch.from_numpy(calib[:1]), force=True)
+    return edgebn.compile(model.eval(), calib, out_dir, example_input=torch.from_numpy(calib[:1]), force=True)
 
 
 def check_model(model: nn.Module, input_shape, work: Path, *, min_sqnr_db: float, n_calib: int = 512,
@@ -118,7 +98,6 @@ def check_model(model: nn.Module, input_shape, work: Path, *, min_sqnr_db: float
     assert approx.shape == ref.shape, (approx.shape, ref.shape)
     s = sqnr_db(ref, approx)
     assert s >= min_sqnr_db, f"SQNR {s:.1f} dB < {min_sqnr_db} dB (torch float vs emulator)"
-    print(f"SQNR {s:.1f}")
     return Checked(compiled, s, compiled.report.get("fold_log", []), exe, test)
 
 
