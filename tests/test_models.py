@@ -15,7 +15,7 @@ calibration, so out-of-range clipping counts, as it would for a user):
   (38.6 dB at the input) leaves only ~16 dB at its float output, so its int8 end-to-end figure says
   more about the random weights than about edgebn (trained nets are far less sensitive), and the
   per-layer bound is what holds its 27 layers to account. Bounds: ResNet-8 >= 28 dB, DS-CNN >= 24 dB,
-  MobileNetV1 >= 9 dB (a broken layer sends it below 0 dB).
+  MobileNetV1 >= 9 dB.
 """
 from __future__ import annotations
 
