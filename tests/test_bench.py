@@ -3,7 +3,6 @@ benchmarks/baseline.json (exact counts; more than 2% above the baseline is a reg
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -14,10 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from baseline_model import BASELINE, build_and_compile  # noqa: E402
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("qemu-system-riscv32") is None or shutil.which("riscv64-unknown-elf-gcc") is None,
-    reason="needs qemu-system-riscv32 and riscv64-unknown-elf-gcc")
 
 
 @pytest.fixture(scope="module")

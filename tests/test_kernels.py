@@ -4,7 +4,6 @@ bit-exact: host C of the fast set == host C of the reference set == the numpy em
 emulated RV32IMC board (bench) == the emulator."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
@@ -111,8 +110,6 @@ def test_choice_falls_back_where_folding_is_not_provably_exact():
         choose_kernel(g.nodes[0], g, "turbo")
 
 
-@pytest.mark.skipif(shutil.which("qemu-system-riscv32") is None or shutil.which("riscv64-unknown-elf-gcc") is None,
-                    reason="needs qemu-system-riscv32 and riscv64-unknown-elf-gcc")
 def test_fast_kernels_on_the_emulated_board(tmp_path):
     """A 3x3 + depthwise + 1x1 + FC chain on the RV32IMC board: bench checks the output against the
     emulator (bit-exact) for both kernel sets, and the fast set needs fewer instructions."""

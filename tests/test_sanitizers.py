@@ -4,7 +4,6 @@ and outputs equal to the emulator; a layer at the edge of the int32 accumulator 
 case without signed overflow; and the model function's stack is bounded (edgebn/stack.py)."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
@@ -12,13 +11,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import build_host, run_host
+from helpers import build_host
 
 import edgebn
 from edgebn.errors import EdgebnError
 from edgebn.stack import parse_callgraph, parse_su, stack_usage, worst_path
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")   # gcc is in the dev image
 SAN = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 
 
