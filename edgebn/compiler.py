@@ -26,12 +26,10 @@ from .emit import emit_model
 from .emulator import Emulator
 from .evaluate import save_float_graph
 from .errors import BudgetError, CalibrationError, EdgebnError
-from .execute import execute, run_float
 from .ir import Graph
 from .ops import OPS
-from .ops.reshape import torch_to_device
 from .passes import run_passes
-from .plan import ArenaPlan, plan_arena
+from .plan import plan_arena
 from .quantize import assign_qparams, quantize_graph
 from .report import build_report, write_report
 from .targets import get_target
@@ -134,9 +132,8 @@ def _never_replace(out_dir: Path) -> str | None:
     return None
 
 
-def prepare_output(out_dir: Path, force: bool) -> Path:
-    """Refuse to replace a directory that is not an earlier edgebn output (unless force); return a
-    fresh temporary directory beside it to build into."""
+def check_output(out_dir: Path, force: bool) -> Path:
+    """Refuse an OUT that is not an earlier edgebn output (unless force) or that is never replaced."""
     out_dir = Path(os.path.abspath(out_dir))
     if out_dir.exists() or out_dir.is_symlink():
         if not out_dir.is_dir():
@@ -147,6 +144,12 @@ def prepare_output(out_dir: Path, force: bool) -> Path:
             why = _never_replace(out_dir)
             if why:
                 raise EdgebnError(f"{out_dir} is {why}; edgebn never replaces it, even with --force")
+    return out_dir
+
+
+def prepare_output(out_dir: Path, force: bool) -> Path:
+    """check_output, then a fresh temporary directory beside OUT to build into."""
+    out_dir = check_output(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # The caller removes the temporary directory on any exception once it holds it; a Ctrl-C right
     # after mkdtemp (before it is returned) must not leave it behind either.
@@ -204,7 +207,7 @@ def _sigint_deferred():
 
 # ---------------------------------------------------------------------------------------------
 
-def _import(model, example_input, torch_shape_hint):
+def _import(model, example_input):
     from . import importer
 
     if isinstance(model, (str, os.PathLike)):
@@ -236,6 +239,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     timings: dict[str, float] = {}
     tgt = get_target(target)
     out_dir = Path(out_dir)
+    check_output(out_dir, force)  # refuse a wrong OUT before the slow stages (prepare_output re-checks)
 
     def lap(stage):
         nonlocal t0
@@ -243,7 +247,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         timings[stage] = now - t0
         t0 = now
 
-    float_graph = run_passes(_import(model, example_input, None))
+    float_graph = run_passes(_import(model, example_input))
     lap("import")
     tshape = torch_input_shape(float_graph)
     if isinstance(calib, (str, os.PathLike)):
@@ -292,6 +296,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                                   "samples": int(tap.seen if tap is not None else len(calib))}
         report["compile_seconds"] = round(sum(timings.values()), 3)
         report["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        report.update(_stack_report(tmp))
         write_report(report, tmp)
         _commit_output(tmp, out_dir)
     except BaseException:
@@ -299,7 +304,19 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         raise
     for w in caught:
         warnings.warn(str(w.message), stacklevel=2)
-    return CompiledModel(out_dir, report, Emulator.load(out_dir), timings)
+    return CompiledModel(out_dir, report, emu, timings)
+
+
+def _stack_report(out_dir: Path) -> dict:
+    """Worst-case stack of edgebn_model_run, measured with the host gcc (-fstack-usage); without a
+    host gcc the report says so instead of guessing."""
+    if shutil.which("gcc") is None:
+        return {"stack_bytes": None, "stack_note": "not measured: no host gcc on PATH"}
+    from .stack import stack_usage
+
+    su = stack_usage(out_dir)
+    return {"stack_bytes": su["stack_bytes"], "stack_functions": su["functions"],
+            "stack_note": "host gcc -O2 -fstack-usage, heaviest call path from edgebn_model_run"}
 
 
 def _write_project(tmp: Path, name: str, tgt, emu: Emulator, vectors: np.ndarray) -> None:

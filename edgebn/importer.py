@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImportError_, UnsupportedOpError
-from .ir import Graph, Node
+from .ir import Graph
 from .ops import ATEN_RULES, AtenContext, Ref
 
 __all__ = ["load_program", "import_program", "import_module", "import_checkpoint", "supported_aten_ops"]

@@ -70,7 +70,6 @@ def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
         return KernelChoice("linear_fast", "fully connected: 4 outputs per pass over the input")
     a = node.attrs
     cin = image_view(g.shapes[node.inputs[0]])[2]
-    cout = image_view(g.shapes[node.name])[2]
     _, kh, kw, cg = node.params["weight"].shape
     if tuple(a["dilation"]) != (1, 1):
         return KernelChoice(generic, "dilated convolution")

@@ -9,7 +9,6 @@ import numpy as np
 from .execute import execute, run_float
 from .ir import Graph
 from .numerics import dequantize
-from .ops import OPS
 from .ops.reshape import torch_to_device
 from .plan import ArenaPlan
 

@@ -67,6 +67,20 @@ def test_out_layout_and_report_fields(digits):
     assert {"macs", "flash_bytes", "arena_bytes"} <= set(report)
     assert report["macs"] == sum(r["macs"] for r in report["layers"]) > 0
     assert len(report["fold_log"]) == 4 and all(f["action"] == "folded" for f in report["fold_log"])
+    assert 0 < report["stack_bytes"] < 1024, report.get("stack_functions")
+
+
+def test_wrong_out_is_refused_before_import_and_calibration(tmp_path):
+    """The OUT check comes first: with a foreign OUT and a checkpoint that does not even exist, the
+    error names OUT (nothing slow ran, nothing was written)."""
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    res = subprocess.run(EDGEBN + ["compile", str(tmp_path / "missing.pt2"), "--calib", str(tmp_path / "c.npy"),
+                                   "-o", str(foreign), "-q"], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert "not an edgebn output" in res.stderr and "missing.pt2" not in res.stderr
+    assert (foreign / "notes.txt").read_text() == "keep me"
 
 
 def test_host_c_equals_emulator_on_real_digits(digits):
@@ -134,3 +148,12 @@ def test_seed_mlp_example_compiles_bit_exact(tmp_path):
         ref = model(torch.from_numpy(x_test)).numpy()
     assert sqnr_db(ref, compiled.emulate(x_test)) > 25.0
     assert isinstance(model, SimpleNN)
+
+
+def test_cli_weight_method_reaches_the_compile(digits, tmp_path):
+    work = digits["work"]
+    res = subprocess.run(EDGEBN + ["compile", str(work / "digits.pt2"), "--calib", str(work / "calib.npy"), "-o",
+                                   str(tmp_path / "out"), "-q", "--weight-method", "mse"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["quantization"]["weight_method"] == "mse"

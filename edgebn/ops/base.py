@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..ir import Graph, Node, image_view
+from ..ir import Graph, Node
 from ..numerics import multiply_by_quantized_multiplier, quantize as quantize_array, dequantize
 
 __all__ = [
@@ -157,6 +157,3 @@ def build_lut(fn: Callable[[np.ndarray], np.ndarray], qin: QParams, qout: QParam
     q = np.arange(-128, 128)
     return quantize_array(fn(dequantize(q, qin.scale, qin.zero_point)), qout.scale, qout.zero_point)
 
-
-def image_shape(shape: tuple) -> tuple[int, int, int]:
-    return image_view(shape)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import UnsupportedOpError
 from ..ir import Node, image_view
-from .base import OpDef, QParams, Ref, conv_accumulate, register, requantize, as_images, from_images
+from .base import OpDef, conv_accumulate, register, requantize, as_images
 from ._affine import quantize_weighted
 
 

@@ -28,7 +28,6 @@ def _windows(node: Node, x: np.ndarray, pad_value, overhang_value):
     sh, sw = node.attrs["stride"]
     pt, pl = node.attrs["padding"]
     oh, ow = node.attrs["out_hw"]
-    h, w = x.shape[1], x.shape[2]
     x = np.pad(x, ((0, 0), (pt, pt), (pl, pl), (0, 0)), constant_values=pad_value)
     extra_h = max(0, (oh - 1) * sh + kh - x.shape[1])
     extra_w = max(0, (ow - 1) * sw + kw - x.shape[2])

@@ -12,7 +12,7 @@ import pytest
 import serial
 from click.testing import CliRunner
 
-from host_board import HARNESS, STRICT, HostBoard, build_host_harness
+from host_board import HARNESS, HostBoard, build_host_harness
 from edgebn.device import commands
 from edgebn.device import protocol as P
 from edgebn.device.compare import compare_on_link, random_inputs
