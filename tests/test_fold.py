@@ -117,3 +117,22 @@ def test_seed_mlp_bn1d_folds_into_linear():
     g = fold_batchnorm(import_module(randomize_bn(SeedMLP()), torch.zeros(1, 12)))
     (rec,) = g.fold_log
     assert rec.action == "folded" and rec.into == "linear"
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_bn_before_flatten_linear_folds_forward_exactly(pool):
+    """BN2d -> Flatten -> Linear: the flatten is a permute (spatial map) or a free reshape (after a
+    global pool); either way the BN folds into the linear's columns, exactly in float64."""
+    torch.manual_seed(2)
+    head = [nn.AdaptiveAvgPool2d(1)] if pool else []
+    feats = 4 if pool else 4 * 16
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), *head, nn.BatchNorm2d(4), nn.Flatten(),
+                                       nn.Linear(feats, 5)), seed=5)
+    x = torch.randn(3, 3, 6, 6)
+    g, got = float_graph_output(model, x)
+    with torch.no_grad():
+        ref = model.double()(x.double()).numpy()
+    assert np.allclose(got, ref, rtol=1e-9, atol=1e-9)
+    (rec,) = g.fold_log
+    assert rec.action == "folded-forward" and "through flatten" in rec.reason
+    assert [n.op for n in g.nodes] == ["conv2d"] + (["avg_pool2d", "reshape"] if pool else []) + ["linear"]

@@ -109,8 +109,24 @@ CASES = {
                            (1, 3, 12), ["folded", "folded-forward"]),
     "before_flatten_linear": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4),
                                                     nn.Flatten(), nn.Linear(64, 3)),
-                              (1, 3, 6, 6), ["kept-affine"]),
+                              (1, 3, 6, 6), ["folded-forward"]),
+    "before_pool_flatten_linear": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                                         nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3)),
+                                   (1, 3, 6, 6), ["folded-forward"]),
+    "before_flatten_two_linears": (lambda: FlattenTwoReaders(), (1, 3, 6, 6), ["kept-affine"]),
 }
+
+
+class FlattenTwoReaders(nn.Module):
+    """BN -> flatten read by two linears: folding forward would need both, so the BN is kept."""
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.a, self.b = nn.Linear(64, 3), nn.Linear(64, 3)
+
+    def forward(self, x):
+        f = torch.flatten(self.bn(torch.relu(self.conv(x))), 1)
+        return self.a(f) + self.b(f)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -42,6 +42,23 @@ def _sole_consumer(graph: Graph, tensor: str) -> Node | None:
     return None
 
 
+def _flatten_into_linear(g: Graph, node: Node | None) -> tuple[Node, Node] | None:
+    """(flatten, linear) when `node` is a flatten (reshape or permute) whose sole reader is a linear."""
+    if node is None or node.op not in ("reshape", "permute") or node.name in g.outputs:
+        return None
+    lin = _sole_consumer(g, node.name)
+    return (node, lin) if lin is not None and lin.op == "linear" else None
+
+
+def _feature_channels(g: Graph, tensor: str, flat: Node) -> np.ndarray:
+    """For each feature of the flattened vector, the channel of `tensor` (device layout, channels
+    last) it comes from: a reshape keeps device order, a permute gathers by its index."""
+    channels = g.shapes[tensor][-1]
+    size = int(np.prod(g.shapes[tensor]))
+    index = flat.params["index"] if flat.op == "permute" else np.arange(size)
+    return np.asarray(index) % channels
+
+
 def fold_batchnorm(graph: Graph) -> Graph:
     g = graph.copy()
     for bn in [n for n in g.nodes if n.op == "batch_norm"]:
@@ -59,6 +76,17 @@ def fold_batchnorm(graph: Graph) -> Graph:
                    else f"after {src.op} {src.name!r}" + (" whose output has other readers"
                                                             if src.op in ("conv2d", "linear") else ""))
         dst = _sole_consumer(g, bn.name)
+        through = _flatten_into_linear(g, dst)
+        if through is not None and bn.name not in g.outputs:
+            flat, lin = through
+            ch = _feature_channels(g, bn.name, flat)
+            lin.params["weight"], lin.params["bias"] = fold_bn_forward_into_weights(
+                lin.params["weight"], lin.params["bias"], a[ch], c[ch])
+            g.fold_log.append(FoldRecord(bn.name, "folded-forward", lin.name,
+                                         f"{why_not}; folded through flatten {flat.name!r} into the linear "
+                                         f"{lin.name!r} that reads it"))
+            g.remove(bn, bn.inputs[0])
+            continue
         if dst is not None and dst.op in ("conv2d", "linear") and bn.name not in g.outputs \
                 and not any(dst.attrs.get("padding", (0,))):
             dst.params["weight"], dst.params["bias"] = fold_bn_forward_into_weights(
