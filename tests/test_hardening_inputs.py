@@ -500,7 +500,7 @@ def test_huge_fan_in_overflow_is_refused_naming_the_layer(tmp_path):
         m.fc_wide.weight.fill_(0.01)
         m.fc_wide.bias.zero_()
     x = np.random.default_rng(0).uniform(0, 1, (4, fan_in)).astype(np.float32)   # zp_in = -128
-    with pytest.raises(EdgebnError, match=r"fc_wide.*int32 accumulator can overflow") as e:
+    with pytest.raises(EdgebnError, match=r"fc_wide.*int32 accumulator can overflow.*reduce its fan-in") as e:
         edgebn.compile(m, x, tmp_path / "out", example_input=torch.zeros(1, fan_in), check_budget=False)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
@@ -511,5 +511,5 @@ def test_tiny_input_range_overflow_is_refused_naming_the_layer(work, tmp_path):
     fails on the conv and says so instead of emitting C that would overflow."""
     x = np.full((4, 3, 8, 8), 1e-20, np.float32)
     res, out = compile_pt2(work, work / "good.pt2", _calib(tmp_path, "c.npy", x), tmp_path / "out")
-    assert_one_line_error(res, "conv2d", "int32 accumulator can overflow")
+    assert_one_line_error(res, "conv2d", "int32 accumulator can overflow", "input scale", "calibration data")
     assert not out.exists()

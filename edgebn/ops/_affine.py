@@ -48,9 +48,14 @@ def quantize_weighted(node: Node, qin: QParams, qout: QParams) -> Node:
     worst = np.abs(bq) + np.abs(wq.reshape(wq.shape[0], -1)).astype(np.int64).sum(axis=1) * x_span
     if (worst > INT32_MAX).any():
         c = int(np.argmax(worst))
+        if 2 * abs(int(bq[c])) > worst[c]:  # the bias dominates: the input scale is tiny next to it
+            hint = (f"its bias is {abs(int(bq[c])):,} in accumulator units because the input scale "
+                    f"{qin.scale:.3g} is tiny; check the calibration data's range")
+        else:
+            hint = "split the layer or reduce its fan-in"
         raise EdgebnError(
             f"{node.where()}: int32 accumulator can overflow on output channel {c} "
-            f"(worst case {int(worst[c]):,} > {INT32_MAX:,}); split the layer or reduce its fan-in")
+            f"(worst case {int(worst[c]):,} > {INT32_MAX:,}); {hint}")
 
     q = Node(node.name, node.op, list(node.inputs), dict(node.attrs), {}, node.source)
     q.attrs.update(zp_in=qin.zero_point, zp_out=qout.zero_point, act_min=act_min, act_max=act_max,
