@@ -230,9 +230,15 @@ def import_checkpoint(model_spec: str, weights: str | None, input_shape: tuple[i
 # Graph import
 
 def import_module(model, example_input) -> Graph:
+    """Export and import an nn.Module. It must already be in eval mode: edgebn does not flip the
+    caller's module, and a training-mode BatchNorm has no fixed inference form."""
     torch = _torch()
     if isinstance(model, torch.nn.Module):
-        model = model.eval()
+        training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+        if training:
+            raise ImportError_(f"the model is in training mode ({', '.join(training[:3])}"
+                               f"{', ...' if len(training) > 3 else ''}): call model.eval() before compiling, "
+                               "so BatchNorm uses its running statistics and Dropout is off")
     return import_program(export_module(model, example_input))
 
 

@@ -136,3 +136,12 @@ def test_bn_before_flatten_linear_folds_forward_exactly(pool):
     (rec,) = g.fold_log
     assert rec.action == "folded-forward" and "through flatten" in rec.reason
     assert [n.op for n in g.nodes] == ["conv2d"] + (["avg_pool2d", "reshape"] if pool else []) + ["linear"]
+
+
+def test_module_in_training_mode_is_refused_and_left_as_it_was():
+    from edgebn.errors import ImportError_
+
+    model = SeedMLP().train()
+    with pytest.raises(ImportError_, match=r"training mode .*model\.eval\(\)"):
+        import_module(model, torch.zeros(1, 12))
+    assert model.training and model.bn1.training       # edgebn did not flip the caller's module
