@@ -1,0 +1,28 @@
+"""`--target` refuses a model over the board's RAM or flash budget, with the numbers, and writes nothing."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgebn
+from edgebn.errors import BudgetError
+from edgebn.targets import TARGETS
+
+
+def test_arena_over_the_boards_ram_is_refused_with_the_numbers(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU()).eval()
+    x = np.random.default_rng(0).normal(size=(2, 3, 96, 96)).astype(np.float32)   # 96*96*32 = 294,912 B out
+    with pytest.raises(BudgetError, match=r"arena; esp32 has 163,840 bytes of RAM"):
+        edgebn.compile(model, x, tmp_path / "out", target="esp32", example_input=torch.zeros(1, 3, 96, 96))
+    assert not (tmp_path / "out").exists()
+    # the same model fits the S3's budget
+    c = edgebn.compile(model, x, tmp_path / "s3", target="esp32s3", example_input=torch.zeros(1, 3, 96, 96))
+    assert TARGETS["esp32"].ram_bytes < c.report["arena_bytes"] <= TARGETS["esp32s3"].ram_bytes
+
+
+def test_weights_over_the_boards_flash_are_refused_with_the_numbers(tmp_path):
+    model = nn.Sequential(nn.Linear(1800, 1800), nn.ReLU(), nn.Linear(1800, 1800)).eval()   # ~6.5 MB int8
+    x = np.random.default_rng(0).uniform(size=(4, 1800)).astype(np.float32)
+    with pytest.raises(BudgetError, match=r"bytes of weights; esp32c3 has 3,145,728 bytes of flash"):
+        edgebn.compile(model, x, tmp_path / "out", target="esp32c3", example_input=torch.zeros(1, 1800))
+    assert not (tmp_path / "out").exists()
