@@ -64,19 +64,26 @@ _LAYOUT = {4: "NCHW", 3: "NCL", 2: "NF"}
 
 
 def user_source(meta: dict) -> str:
-    """`file.py:LINE: code` of the user frame that made this aten call (from node.meta stack_trace).
+    """`file.py:LINE: code (in module.path: Type)` for the aten call (from node.meta).
 
     The trace runs outermost call first; the innermost frame outside torch is the line that made the
-    call (a submodule's forward, a lambda), not the top-level forward that led to it."""
+    call (a submodule's forward, a lambda), not the top-level forward that led to it. Inside an
+    nn.Sequential that line is the Sequential's caller, so the module that made the call (from
+    nn_module_stack, e.g. `features.3: Conv2d`) is named too."""
     trace = meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+), in \S+\n\s*(.*)', trace)
-    for path, line, code in reversed(frames):
-        if f"{os.sep}torch{os.sep}" not in path:
-            return f"{Path(path).name}:{line}: {code.strip()}"
-    if frames:
-        path, line, code = frames[-1]
-        return f"{Path(path).name}:{line}: {code.strip()}"
-    return ""
+    user = [f for f in frames if f"{os.sep}torch{os.sep}" not in f[0]] or frames[-1:]
+    text = ""
+    if user:
+        path, line, code = user[-1]
+        text = f"{Path(path).name}:{line}: {code.strip()}"
+    stack = meta.get("nn_module_stack") or {}
+    if stack:
+        qualname, kind = list(stack.values())[-1]
+        kind = kind.rsplit(".", 1)[-1] if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        if qualname:
+            text = f"{text} (in {qualname}: {kind})" if text else f"in {qualname}: {kind}"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -145,3 +145,19 @@ def test_module_in_training_mode_is_refused_and_left_as_it_was():
     with pytest.raises(ImportError_, match=r"training mode .*model\.eval\(\)"):
         import_module(model, torch.zeros(1, 12))
     assert model.training and model.bn1.training       # edgebn did not flip the caller's module
+
+
+def test_node_source_names_the_user_line_and_the_module():
+    """Inside nn.Sequential the user line is the Sequential's caller; the module path says which layer."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
+
+        def forward(self, x):
+            return self.features(x)  # the line every node should name
+
+    g = import_module(Net().eval(), torch.zeros(1, 1, 5, 5))
+    conv = next(n for n in g.nodes if n.op == "conv2d")
+    assert "test_fold.py:" in conv.source and "the line every node should name" in conv.source
+    assert conv.source.endswith("(in features.0: Conv2d)")
