@@ -90,6 +90,36 @@ def _interior(size: int, k: int, stride: int, pad: int, out: int) -> tuple[int, 
     return first, max(first, last)
 
 
+def _windows(size: int, k: int, stride: int, pad: int, out: int) -> list[tuple[int, int]]:
+    """Per output position, the [first, last) taps whose input lies inside the map (empty: (0, 0))."""
+    wins = []
+    for o in range(out):
+        i0 = o * stride - pad
+        k0, k1 = max(0, -i0), min(k, size - i0)
+        wins.append((k0, k1) if k1 > k0 else (0, 0))
+    return wins
+
+
+def _runs(wins: list[tuple[int, int]]) -> list[dict]:
+    """Consecutive output positions sharing one tap window: [{o0, o1, k0, n}]."""
+    runs: list[dict] = []
+    for o, (k0, k1) in enumerate(wins):
+        if runs and (runs[-1]["k0"], runs[-1]["n"]) == (k0, k1 - k0):
+            runs[-1]["o1"] = o + 1
+        else:
+            runs.append({"o0": o, "o1": o + 1, "k0": k0, "n": k1 - k0})
+    return runs
+
+
+def _pad_bias(w: np.ndarray, bias: np.ndarray, zp_in: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """b' plus Z_in * w over every tap outside the window rows x cols (a padding tap reads Z_in)."""
+    _, kh, kw, _ = w.shape
+    inside = np.zeros((kh, kw), bool)
+    inside[rows[0]:rows[0] + rows[1], cols[0]:cols[0] + cols[1]] = True
+    outside = w.astype(np.int64)[:, ~inside, :].sum(axis=(1, 2))
+    return bias.astype(np.int64) + zp_in * outside
+
+
 def _pack_rows(rows: np.ndarray, fill=0) -> np.ndarray:
     """[OUT, K] -> [ceil(OUT/4), K, 4] flattened: a block's four channels side by side per tap."""
     out, k = rows.shape
@@ -116,9 +146,15 @@ def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:
     ctx = {"zp_in": int(node.attrs["zp_in"]), "cout_blocks": -(-cout // BLOCK)}
     if choice.template == "dwconv":
         ctx.update(weight_dw=w.reshape(cout, -1), bias_f=bias)
+        ctx.update(_dw_context(node, g, bias))
+    elif choice.template == "conv2d_kxk":
+        ctx.update(weight_packed=_pack_rows(w.reshape(cout, -1)),
+                   m0_p=_pad_to_block(node.params["m0"]), shift_p=_pad_to_block(node.params["shift"]))
+        ctx.update(_kxk_context(node, g, bias))
     else:
         ctx.update(weight_packed=_pack_rows(w.reshape(cout, -1)), bias_f=_pad_to_block(bias),
                    m0_p=_pad_to_block(node.params["m0"]), shift_p=_pad_to_block(node.params["shift"]))
+    ctx["no_left_shift"] = bool((node.params["shift"] <= 0).all())
     if node.op == "conv2d":
         a = node.attrs
         h, wd, _ = image_view(g.shapes[node.inputs[0]])
@@ -127,3 +163,62 @@ def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:
         ctx["oy_range"] = _interior(h, kh, a["stride"][0], a["padding"][0], oh)
         ctx["ox_range"] = _interior(wd, kw, a["stride"][1], a["padding"][1], ow)
     return ctx
+
+
+def _geometry(node: Node, g: Graph):
+    a = node.attrs
+    h, wd, _ = image_view(g.shapes[node.inputs[0]])
+    oh, ow, _ = image_view(g.shapes[node.name])
+    _, kh, kw, _ = node.params["weight"].shape
+    rows = _runs(_windows(h, kh, a["stride"][0], a["padding"][0], oh))
+    cols = _runs(_windows(wd, kw, a["stride"][1], a["padding"][1], ow))
+    return rows, cols
+
+
+def _tile_split(n: int) -> tuple[int, int]:
+    """A run of n pixels: how many 4-pixel tiles, and the size (0-3) of the last, smaller tile."""
+    return n // BLOCK, n % BLOCK
+
+
+def _kxk_context(node: Node, g: Graph, bias: np.ndarray) -> dict:
+    """Row runs x column runs of output pixels sharing one tap window; each pair has a bias with the
+    padding taps' Z_in * w added at compile time, so border pixels run the same register tiles over
+    their valid taps only."""
+    rows, cols = _geometry(node, g)
+    w = node.params["weight"]
+    patterns: dict[tuple, int] = {}
+    table = []
+    sizes = set()
+    for r in rows:
+        r["pat"] = []
+        for c in cols:
+            key = (r["k0"], r["n"], c["k0"], c["n"])
+            if key not in patterns:
+                patterns[key] = len(patterns)
+                table.append(_pad_to_block(_pad_bias(w, bias, int(node.attrs["zp_in"]), key[:2], key[2:])))
+            r["pat"].append(patterns[key])
+    for c in cols:
+        c["tiles"], c["rest"] = _tile_split(c["o1"] - c["o0"])
+        sizes.update(s for s in (BLOCK if c["tiles"] else 0, c["rest"]) if s)
+    table = np.concatenate(table)
+    if np.abs(table).max(initial=0) > _INT32_MAX:  # excluded by _fold_is_exact's bound; kept explicit
+        raise ValueError("padding bias outside int32")
+    return {"row_runs": rows, "col_runs": cols, "bias_pat": table.astype(np.int32),
+            "tile_sizes": sorted(sizes, reverse=True)}
+
+
+def _dw_context(node: Node, g: Graph, bias: np.ndarray) -> dict:
+    """Depthwise: rows outside the map read a constant row of Z_in (flash); column runs with padding
+    taps get, per channel, a bias with Z_in * (that column's weights over every row) added."""
+    rows, cols = _geometry(node, g)
+    w = node.params["weight"]  # [COUT, KH, KW, 1]
+    cout, kh, kw, _ = w.shape
+    zp = int(node.attrs["zp_in"])
+    col_bias = []
+    for c in cols:
+        c["bias_index"] = len(col_bias)
+        col_bias.append(_pad_bias(w, bias, zp, (0, kh), (c["k0"], c["n"])))
+    h, wd, cin = image_view(g.shapes[node.inputs[0]])
+    needs_zrow = any(r["n"] < kh for r in rows)
+    return {"dw_rows": rows, "dw_cols": cols, "dw_col_bias": np.stack(col_bias, axis=1).astype(np.int32).ravel(),
+            "dw_ncols": len(cols), "dw_zrow": np.full(wd * cin if needs_zrow else 0, zp, np.int8)}
