@@ -188,7 +188,8 @@ def _kxk_context(node: Node, g: Graph, bias: np.ndarray) -> dict:
     w = node.params["weight"]
     patterns: dict[tuple, int] = {}
     table = []
-    sizes = set()
+    sizes, sizes_full = set(), set()
+    _, kh, kw, _ = w.shape
     for r in rows:
         r["pat"] = []
         for c in cols:
@@ -199,26 +200,67 @@ def _kxk_context(node: Node, g: Graph, bias: np.ndarray) -> dict:
             r["pat"].append(patterns[key])
     for c in cols:
         c["tiles"], c["rest"] = _tile_split(c["o1"] - c["o0"])
-        sizes.update(s for s in (BLOCK if c["tiles"] else 0, c["rest"]) if s)
+        used = {s for s in (BLOCK if c["tiles"] else 0, c["rest"]) if s}
+        for r in rows:
+            ((sizes_full if (r["n"], c["n"]) == (kh, kw) else sizes)).update(used)
     table = np.concatenate(table)
     if np.abs(table).max(initial=0) > _INT32_MAX:  # excluded by _fold_is_exact's bound; kept explicit
         raise ValueError("padding bias outside int32")
     return {"row_runs": rows, "col_runs": cols, "bias_pat": table.astype(np.int32),
-            "tile_sizes": sorted(sizes, reverse=True)}
+            "tile_sizes": sorted(sizes, reverse=True), "tile_sizes_full": sorted(sizes_full, reverse=True)}
+
+
+def _dw_block(pixels: list[dict], kh: int, kw: int, sw: int, pl: int, cin: int) -> dict:
+    """An unrolled block of output pixels of one row (compile-time columns, own windows): every input
+    byte any of them needs is loaded once, [{ky, off, uses: [(pixel, weight index)]}]."""
+    loads = []
+    for ky in range(kh):
+        cols: dict[int, list] = {}
+        for j, p in enumerate(pixels):
+            for kx in range(p["k0"], p["k0"] + p["n"]):
+                cols.setdefault(p["ox"] * sw - pl + kx, []).append((j, ky * kw + kx))
+        loads += [{"ky": ky, "off": ix * cin, "uses": uses} for ix, uses in sorted(cols.items())]
+    return {"kind": "block", "pixels": pixels, "loads": loads}
 
 
 def _dw_context(node: Node, g: Graph, bias: np.ndarray) -> dict:
-    """Depthwise: rows outside the map read a constant row of Z_in (flash); column runs with padding
-    taps get, per channel, a bias with Z_in * (that column's weights over every row) added."""
+    """Depthwise: rows outside the map read a constant row of Z_in (flash); a pixel with padding
+    columns drops those taps and starts from a per-channel bias with Z_in * (those columns' weights
+    over every row) added. Each output row is a compile-time plan of segments: unrolled blocks for
+    the border columns (or the whole row, if narrow) and a loop of 4 full-window pixels."""
     rows, cols = _geometry(node, g)
     w = node.params["weight"]  # [COUT, KH, KW, 1]
     cout, kh, kw, _ = w.shape
-    zp = int(node.attrs["zp_in"])
+    a = node.attrs
+    sw, pl = a["stride"][1], a["padding"][1]
+    h, wd, cin = image_view(g.shapes[node.inputs[0]])
+    ow = image_view(g.shapes[node.name])[1]
+    zp = int(a["zp_in"])
     col_bias = []
+    pixel = {}
     for c in cols:
         c["bias_index"] = len(col_bias)
         col_bias.append(_pad_bias(w, bias, zp, (0, kh), (c["k0"], c["n"])))
-    h, wd, cin = image_view(g.shapes[node.inputs[0]])
+        for ox in range(c["o0"], c["o1"]):
+            pixel[ox] = {"ox": ox, "k0": c["k0"], "n": c["n"], "bi": c["bias_index"]}
+    full = [c for c in cols if (c["k0"], c["n"]) == (0, kw)]
+    longest = max(full, key=lambda c: c["o1"] - c["o0"], default=None)
+    loop = None
+    parts = [list(range(ow))]
+    if ow > 6 and longest is not None and longest["o1"] - longest["o0"] >= BLOCK:
+        f0, f1 = longest["o0"], longest["o1"]
+        r = (f1 - f0) % BLOCK
+        parts = [list(range(0, f0 + r)), list(range(f1, ow))]
+        loop = {"kind": "loop", "o0": f0 + r, "o1": f1, "bi": longest["bias_index"]}
+    segments = []
+    for i, part in enumerate(parts):
+        if i == 1:
+            segments.append(loop)
+        if not part:
+            continue
+        size = len(part) if len(part) <= 6 else BLOCK
+        for s in range(0, len(part), size):
+            segments.append(_dw_block([pixel[ox] for ox in part[s:s + size]], kh, kw, sw, pl, cin))
     needs_zrow = any(r["n"] < kh for r in rows)
-    return {"dw_rows": rows, "dw_cols": cols, "dw_col_bias": np.stack(col_bias, axis=1).astype(np.int32).ravel(),
+    return {"dw_segments": segments, "dw_col_bias": np.stack(col_bias, axis=1).astype(np.int32).ravel(),
             "dw_ncols": len(cols), "dw_zrow": np.full(wd * cin if needs_zrow else 0, zp, np.int8)}
