@@ -69,6 +69,22 @@ CASES = {
     "dw3x3_pad1": (lambda: conv_graph(7, 9, 6, 6, 3, pad=1, groups=6), "dwconv"),
     "dw3x3_stride2": (lambda: conv_graph(8, 8, 5, 5, 3, stride=2, pad=1, groups=5, zp_in=127), "dwconv"),
     "dw_mult2": (lambda: conv_graph(6, 6, 3, 6, 3, pad=1, groups=3), "dwconv"),
+    # border windows: every (row run, column run) pattern, tile remainders 1-3, Cout not a multiple of 4
+    "3x3_pad1_8x8_cout10": (lambda: conv_graph(8, 8, 16, 10, 3, pad=1, zp_in=-128), "conv2d_kxk"),
+    "3x3_pad1_odd_13x7": (lambda: conv_graph(13, 7, 5, 8, 3, pad=1, zp_in=127, shift_hi=1), "conv2d_kxk"),
+    "3x3_stride2_pad1_odd": (lambda: conv_graph(11, 9, 6, 5, 3, stride=2, pad=1, zp_in=-1), "conv2d_kxk"),
+    "3x3_stride2_valid_cin3": (lambda: conv_graph(13, 13, 3, 8, 3, stride=2, zp_in=-128), "conv2d_kxk"),
+    "3x3_pad3_empty_windows": (lambda: conv_graph(2, 3, 4, 4, 3, pad=3, zp_in=50), "conv2d_kxk"),
+    "5x5_pad2_on_3x3": (lambda: conv_graph(3, 3, 7, 6, 5, pad=2, zp_in=-30), "conv2d_kxk"),
+    "1x1_stride2_odd_cout6": (lambda: conv_graph(7, 5, 16, 6, 1, stride=2, zp_in=9), "conv2d_kxk"),
+    # depthwise row plans: 4-wide loop + border blocks, narrow rows in one block, no padding, 5x5
+    "dw3x3_pad1_wide": (lambda: conv_graph(5, 14, 7, 7, 3, pad=1, groups=7, zp_in=-128), "dwconv"),
+    "dw3x3_stride2_pad1_wide": (lambda: conv_graph(9, 17, 4, 4, 3, stride=2, pad=1, groups=4, zp_in=33), "dwconv"),
+    "dw3x3_valid_wide": (lambda: conv_graph(6, 12, 3, 3, 3, groups=3, shift_hi=1), "dwconv"),
+    "dw3x3_stride2_valid_odd": (lambda: conv_graph(9, 13, 5, 5, 3, stride=2, groups=5, zp_in=-5), "dwconv"),
+    "dw5x5_pad2": (lambda: conv_graph(7, 11, 3, 3, 5, pad=2, groups=3, zp_in=-77), "dwconv"),
+    "dw3x3_tall_narrow": (lambda: conv_graph(9, 3, 6, 6, 3, pad=1, groups=6, act=(-20, 100)), "dwconv"),
+    "dw_mult2_wide": (lambda: conv_graph(4, 10, 2, 4, 3, pad=1, groups=2), "dwconv"),
     "fc_odd": (lambda: linear_graph(33, 10), "linear_fast"),
     "fc_small": (lambda: linear_graph(1, 3), "linear_fast"),
 }
