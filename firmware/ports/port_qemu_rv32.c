@@ -67,7 +67,10 @@ void edgebn_port_init(void)
 {
     uart[UART_IER] = 0x00u; /* polled, no interrupts */
     uart[UART_LCR] = 0x03u; /* 8N1 */
-    uart[UART_FCR] = 0x07u; /* FIFOs on and cleared */
+    /* FIFOs on and cleared; receive trigger level 14 bytes. Polled, so the level raises no
+     * interrupt, but QEMU's 16550 accepts the host's bytes only up to that level at a time:
+     * at the reset level (1 byte) input crawls at ~16 KB/s, at 14 it reaches ~90 KB/s. */
+    uart[UART_FCR] = 0xC7u;
 }
 
 int edgebn_port_read_byte(uint32_t timeout_ms)
