@@ -6,7 +6,10 @@ streamed as it comes and, on failure, PlatformIO's own message as the one-line c
 For the emulated board "upload" runs the firmware in QEMU (firmware/platform/builder/main.py). The
 harness then serves the serial protocol forever, so flash watches the boot output and stops the
 board once it has printed its self-test line: the command succeeds when the self-test passed (or
-there were no vectors) and fails with the harness's FAIL line otherwise.
+there were no vectors) and fails with the harness's FAIL line otherwise. The emulated board has
+nothing to download (host toolchain, QEMU, a platform shipped in OUT), so it is always built
+offline: PlatformIO's build engine is provisioned from the installed scons package (pio.py), and
+`edgebn flash OUT --env qemu_rv32` works on a machine with no network, `--offline` or not.
 """
 from __future__ import annotations
 
@@ -100,6 +103,7 @@ def flash(project_dir: Path, *, env: str | None = None, port: str | None = None,
         raise EdgebnError(f"env {env} is the emulated board: it has no serial port to upload to")
 
     if emulated:
+        offline = True   # nothing to download: never let PlatformIO fetch tool-scons for it
         # Build first with no time limit; then boot, which must reach the self-test line promptly.
         built = run_pio(project_dir, ["run", "-e", env], offline=offline, core_dir=core_dir,
                         stream=stream)
@@ -125,7 +129,8 @@ def flash(project_dir: Path, *, env: str | None = None, port: str | None = None,
               help="Serial port of the board (default: PlatformIO detects it).")
 @click.option("--offline", is_flag=True,
               help="Never touch the network: provide PlatformIO's build engine from the installed "
-                   "scons package and turn off telemetry and update checks.")
+                   "scons package and turn off telemetry and update checks (always so for the "
+                   "emulated board).")
 def flash_command(out: Path, env: str | None, port: str | None, offline: bool) -> None:
     """Build OUT with PlatformIO and upload it (the emulated board: boot it in QEMU)."""
     result = flash(out, env=env, port=port, offline=offline)  # EdgebnError: edgebn's CLI prints it

@@ -8,11 +8,7 @@ import pytest
 
 from edgebn.device.pio import prepare_offline
 
-# Any attempt by PlatformIO to reach the network fails at once instead of succeeding on a connected
-# developer machine: the offline tests then prove the build needs no network.
-NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-              "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-              "NO_PROXY": "", "no_proxy": ""}
+from project_fixtures import NO_NETWORK
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,12 @@ import numpy as np
 from edgebn.device.selftest import selftest_header
 from edgebn.project import write_project
 
+# Any attempt by PlatformIO to reach the network fails at once instead of succeeding on a connected
+# developer machine: the offline tests then prove the build needs no network.
+NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+              "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+              "NO_PROXY": "", "no_proxy": ""}
+
 XTENSA_GCC = "xtensa-lx106-elf-gcc"
 # Debian's xtensa-lx106 toolchain has GCC's own headers but no C library; picolibc's headers (the
 # emulated board's C library, already installed) are target-neutral and stand in for newlib's.

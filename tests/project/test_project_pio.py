@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from edgebn.errors import EdgebnError
 from edgebn.project import PLATFORM_DIR
 from edgebn.targets import TARGETS
 
-from project_fixtures import make_project
+from project_fixtures import NO_NETWORK, make_project
 
 ALL_TARGETS = ["esp32", "esp32s3", "esp32c3", "qemu-rv32"]
 
@@ -74,6 +76,29 @@ def test_flash_boots_the_emulated_board_and_its_selftest_passes(compiled_out, pi
     result = flash(compiled_out, offline=True, core_dir=pio_core, boot_timeout=60)
     assert result.emulated and result.env == "qemu_rv32"
     assert result.selftest_line == f"EDGEBN SELFTEST PASS vectors={count}"
+
+
+def test_flash_cli_on_the_emulated_board_needs_no_network_and_stops_at_the_verdict(compiled_out,
+                                                                                  tmp_path):
+    """`edgebn flash OUT --env qemu_rv32` as a user types it, without --offline, on a machine whose
+    PlatformIO has never run and cannot reach its registry: it provisions the build engine itself,
+    builds, boots the board, prints the verdict and leaves no QEMU behind."""
+    out = tmp_path / "out"
+    shutil.copytree(compiled_out, out, ignore=shutil.ignore_patterns(".pio"))
+    core = tmp_path / "fresh-core"
+    env = {**os.environ, **NO_NETWORK, "PLATFORMIO_CORE_DIR": str(core)}
+    run = subprocess.run([sys.executable, "-m", "edgebn", "flash", str(out), "--env", "qemu_rv32"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    header = (out / "src" / "edgebn_selftest.h").read_text()
+    count = int(header.split("#define EDGEBN_SELFTEST_COUNT")[1].split()[0])
+    lines = run.stdout.strip().splitlines()
+    assert lines[-1] == f"edgebn: qemu_rv32 booted in QEMU: EDGEBN SELFTEST PASS vectors={count}"
+    assert any(line.startswith("EDGEBN BOOT harness=") for line in lines)
+    assert "Installing platformio/tool-scons" not in run.stdout   # provisioned, not downloaded
+    assert (core / "packages" / "tool-scons" / "scons.py").is_file()
+    assert (out / ".pio" / "build" / "qemu_rv32" / "firmware.elf").is_file()
+    assert qemu_processes_for(out) == []   # stopped at the verdict, not left serving
 
 
 class OffByOne:
