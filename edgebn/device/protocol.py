@@ -194,6 +194,14 @@ class FrameDecoder:
 
 # ---- payloads ----
 
+def _split(payload: bytes, fixed: struct.Struct, what: str) -> tuple[tuple, bytes]:
+    """INFO, RESULT and LAYER payloads are fixed fields followed by a variable tail (the port name,
+    the output or layer int8): returns (fields, tail)."""
+    if len(payload) < fixed.size:
+        raise ValueError(f"{what} payload is {len(payload)} bytes, expected at least {fixed.size}")
+    return fixed.unpack_from(payload), bytes(payload[fixed.size:])
+
+
 @dataclass(frozen=True)
 class Info:
     model_hash: int
@@ -229,12 +237,9 @@ def encode_info(info: Info) -> bytes:
 
 
 def decode_info(payload: bytes) -> Info:
-    if len(payload) < INFO_BYTES:
-        raise ValueError(f"INFO payload is {len(payload)} bytes, expected at least {INFO_BYTES}")
-    f = _INFO.unpack_from(payload)
+    f, name = _split(payload, _INFO, "INFO")
     return Info(*f[:10], SelftestStatus(f[10]) if f[10] in (0, 1, 2) else SelftestStatus.FAIL,
-                f[11], None if f[12] == 0xFF else f[12],
-                payload[INFO_BYTES:].decode("ascii", "replace"))
+                f[11], None if f[12] == 0xFF else f[12], name.decode("ascii", "replace"))
 
 
 @dataclass(frozen=True)
@@ -250,10 +255,8 @@ def encode_result(r: Result) -> bytes:
 
 
 def decode_result(payload: bytes) -> Result:
-    if len(payload) < RESULT_BYTES:
-        raise ValueError(f"RESULT payload is {len(payload)} bytes, expected at least {RESULT_BYTES}")
-    cycles, instret, layers = _RESULT.unpack_from(payload)
-    return Result(bytes(payload[RESULT_BYTES:]), cycles, instret, layers)
+    (cycles, instret, layers), output = _split(payload, _RESULT, "RESULT")
+    return Result(output, cycles, instret, layers)
 
 
 @dataclass(frozen=True)
@@ -269,10 +272,8 @@ def encode_layer(l: Layer) -> bytes:
 
 
 def decode_layer(payload: bytes) -> Layer:
-    if len(payload) < LAYER_BYTES:
-        raise ValueError(f"LAYER payload is {len(payload)} bytes, expected at least {LAYER_BYTES}")
-    index, cycles, instret = _LAYER.unpack_from(payload)
-    return Layer(index, cycles, instret, bytes(payload[LAYER_BYTES:]))
+    (index, cycles, instret), output = _split(payload, _LAYER, "LAYER")
+    return Layer(index, cycles, instret, output)
 
 
 @dataclass(frozen=True)
