@@ -54,6 +54,27 @@ def _fold_is_exact(node: Node) -> str | None:
     return None
 
 
+def _rqf_constants(node: Node, channels: int) -> np.ndarray | None:
+    """[channels][m0, hk, rs] for the single-rounding requantisation (templates/ops/_fast.j2
+    rqf_decl), or None where it is not provably exact: it needs m0 > 2^30 (then SRDHM's result is
+    negative exactly when the accumulator is), 2 <= -shift <= 31, and the high word plus the folded
+    offset hk inside int32 for every accumulator the layer can produce."""
+    m0, shift = node.params["m0"].astype(np.int64), node.params["shift"].astype(np.int64)
+    a = node.attrs
+    if not ((m0 > 2 ** 30).all() and (shift <= -2).all() and (shift >= -31).all()):
+        return None
+    r = -shift
+    hk = 2 ** (r - 2) + (int(a["zp_out"]) - int(a["act_min"])) * 2 ** (r - 1)
+    w = node.params["weight"].astype(np.int64).reshape(len(m0), -1)
+    bound = np.abs(_folded_bias(node)) + 128 * np.abs(w).sum(axis=1)  # |accumulator| <= bound
+    # |high word of acc * m0| <= bound / 2 + 1, plus hk, plus the sign and carry terms
+    if (bound // 2 + 3 + np.abs(hk)).max() >= 2 ** 31 or int(a["act_max"]) < int(a["act_min"]):
+        return None
+    q = np.stack([m0, hk, r - 1], axis=1)
+    pad = np.tile(np.array([[2 ** 30 + 1, 1, 1]], np.int64), (channels - len(m0), 1))
+    return np.concatenate([q, pad]).astype(np.int32).ravel()
+
+
 def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
     """The template for `node` in kernel set `kernels`, and why."""
     if kernels not in KERNEL_SETS:
@@ -155,6 +176,12 @@ def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:
         ctx.update(weight_packed=_pack_rows(w.reshape(cout, -1)), bias_f=_pad_to_block(bias),
                    m0_p=_pad_to_block(node.params["m0"]), shift_p=_pad_to_block(node.params["shift"]))
     ctx["no_left_shift"] = bool((node.params["shift"] <= 0).all())
+    channels = cout if choice.template == "dwconv" else ctx["cout_blocks"] * BLOCK
+    rqf = _rqf_constants(node, channels)
+    ctx["rqf"], ctx["use_rqf"] = rqf, rqf is not None
+    if rqf is None:
+        pad = (lambda v: v) if choice.template == "dwconv" else _pad_to_block
+        ctx["rq_m0"], ctx["rq_shift"] = pad(node.params["m0"]), pad(node.params["shift"])
     if node.op == "conv2d":
         a = node.attrs
         h, wd, _ = image_view(g.shapes[node.inputs[0]])

@@ -19,7 +19,7 @@ from helpers import build_host, run_host
 
 
 def conv_graph(h, w, cin, cout, k, stride=1, pad=0, groups=1, zp_in=-7, zp_out=3, seed=0, shift_hi=0,
-               act=(-128, 127), bias_scale=3000):
+               act=(-128, 127), bias_scale=3000, shift_lo=-12):
     rng = np.random.default_rng(seed)
     cg = cin // groups
     weight = rng.integers(-127, 128, (cout, k, k, cg)).astype(np.int8)
@@ -29,20 +29,20 @@ def conv_graph(h, w, cin, cout, k, stride=1, pad=0, groups=1, zp_in=-7, zp_out=3
                  "act": None, "zp_in": zp_in, "zp_out": zp_out, "act_min": act[0], "act_max": act[1], "acc_bound": 0},
                 {"weight": weight, "bias": rng.integers(-bias_scale, bias_scale, cout).astype(np.int32),
                  "m0": rng.integers(2 ** 30, 2 ** 31 - 1, cout).astype(np.int32),
-                 "shift": rng.integers(-12, shift_hi + 1, cout).astype(np.int32)})
+                 "shift": rng.integers(shift_lo, shift_hi + 1, cout).astype(np.int32)})
     shapes = {"x": (h, w, cin), "layer": (oh, ow, cout)}
     return Graph(inputs=["x"], outputs=["layer"], nodes=[node], shapes=shapes,
                  torch_layouts={"x": "NCHW", "layer": "NCHW"}, qparams={t: QParams(1.0, 0) for t in shapes})
 
 
-def linear_graph(n_in, n_out, zp_in=5, seed=0):
+def linear_graph(n_in, n_out, zp_in=5, seed=0, shift=(-14, -6)):
     rng = np.random.default_rng(seed)
     node = Node("layer", "linear", ["x"],
                 {"act": None, "zp_in": zp_in, "zp_out": -4, "act_min": -128, "act_max": 127, "acc_bound": 0},
                 {"weight": rng.integers(-127, 128, (n_out, n_in)).astype(np.int8),
                  "bias": rng.integers(-5000, 5000, n_out).astype(np.int32),
                  "m0": rng.integers(2 ** 30, 2 ** 31 - 1, n_out).astype(np.int32),
-                 "shift": rng.integers(-14, -6, n_out).astype(np.int32)})
+                 "shift": rng.integers(shift[0], shift[1], n_out).astype(np.int32)})
     shapes = {"x": (n_in,), "layer": (n_out,)}
     return Graph(inputs=["x"], outputs=["layer"], nodes=[node], shapes=shapes,
                  torch_layouts={"x": "NF", "layer": "NF"}, qparams={t: QParams(1.0, 0) for t in shapes})
@@ -85,6 +85,15 @@ CASES = {
     "dw5x5_pad2": (lambda: conv_graph(7, 11, 3, 3, 5, pad=2, groups=3, zp_in=-77), "dwconv"),
     "dw3x3_tall_narrow": (lambda: conv_graph(9, 3, 6, 6, 3, pad=1, groups=6, act=(-20, 100)), "dwconv"),
     "dw_mult2_wide": (lambda: conv_graph(4, 10, 2, 4, 3, pad=1, groups=2), "dwconv"),
+    # the single-rounding requantisation (every m0 > 2^30, every shift <= -2), activations clamped
+    "rqf_3x3_pad1_relu": (lambda: conv_graph(6, 7, 9, 7, 3, pad=1, shift_lo=-9, shift_hi=-2, act=(-5, 127),
+                                             zp_out=-5, bias_scale=30000), "conv2d_kxk"),
+    "rqf_1x1_relu6": (lambda: conv_graph(3, 5, 20, 9, 1, shift_lo=-10, shift_hi=-2, act=(-128, 40),
+                                         zp_out=-128), "conv2d_1x1"),
+    "rqf_dw_wide_relu6": (lambda: conv_graph(5, 13, 6, 6, 3, pad=1, groups=6, shift_lo=-8, shift_hi=-2,
+                                             act=(-100, 20), zp_out=-100), "dwconv"),
+    "rqf_dw_narrow": (lambda: conv_graph(4, 5, 4, 4, 3, pad=1, groups=4, shift_lo=-31, shift_hi=-2), "dwconv"),
+    "rqf_fc": (lambda: linear_graph(40, 7, shift=(-12, -1)), "linear_fast"),
     "fc_odd": (lambda: linear_graph(33, 10), "linear_fast"),
     "fc_small": (lambda: linear_graph(1, 3), "linear_fast"),
 }
@@ -105,6 +114,64 @@ def test_fast_kernel_is_bit_exact(case, tmp_path):
     assert np.array_equal(ref, want)
     assert np.array_equal(fast, want)
     assert template in (tmp_path / "fast" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
+
+
+def test_rqf_requantisation_equals_the_reference_helper(tmp_path):
+    """edgebn_rqf_apply (templates/ops/_fast.j2) == edgebn_requant (edgebn_ops.h) wherever
+    edgebn/kernels.py allows it: random and edge accumulators (0, +-1, ties, the int32 ends the bound
+    allows), m0 near 2^30 and 2^31, every shift from -2 to -31, zero points and clamps."""
+    import subprocess
+
+    from edgebn.emit import environment
+    from edgebn.kernels import _rqf_constants
+
+    env = environment()
+    ops_h = env.get_template("model/edgebn_ops.h.j2").render(model_name="t", version="t")
+    rqf = env.from_string('{% from "ops/_fast.j2" import rqf_decl %}{{ rqf_decl() }}').render()
+    (tmp_path / "edgebn_ops.h").write_text(ops_h)
+    (tmp_path / "t.c").write_text(ops_h.replace("#endif /* EDGEBN_OPS_H */", "") + rqf + """
+#endif
+#include <stdio.h>
+int main(void)
+{
+    long acc, m0, shift, zp, lo, hi, hk, rs;
+    while (scanf("%ld %ld %ld %ld %ld %ld %ld %ld", &acc, &m0, &shift, &zp, &lo, &hi, &hk, &rs) == 8) {
+        edgebn_rqf_t q;
+        q.m0 = (int32_t)m0; q.hk = (int32_t)hk; q.rs = (int32_t)rs;
+        printf("%d %d\\n", edgebn_requant((int32_t)acc, (int32_t)m0, (int32_t)shift, (int32_t)zp, (int32_t)lo, (int32_t)hi),
+               edgebn_rqf_apply((int32_t)acc, q, (int32_t)lo, (int32_t)(hi - lo)));
+    }
+    return 0;
+}
+""")
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Werror", str(tmp_path / "t.c"), "-o", str(tmp_path / "t")],
+                   check=True, capture_output=True, text=True)
+    rng = np.random.default_rng(7)
+    rows = []
+    for shift in range(-31, 1):
+        for m0 in (2 ** 30 + 1, 2 ** 30 + 12345, 2 ** 31 - 1, int(rng.integers(2 ** 30 + 1, 2 ** 31))):
+            for zp, lo, hi in ((3, -128, 127), (-128, -128, 127), (-128, -128, 40), (10, 10, 127), (-7, -20, 9)):
+                r = -shift
+                ties = [k * 2 ** max(r - 1, 0) for k in (-3, -1, 1, 3)] if r >= 1 else []
+                cand = [0, 1, -1, 2, -2, 2 ** 30, -2 ** 30, 2 ** 31 - 8, -2 ** 31 + 8] + ties
+                cand += rng.integers(-2 ** 31, 2 ** 31, 40).tolist() + rng.integers(-2 ** 16, 2 ** 16, 40).tolist()
+                node = Node("n", "conv2d", ["x"], {"zp_in": 0, "zp_out": zp, "act_min": lo, "act_max": hi},
+                            {"m0": np.array([m0], np.int32), "shift": np.array([shift], np.int32),
+                             "weight": np.zeros((1, 1, 1, 1), np.int8), "bias": np.zeros(1, np.int32)})
+                for acc in (a for a in cand if -2 ** 31 <= a < 2 ** 31):
+                    node.params["bias"][0] = acc
+                    q = _rqf_constants(node, 1)
+                    if q is None:
+                        # refused only outside the proven range: shift > -2, or hk + |acc| / 2 near int32
+                        assert shift > -2 or abs(acc) // 2 + 3 + abs(2 ** (r - 2) + (zp - lo) * 2 ** (r - 1)) >= 2 ** 31
+                        continue
+                    rows.append(f"{acc} {m0} {shift} {zp} {lo} {hi} {q[1]} {q[2]}")
+    assert len(rows) > 10000
+    res = subprocess.run([str(tmp_path / "t")], input="\n".join(rows) + "\n", capture_output=True, text=True,
+                         check=True)
+    pairs = np.array([line.split() for line in res.stdout.split("\n") if line], dtype=np.int64)
+    assert len(pairs) == len(rows)
+    assert np.array_equal(pairs[:, 0], pairs[:, 1]), rows[int(np.argmax(pairs[:, 0] != pairs[:, 1]))]
 
 
 def test_choice_falls_back_where_folding_is_not_provably_exact():
