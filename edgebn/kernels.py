@@ -88,7 +88,7 @@ def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
     if why_not:
         return KernelChoice(generic, why_not)
     if node.op == "linear":
-        return KernelChoice("linear_fast", "fully connected: 4 outputs per pass over the input")
+        return KernelChoice("linear_fast", "fully connected: 8 outputs per pass over the input")
     a = node.attrs
     cin = image_view(g.shapes[node.inputs[0]])[2]
     _, kh, kw, cg = node.params["weight"].shape
@@ -169,18 +169,18 @@ def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:
         ctx.update(weight_dw=w.reshape(cout, -1), bias_f=bias)
         ctx.update(_dw_context(node, g, bias))
     elif choice.template == "conv2d_kxk":
-        ctx.update(weight_packed=_pack_rows(w.reshape(cout, -1)),
-                   m0_p=_pad_to_block(node.params["m0"]), shift_p=_pad_to_block(node.params["shift"]))
+        ctx.update(weight_packed=_pack_rows(w.reshape(cout, -1)))
         ctx.update(_kxk_context(node, g, bias))
+    elif choice.template == "linear_fast":
+        ctx.update(_fc_context(w, bias))
     else:
-        ctx.update(weight_packed=_pack_rows(w.reshape(cout, -1)), bias_f=_pad_to_block(bias),
-                   m0_p=_pad_to_block(node.params["m0"]), shift_p=_pad_to_block(node.params["shift"]))
+        ctx.update(weight_packed=_pack_rows(w.reshape(cout, -1)), bias_f=_pad_to_block(bias))
     ctx["no_left_shift"] = bool((node.params["shift"] <= 0).all())
-    channels = cout if choice.template == "dwconv" else ctx["cout_blocks"] * BLOCK
+    channels = cout if choice.template in ("dwconv", "linear_fast") else ctx["cout_blocks"] * BLOCK
     rqf = _rqf_constants(node, channels)
     ctx["rqf"], ctx["use_rqf"] = rqf, rqf is not None
     if rqf is None:
-        pad = (lambda v: v) if choice.template == "dwconv" else _pad_to_block
+        pad = (lambda v: v) if channels == cout else _pad_to_block
         ctx["rq_m0"], ctx["rq_shift"] = pad(node.params["m0"]), pad(node.params["shift"])
     if node.op == "conv2d":
         a = node.attrs
@@ -190,6 +190,23 @@ def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:
         ctx["oy_range"] = _interior(h, kh, a["stride"][0], a["padding"][0], oh)
         ctx["ox_range"] = _interior(wd, kw, a["stride"][1], a["padding"][1], ow)
     return ctx
+
+
+FC_BLOCK = 8  # outputs per pass over the input in linear_fast
+
+
+def _fc_context(w: np.ndarray, bias: np.ndarray) -> dict:
+    """Fully connected: blocks of 8 outputs (the last one smaller), each block's weights [IN][rows]
+    so one input byte feeds every accumulator of the block."""
+    out_f, in_f = w.shape
+    blocks, packed, off = [], [], 0
+    for o0 in range(0, out_f, FC_BLOCK):
+        nb = min(FC_BLOCK, out_f - o0)
+        blocks.append({"o0": o0, "nb": nb, "woff": off})
+        packed.append(w[o0:o0 + nb].T.ravel())
+        off += nb * in_f
+    return {"fc_blocks": blocks, "fc_sizes": sorted({b["nb"] for b in blocks}, reverse=True),
+            "weight_fc": np.concatenate(packed), "bias_f": bias}
 
 
 def _geometry(node: Node, g: Graph):

@@ -96,6 +96,8 @@ CASES = {
     "rqf_fc": (lambda: linear_graph(40, 7, shift=(-12, -1)), "linear_fast"),
     "fc_odd": (lambda: linear_graph(33, 10), "linear_fast"),
     "fc_small": (lambda: linear_graph(1, 3), "linear_fast"),
+    "fc_blocks_8_8_1": (lambda: linear_graph(19, 17, zp_in=-128), "linear_fast"),
+    "fc_one_block_even": (lambda: linear_graph(6, 8, zp_in=127, shift=(-5, 2)), "linear_fast"),
 }
 
 
