@@ -92,6 +92,13 @@ static void write_dec(int32_t v)
     edgebn_port_write((const uint8_t *)buf + i, sizeof buf - (size_t)i);
 }
 
+/* " key=value" with a decimal value: the fields of the boot and self-test lines. */
+static void write_field(const char *key, int32_t v)
+{
+    write_text(key);
+    write_dec(v);
+}
+
 static void write_hex32(uint32_t v)
 {
     static const char digits[] = "0123456789abcdef";
@@ -399,6 +406,16 @@ int edgebn_harness_serve_one(uint32_t idle_timeout_ms)
 
 /* ---- boot ---- */
 
+#if EDGEBN_SELFTEST_COUNT > 0
+/* Record vector v as failed and begin its FAIL line; the caller adds the cause and the line end. */
+static void selftest_fail(uint32_t v)
+{
+    selftest_status = EDGEBN_SELFTEST_FAIL;
+    selftest_failed_vector = v;
+    write_field(EDGEBN_SELFTEST_PREFIX " FAIL vector=", (int32_t)v);
+}
+#endif
+
 static void run_selftest(void)
 {
 #if EDGEBN_SELFTEST_COUNT > 0
@@ -411,35 +428,24 @@ static void run_selftest(void)
         }
         rc = edgebn_model_run(harness_input, harness_output);
         if (rc != 0) {
-            selftest_status = EDGEBN_SELFTEST_FAIL;
-            selftest_failed_vector = v;
-            write_text(EDGEBN_SELFTEST_PREFIX " FAIL vector=");
-            write_dec((int32_t)v);
-            write_text(" model_run=");
-            write_dec(rc);
+            selftest_fail(v);
+            write_field(" model_run=", rc);
             write_text("\r\n");
             return;
         }
         for (i = 0; i < (int32_t)EDGEBN_MODEL_OUTPUT_SIZE; ++i) {
             if (harness_output[i] != edgebn_selftest_outputs[v][i]) {
-                selftest_status = EDGEBN_SELFTEST_FAIL;
-                selftest_failed_vector = v;
-                write_text(EDGEBN_SELFTEST_PREFIX " FAIL vector=");
-                write_dec((int32_t)v);
-                write_text(" index=");
-                write_dec(i);
-                write_text(" got=");
-                write_dec(harness_output[i]);
-                write_text(" want=");
-                write_dec(edgebn_selftest_outputs[v][i]);
+                selftest_fail(v);
+                write_field(" index=", i);
+                write_field(" got=", harness_output[i]);
+                write_field(" want=", edgebn_selftest_outputs[v][i]);
                 write_text("\r\n");
                 return;
             }
         }
     }
     selftest_status = EDGEBN_SELFTEST_PASS;
-    write_text(EDGEBN_SELFTEST_PREFIX " PASS vectors=");
-    write_dec((int32_t)EDGEBN_SELFTEST_COUNT);
+    write_field(EDGEBN_SELFTEST_PREFIX " PASS vectors=", (int32_t)EDGEBN_SELFTEST_COUNT);
     write_text("\r\n");
 #else
     selftest_status = EDGEBN_SELFTEST_NONE;
@@ -450,22 +456,16 @@ static void run_selftest(void)
 int edgebn_harness_boot(void)
 {
     synced = 0;
-    write_text("\r\n" EDGEBN_BANNER_PREFIX " harness=");
-    write_dec((int32_t)EDGEBN_HARNESS_VERSION);
-    write_text(" protocol=");
-    write_dec((int32_t)EDGEBN_PROTOCOL_VERSION);
+    write_field("\r\n" EDGEBN_BANNER_PREFIX " harness=", (int32_t)EDGEBN_HARNESS_VERSION);
+    write_field(" protocol=", (int32_t)EDGEBN_PROTOCOL_VERSION);
     write_text(" port=");
     write_text(edgebn_port_name());
     write_text(" model=");
     write_hex32((uint32_t)EDGEBN_MODEL_HASH);
-    write_text(" in=");
-    write_dec((int32_t)EDGEBN_MODEL_INPUT_SIZE);
-    write_text(" out=");
-    write_dec((int32_t)EDGEBN_MODEL_OUTPUT_SIZE);
-    write_text(" layers=");
-    write_dec((int32_t)EDGEBN_MODEL_NUM_LAYERS);
-    write_text(" arena=");
-    write_dec((int32_t)EDGEBN_MODEL_ARENA_BYTES);
+    write_field(" in=", (int32_t)EDGEBN_MODEL_INPUT_SIZE);
+    write_field(" out=", (int32_t)EDGEBN_MODEL_OUTPUT_SIZE);
+    write_field(" layers=", (int32_t)EDGEBN_MODEL_NUM_LAYERS);
+    write_field(" arena=", (int32_t)EDGEBN_MODEL_ARENA_BYTES);
     write_text("\r\n");
     run_selftest();
     edgebn_port_flush();
