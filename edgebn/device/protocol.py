@@ -299,7 +299,8 @@ class ErrorReply:
             ErrorCode.OUT_OF_ORDER: f"the device expected sequence number {a1}, got {a0}",
             ErrorCode.NOT_SYNCED: "the device has not been synchronised since it booted",
             ErrorCode.TIMEOUT: f"the device got only {a0} of {a1} frame bytes before a pause",
-            ErrorCode.MODEL_FAILED: f"edgebn_model_run returned {a0} on the device",
+            # arg0 carries edgebn_model_run's int return code, sent as its 32-bit pattern
+            ErrorCode.MODEL_FAILED: f"edgebn_model_run returned {a0 - (a0 >> 31 << 32)} on the device",
         }[code]
 
 

@@ -98,6 +98,22 @@ def test_selftest_fail_is_reported_at_boot_and_in_info(tmp_path):
         board.close()
 
 
+def test_a_model_that_fails_to_run_is_reported_at_boot_in_info_and_per_request(tmp_path):
+    exe = build_host_harness(tmp_path, defines=["FAKE_MODEL_FAILS=-7"])
+    assert "EDGEBN SELFTEST FAIL vector=0 model_run=-7\r\n" in boot_text(exe)
+    board = HostBoard(exe)
+    try:
+        raw = Raw(board.path)
+        info = P.decode_info(raw.request(P.Msg.INFO_REQ, 1).payload)
+        assert info.selftest == P.SelftestStatus.FAIL and info.selftest_failed_vector == 0
+        err = raw.error(raw.request(P.Msg.RUN, 2, bytes(32)))
+        assert (err.code, err.type, err.seq) == (P.ErrorCode.MODEL_FAILED, P.Msg.RUN, 2)
+        assert err.describe() == "edgebn_model_run returned -7 on the device"
+        raw.ser.close()
+    finally:
+        board.close()
+
+
 def test_no_selftest_vectors(tmp_path):
     emu = FakeEmulator()
     exe = build_host_harness(tmp_path, header=selftest_header(emu, np.zeros((0, 4, 4, 2), np.int8)))

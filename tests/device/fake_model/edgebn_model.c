@@ -45,6 +45,10 @@ static void linear(const int8_t *x, int8_t *y)
 int edgebn_model_run_hooked(const int8_t *input, int8_t *output, edgebn_layer_hook_t hook, void *ctx)
 {
     int8_t *l0 = arena;
+#ifdef FAKE_MODEL_FAILS
+    (void)input, (void)output, (void)hook, (void)ctx, (void)l0;
+    return FAKE_MODEL_FAILS; /* a model that refuses to run: the harness's MODEL_FAILED paths */
+#endif
     conv1x1_relu(input, l0);
     if (hook != NULL) {
         hook(0, l0, edgebn_model_layer_sizes[0], ctx);
