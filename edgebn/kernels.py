@@ -54,25 +54,50 @@ def _fold_is_exact(node: Node) -> str | None:
     return None
 
 
-def _rqf_constants(node: Node, channels: int) -> np.ndarray | None:
+def _rqf_from(m0: np.ndarray, shift: np.ndarray, zp_out: int, act_min: int, act_max: int,
+              bound: np.ndarray, channels: int) -> np.ndarray | None:
     """[channels][m0, hk, rs] for the single-rounding requantisation (templates/ops/_fast.j2
     rqf_decl), or None where it is not provably exact: it needs m0 > 2^30 (then SRDHM's result is
     negative exactly when the accumulator is), 2 <= -shift <= 31, and the high word plus the folded
-    offset hk inside int32 for every accumulator the layer can produce."""
-    m0, shift = node.params["m0"].astype(np.int64), node.params["shift"].astype(np.int64)
-    a = node.attrs
-    if not ((m0 > 2 ** 30).all() and (shift <= -2).all() and (shift >= -31).all()):
+    offset hk inside int32 for every accumulator |acc| <= bound the layer can produce."""
+    m0, shift = np.asarray(m0, np.int64), np.asarray(shift, np.int64)
+    if not ((m0 > 2 ** 30).all() and (shift <= -2).all() and (shift >= -31).all()) or act_max < act_min:
         return None
     r = -shift
-    hk = 2 ** (r - 2) + (int(a["zp_out"]) - int(a["act_min"])) * 2 ** (r - 1)
-    w = node.params["weight"].astype(np.int64).reshape(len(m0), -1)
-    bound = np.abs(_folded_bias(node)) + 128 * np.abs(w).sum(axis=1)  # |accumulator| <= bound
+    hk = 2 ** (r - 2) + (int(zp_out) - int(act_min)) * 2 ** (r - 1)
     # |high word of acc * m0| <= bound / 2 + 1, plus hk, plus the sign and carry terms
-    if (bound // 2 + 3 + np.abs(hk)).max() >= 2 ** 31 or int(a["act_max"]) < int(a["act_min"]):
+    if (np.asarray(bound, np.int64) // 2 + 3 + np.abs(hk)).max() >= 2 ** 31:
         return None
     q = np.stack([m0, hk, r - 1], axis=1)
     pad = np.tile(np.array([[2 ** 30 + 1, 1, 1]], np.int64), (channels - len(m0), 1))
     return np.concatenate([q, pad]).astype(np.int32).ravel()
+
+
+def _rqf_constants(node: Node, channels: int) -> np.ndarray | None:
+    """_rqf_from for a conv2d / linear node (accumulator bound |b'| + 128 * sum|w| per channel)."""
+    a = node.attrs
+    m0 = node.params["m0"]
+    w = node.params["weight"].astype(np.int64).reshape(len(m0), -1)
+    bound = np.abs(_folded_bias(node)) + 128 * np.abs(w).sum(axis=1)
+    return _rqf_from(m0, node.params["shift"], a["zp_out"], a["act_min"], a["act_max"], bound, channels)
+
+
+def _add_context(node: Node) -> dict:
+    """Residual add: each input's rescaled value MBQM((q - Z) << left_shift, m, s) depends on the int8
+    q alone, so it is a 256-entry int32 table (indexed by the byte as unsigned), computed with the
+    emulator's own arithmetic; the sum is requantised per element."""
+    from .numerics import multiply_by_quantized_multiplier
+
+    a = node.attrs
+    q = np.arange(256, dtype=np.int64).astype(np.uint8).view(np.int8).astype(np.int64)  # byte b -> int8
+    tables = [np.asarray(multiply_by_quantized_multiplier((q - a[zp]) << a["left_shift"], a[m], a[s]), np.int64)
+              for zp, m, s in (("zp1", "m1", "s1"), ("zp2", "m2", "s2"))]
+    bound = np.array([np.abs(tables[0]).max() + np.abs(tables[1]).max()])
+    if bound[0] > _INT32_MAX:
+        raise ValueError("add: the rescaled inputs' sum could leave int32")
+    rqf = _rqf_from(np.array([a["mo"]]), np.array([a["so"]]), a["zp_out"], a["act_min"], a["act_max"], bound, 1)
+    return {"add_t1": tables[0].astype(np.int32), "add_t2": tables[1].astype(np.int32),
+            "rqf": rqf, "use_rqf": rqf is not None}
 
 
 def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
@@ -82,6 +107,8 @@ def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
     generic = OPS[node.op].template
     if kernels == "reference":
         return KernelChoice(generic, "reference kernel set")
+    if node.op == "add":
+        return KernelChoice("add_fast", "residual add: per-input 256-entry tables of the rescaled values")
     if node.op not in ("conv2d", "linear"):
         return KernelChoice(generic, f"no specialised kernel for {node.op}")
     why_not = _fold_is_exact(node)
@@ -159,6 +186,8 @@ def _pad_to_block(values: np.ndarray, fill=0) -> np.ndarray:
 
 def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:
     """Extra template data for a specialised kernel (empty for the generic ones)."""
+    if choice.template == "add_fast":
+        return _add_context(node)
     if choice.template not in ("conv2d_1x1", "conv2d_kxk", "dwconv", "linear_fast"):
         return {}
     bias = _folded_bias(node).astype(np.int32)

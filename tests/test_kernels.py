@@ -118,6 +118,44 @@ def test_fast_kernel_is_bit_exact(case, tmp_path):
     assert template in (tmp_path / "fast" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
 
 
+def add_graph(s1, s2, so, zp1, zp2, zpo, act=(-128, 127), n=(4, 5, 8)):
+    """x -> 1x1 conv c -> add(x, c): the add's two inputs, with the given scales and zero points."""
+    from edgebn.numerics import add_multipliers
+
+    g = conv_graph(n[0], n[1], n[2], n[2], 1, zp_in=zp1, zp_out=zp2)
+    conv = g.nodes[0]
+    conv.name = "c"
+    (m1, sh1), (m2, sh2), (mo, sho) = add_multipliers(s1, s2, so, 20)
+    add = Node("layer", "add", ["x", "c"], {"act": None, "left_shift": 20, "zp1": zp1, "zp2": zp2, "zp_out": zpo,
+                                            "m1": m1, "s1": sh1, "m2": m2, "s2": sh2, "mo": mo, "so": sho,
+                                            "act_min": act[0], "act_max": act[1]})
+    shapes = {"x": n, "c": n, "layer": n}
+    return Graph(inputs=["x"], outputs=["layer"], nodes=[conv, add], shapes=shapes,
+                 torch_layouts={t: "NCHW" for t in shapes}, qparams={t: QParams(1.0, 0) for t in shapes})
+
+
+ADDS = {
+    "add_similar_scales": lambda: add_graph(0.05, 0.04, 0.07, -3, 10, -20),
+    "add_second_larger_relu": lambda: add_graph(0.01, 0.2, 0.1, 127, -128, -128, act=(-128, 127)),
+    "add_wide_ratio_clamped": lambda: add_graph(0.5, 0.001, 0.003, 0, 5, 7, act=(7, 60), n=(3, 3, 5)),
+    "add_coarse_output": lambda: add_graph(0.02, 0.03, 4.0, -128, 127, 0, act=(-10, 10)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ADDS))
+def test_add_fast_is_bit_exact(case, tmp_path):
+    g = ADDS[case]()
+    assert choose_kernel(g.nodes[1], g, "fast").template == "add_fast"
+    rng = np.random.default_rng(2)
+    shape = g.shapes["x"]
+    x = np.concatenate([rng.integers(-128, 128, (30,) + shape), np.full((1,) + shape, -128),
+                        np.full((1,) + shape, 127)]).astype(np.int8)
+    want = np.stack([execute(g, xi[None], run_int8)["layer"].ravel() for xi in x])
+    assert np.array_equal(run_c(g, tmp_path, "reference", x), want)
+    assert np.array_equal(run_c(g, tmp_path, "fast", x), want)
+    assert "add_fast" in (tmp_path / "fast" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
+
+
 def test_rqf_requantisation_equals_the_reference_helper(tmp_path):
     """edgebn_rqf_apply (templates/ops/_fast.j2) == edgebn_requant (edgebn_ops.h) wherever
     edgebn/kernels.py allows it: random and edge accumulators (0, +-1, ties, the int32 ends the bound
