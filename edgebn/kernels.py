@@ -208,6 +208,8 @@ def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:
     channels = cout if choice.template in ("dwconv", "linear_fast") else ctx["cout_blocks"] * BLOCK
     rqf = _rqf_constants(node, channels)
     ctx["rqf"], ctx["use_rqf"] = rqf, rqf is not None
+    # conv tiles requantise in registers when the rqf constants apply and every block is full
+    ctx["fused_rq"] = rqf is not None and choice.template in ("conv2d_1x1", "conv2d_kxk") and cout % BLOCK == 0
     if rqf is None:
         pad = (lambda v: v) if channels == cout else _pad_to_block
         ctx["rq_m0"], ctx["rq_shift"] = pad(node.params["m0"]), pad(node.params["shift"])

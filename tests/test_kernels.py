@@ -92,7 +92,14 @@ CASES = {
                                          zp_out=-128), "conv2d_1x1"),
     "rqf_dw_wide_relu6": (lambda: conv_graph(5, 13, 6, 6, 3, pad=1, groups=6, shift_lo=-8, shift_hi=-2,
                                              act=(-100, 20), zp_out=-100), "dwconv"),
-    "rqf_dw_narrow": (lambda: conv_graph(4, 5, 4, 4, 3, pad=1, groups=4, shift_lo=-31, shift_hi=-2), "dwconv"),
+    "rqf_dw_narrow": (lambda: conv_graph(4, 5, 4, 4, 3, pad=1, groups=4, shift_lo=-22, shift_hi=-2), "dwconv"),
+    # ... requantised inside the register tile (Cout a multiple of 4)
+    "rqf_fused_3x3_pad1": (lambda: conv_graph(7, 6, 5, 8, 3, pad=1, shift_lo=-9, shift_hi=-2, act=(-20, 90),
+                                              zp_out=-20, bias_scale=20000), "conv2d_kxk"),
+    "rqf_fused_3x3_stride2": (lambda: conv_graph(9, 8, 4, 4, 3, stride=2, pad=1, shift_lo=-22, shift_hi=-2,
+                                                 zp_in=-128), "conv2d_kxk"),
+    "rqf_fused_1x1": (lambda: conv_graph(3, 3, 6, 12, 1, shift_lo=-11, shift_hi=-2, act=(0, 127), zp_out=0),
+                      "conv2d_1x1"),
     "rqf_fc": (lambda: linear_graph(40, 7, shift=(-12, -1)), "linear_fast"),
     "fc_odd": (lambda: linear_graph(33, 10), "linear_fast"),
     "fc_small": (lambda: linear_graph(1, 3), "linear_fast"),
@@ -115,7 +122,12 @@ def test_fast_kernel_is_bit_exact(case, tmp_path):
     ref = run_c(g, tmp_path, "reference", x)
     assert np.array_equal(ref, want)
     assert np.array_equal(fast, want)
-    assert template in (tmp_path / "fast" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
+    c_text = (tmp_path / "fast" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
+    assert template in c_text
+    if case.startswith("rqf_"):
+        assert "edgebn_rqf_apply(a" in c_text
+    if case.startswith("rqf_fused"):
+        assert "const int32_t *q, int8_t *o" in c_text
 
 
 def add_graph(s1, s2, so, zp1, zp2, zpo, act=(-128, 127), n=(4, 5, 8)):
