@@ -133,6 +133,24 @@ class Link:
                 raise LinkError(f"{self.name}: malformed INFO reply: {e}") from None
             return self.info
 
+    def wait_for_line(self, prefix: str, timeout: float) -> str | None:
+        """Read what a booting board prints until a text line starting with ``prefix`` (kept in
+        ``lines`` like any other) and return it; None when a frame or noise came first, or nothing
+        within ``timeout`` seconds. For a board known to be booting (QEMU): a request sent before
+        its UART is set up is lost, and costs a sync attempt or two."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._events and isinstance(self._events[0], P.TextLine):
+                text = self._events.popleft().text
+                self._note_text(text)
+                if text.startswith(prefix):
+                    return text
+            if self._events or time.monotonic() >= deadline:
+                return None
+            chunk = self._read()
+            if chunk:
+                self._events.extend(self.decoder.feed(chunk))
+
     def run(self, data: bytes, *, debug: bool = False, timeout: float | None = None) -> RunResult:
         """Run one input (int8 bytes, device layout) and return the board's output and counters;
         with ``debug`` also every layer's output, in order."""

@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 from ..errors import EdgebnError
 from ..resources import firmware_dir
 from .link import DEFAULT_BAUD, Link
+from .protocol import SELFTEST_PREFIX
 
 __all__ = ["CROSS_CC", "QEMU", "qemu_flags", "qemu_command", "firmware_sources", "build_firmware",
            "QemuBoard", "qemu_link"]
@@ -186,7 +187,8 @@ class QemuBoard:
 @contextmanager
 def qemu_link(model_dir: str | Path, selftest_h: str, *, build_dir: str | Path | None = None,
               defines: Sequence[str] = (), reply_timeout: float = 10.0) -> Iterator[Link]:
-    """Build the firmware, boot it in QEMU and yield a ``Link`` on its UART (not yet synced).
+    """Build the firmware, boot it in QEMU and yield a ``Link`` on its UART once the harness has
+    printed its self-test line (``link.selftest_line``), not yet synced.
     On exit the harness is asked to leave (an EXIT frame), then QEMU is stopped either way."""
     with tempfile.TemporaryDirectory(prefix="edgebn-qemu-") as tmp:
         elf = build_firmware(model_dir, build_dir or tmp, selftest_h, defines=defines)
@@ -196,6 +198,8 @@ def qemu_link(model_dir: str | Path, selftest_h: str, *, build_dir: str | Path |
             link.name = "the QEMU board"
             try:
                 board.resume()
+                # Requests sent before the harness has set up its UART are lost: let it boot.
+                link.wait_for_line(SELFTEST_PREFIX, reply_timeout)
                 yield link
                 if board.running and link.exit():
                     board.wait(3.0)

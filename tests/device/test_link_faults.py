@@ -40,6 +40,30 @@ def test_sync_skips_boot_text_and_reads_info(fake_emu):
     assert any(line.startswith("EDGEBN BOOT") for line in link.lines)
 
 
+def test_wait_for_line_reads_the_boot_text_without_sending_anything(fake_emu):
+    dev, link = make_link(fake_emu)
+    assert link.wait_for_line(P.SELFTEST_PREFIX, 1.0) == "EDGEBN SELFTEST PASS vectors=3"
+    assert link.selftest_line == "EDGEBN SELFTEST PASS vectors=3" and link.resets_seen == 1
+    assert dev.requests == [] and link.transport.written == b""
+    link.sync(1.0)
+    assert [line for line in link.lines if line.startswith("EDGEBN")] == [   # each line kept once
+        "EDGEBN BOOT harness=1 protocol=1 port=fake model=0x1234abcd",
+        "EDGEBN SELFTEST PASS vectors=3"]
+    assert link.resets_seen == 1
+
+
+def test_wait_for_line_gives_up_on_silence_and_leaves_frames_to_the_requests(fake_emu):
+    dev = FakeDevice(fake_emu)
+    quiet = Link(FakeSerial(dev, boot=False), reply_timeout=0.3)
+    assert quiet.wait_for_line(P.SELFTEST_PREFIX, 0.1) is None
+    line = FakeSerial(None)            # answers nothing: only what is queued below arrives
+    line.rx += P.encode_frame(P.Msg.INFO, 1, P.encode_info(dev.info())) + dev.boot_text()
+    link = Link(line, reply_timeout=0.3)
+    assert link.wait_for_line(P.SELFTEST_PREFIX, 1.0) is None   # a frame came first: stop there
+    assert link.selftest_line is None
+    assert link.sync(1.0).model_hash == fake_emu.model_hash     # the frame answers sync's seq 1
+
+
 @pytest.mark.parametrize("fault", ["corrupt_reply", "truncate_reply", "drop_reply",
                                    "corrupt_request", "reset"])
 def test_transient_faults_cost_a_retry_not_the_run(fake_emu, fault):
