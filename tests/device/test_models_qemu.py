@@ -26,7 +26,7 @@ from edgebn.emulator import Emulator
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "project"))
-from project_fixtures import xtensa_compile  # noqa: E402
+from project_fixtures import xtensa_compile
 
 EDGEBN = [sys.executable, "-m", "edgebn"]
 # name -> inputs sent to the board
@@ -79,7 +79,7 @@ def test_compare_qemu_is_bit_exact_on_whole_networks(compiled):
     record_path = work / "compare.json"
     res = subprocess.run(EDGEBN + ["compare", str(out), "--qemu", "--inputs", str(work / "x.npy"),
                                    "--json", str(record_path)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     last = res.stdout.strip().splitlines()[-1]
     assert last.startswith(f"{n}/{n} inputs bit-exact, "), res.stdout

@@ -5,10 +5,9 @@ import os
 
 import numpy as np
 import pytest
+from project_fixtures import NO_NETWORK
 
 from edgebn.device.pio import prepare_offline
-
-from project_fixtures import NO_NETWORK
 
 
 @pytest.fixture(scope="session")
