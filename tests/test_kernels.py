@@ -100,6 +100,8 @@ CASES = {
                                                  zp_in=-128), "conv2d_kxk"),
     "rqf_fused_1x1": (lambda: conv_graph(3, 3, 6, 12, 1, shift_lo=-11, shift_hi=-2, act=(0, 127), zp_out=0),
                       "conv2d_1x1"),
+    "rqf_fused_1x1_odd_cin_no_rest": (lambda: conv_graph(4, 5, 7, 8, 1, shift_lo=-9, shift_hi=-2, zp_in=-128),
+                                      "conv2d_1x1"),
     "rqf_fc": (lambda: linear_graph(40, 7, shift=(-12, -1)), "linear_fast"),
     "fc_odd": (lambda: linear_graph(33, 10), "linear_fast"),
     "fc_small": (lambda: linear_graph(1, 3), "linear_fast"),
