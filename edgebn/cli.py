@@ -23,8 +23,13 @@ class _Group(click.Group):
         restore = _sigterm_as_interrupt()
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.UsageError, click.exceptions.Exit, click.Abort):
             raise
+        except click.ClickException as e:  # a command's own failure: the same one-line form as the rest
+            if debug:
+                raise
+            click.echo(f"edgebn: error: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("edgebn: interrupted", err=True)
             sys.exit(130)

@@ -157,3 +157,15 @@ def test_cli_weight_method_reaches_the_compile(digits, tmp_path):
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["quantization"]["weight_method"] == "mse"
+
+
+def test_every_command_fails_in_the_same_one_line_form(tmp_path):
+    """compare/evaluate raise click.ClickException, compile raises EdgebnError: one format for all."""
+    for args in (["compare", str(tmp_path), "--port", "/dev/nonexistent-edgebn"],
+                 ["evaluate", str(tmp_path), "--inputs", str(tmp_path / "x.npy")],
+                 ["emulate", str(tmp_path), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]):
+        (tmp_path / "x.npy").write_bytes(b"")
+        res = subprocess.run(EDGEBN + args, capture_output=True, text=True)
+        assert res.returncode == 1, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edgebn: error: "), (args, res.stderr)
