@@ -288,7 +288,7 @@ def test_cli_compare_finds_a_buggy_board(tmp_path, fake_out):
     assert all(m["layer"]["name"] == "conv1x1_relu" and m["layer"]["channel"] == 2
                for m in record["mismatches"])
     last = res.output.strip().splitlines()[-1]
-    assert last.startswith("edgebn: error: ") and "inputs differ from the emulator" in last
+    assert last.startswith("Error: ") and "inputs differ from the emulator" in last
 
 
 def test_cli_compare_refuses_another_model(tmp_path, fake_out):
