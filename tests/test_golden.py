@@ -142,20 +142,23 @@ int main(void) {
 """
 
 
+@pytest.mark.parametrize("kernels", ["reference", "fast"])
 @pytest.mark.parametrize("case", [c for c in cases() if c.startswith("add")])
-def test_generated_add_c_reproduces_espnn(z, case, tmp_path):
-    """The add template's C, rendered for the golden parameters, driven with both operands."""
+def test_generated_add_c_reproduces_espnn(z, case, kernels, tmp_path):
+    """The add template's C (add.c.j2, or add_fast.c.j2 for the fast kernel set), rendered for the
+    golden parameters, driven with both operands."""
     import subprocess
 
     from edgebn.emit import environment, layer_contexts
 
     g, inputs, expected = case_graph(z, case)
     env = environment()
-    layer = layer_contexts(g, plan_arena(g))[0]
-    (tmp_path / "layer.c").write_text(env.get_template("ops/add.c.j2").render(layer=layer))
+    layer = layer_contexts(g, plan_arena(g), kernels)[0]
+    assert layer["template"] == {"reference": "add", "fast": "add_fast"}[kernels]
+    (tmp_path / "layer.c").write_text(env.get_template(f"ops/{layer['template']}.c.j2").render(layer=layer))
     (tmp_path / "edgebn_ops.h").write_text(env.get_template("model/edgebn_ops.h.j2").render(
         model_name=case, version="test"))
-    (tmp_path / "driver.c").write_text(ADD_DRIVER.replace("SIZE", str(expected.size)))
+    (tmp_path / "driver.c").write_text(ADD_DRIVER.replace("SIZE", str(expected.size)).replace("l00_add_s8", layer["fn"]))
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wno-unused-function",
                     "-O2", "-I", str(tmp_path), str(tmp_path / "driver.c"), "-o", str(tmp_path / "run")],
                    check=True, capture_output=True, text=True)
