@@ -7,7 +7,14 @@ Two kernel sets share the numerics exactly (SPEC.md section 1):
 * ``"fast"``: per-layer specialised templates with every shape a constant, the input zero point
   folded into the bias (``b' = b - Z_in * sum(w)``; a padding tap then adds ``Z_in * w``), weights
   packed in blocks of four output channels so the inner loop keeps a 4x4 (pixels x channels) tile of
-  accumulators in registers, and the requantisation constants loaded once per channel.
+  accumulators in registers, and the requantisation constants loaded once per channel. Border
+  pixels run the same tiles over their valid taps only: output rows and columns are split at compile
+  time into runs sharing one tap window, each (row run, column run) with a bias that already holds
+  the padding taps' ``Z_in * w``. Depthwise rows are compile-time plans of unrolled blocks and a
+  4-wide loop sharing input loads (rows outside the map read a constant Z_in row). The residual add
+  reads each input's rescaled value from a 256-entry table (exact: it depends on the int8 alone).
+  Where the constants allow (``_rqf_from``), requantisation is a single 64-bit rounding that equals
+  TFLite's two, with Z_out and the clamp folded in.
 
 ``choose_kernel`` is the single switch point; it returns the template and the reason, so the choice
 can be tested and shown in the benchmark. A fast kernel is only chosen where it is provably exact:
