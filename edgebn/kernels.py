@@ -131,7 +131,7 @@ def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
     if a["groups"] == 1:
         if (kh, kw) == (1, 1) and tuple(a["stride"]) == (1, 1) and not any(a["padding"]):
             return KernelChoice("conv2d_1x1", "pointwise: a GEMM over all pixels, 4x4 register tile")
-        return KernelChoice("conv2d_kxk", f"{kh}x{kw} conv: 4x4 register tile inside, padded border apart")
+        return KernelChoice("conv2d_kxk", f"{kh}x{kw} conv: 4x4 register tiles over each pixel's valid taps, borders included")
     if cg == 1 and a["groups"] == cin:
         return KernelChoice("dwconv", "depthwise: channel-outer, taps unrolled with weights in registers")
     return KernelChoice(generic, f"grouped convolution ({a['groups']} groups)")
