@@ -1,4 +1,5 @@
-"""ESP-NN golden vectors (../shared/golden): the emulator and the generated C reproduce every one."""
+"""ESP-NN golden vectors (tests/golden, a copy kept in the repo): the emulator and the generated C
+reproduce every one."""
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ from edgebn.ops import QParams
 from edgebn.plan import plan_arena
 from helpers import build_host, run_host
 
-GOLDEN = Path(os.environ.get("EDGEBN_GOLDEN", Path(__file__).resolve().parents[2] / "shared" / "golden"))
+GOLDEN = Path(os.environ.get("EDGEBN_GOLDEN", Path(__file__).resolve().parent / "golden"))
 NPZ = GOLDEN / "espnn_int8_golden.npz"
 
 
