@@ -30,4 +30,17 @@ if ! .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+
     .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# Test-only, pinned, without their declared dependencies:
+# - tflite-micro: TFLite Micro's own interpreter, the outside oracle of tests/tflm_oracle.py; at run
+#   time it needs flatbuffers, numpy and pyyaml, nothing else.
+# - timm: real architectures (tests/timm_models.py, benchmarks/timm_coverage.py) with
+#   pretrained=False. Its metadata pulls torchvision, which must never sit next to torch 2.13;
+#   huggingface_hub and safetensors are optional imports it only uses to fetch weights.
+TEST_EXTRAS=(tflite-micro==0.dev20261023182759 timm==1.0.31 flatbuffers pyyaml)
+if ! .venv/bin/python -c 'import importlib.util as u, sys
+sys.exit(any(u.find_spec(m) is None for m in ("tflite_micro", "timm", "yaml", "flatbuffers")))'; then
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps "${TEST_EXTRAS[@]}"
+fi
+.venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' \
+    || { echo "setup: torch is no longer 2.13.0 after the test extras" >&2; exit 1; }
 echo "setup: ready ($(.venv/bin/python -c 'import torch, edgebn; print("torch", torch.__version__, "edgebn", edgebn.__version__)'))"
