@@ -2,7 +2,6 @@
 OUT/edgebn_weights.npz (every integer array, keyed "<node>/<param>"). No torch, no pickle."""
 from __future__ import annotations
 
-import io
 import json
 import zlib
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgebnError
+from .fsio import save_npz, write_text
 from .ir import FoldRecord, Graph, Node
 from .ops import QParams
 
@@ -61,10 +61,8 @@ def save_graph(g: Graph, out_dir: Path, extra: dict | None = None) -> int:
     weights = _weights(g)
     h = model_hash(model, weights)
     doc = {"format": FORMAT, "model_hash": h, "model": model, **(extra or {})}
-    (out_dir / JSON_NAME).write_text(json.dumps(doc, indent=1, sort_keys=False))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **weights)
-    (out_dir / WEIGHTS_NAME).write_bytes(buf.getvalue())
+    write_text(out_dir / JSON_NAME, json.dumps(doc, indent=1, sort_keys=False))
+    save_npz(out_dir / WEIGHTS_NAME, weights)
     return h
 
 

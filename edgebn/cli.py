@@ -131,6 +131,8 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
                              progress=not quiet, model_name=name)
     if not quiet:
         click.echo(format_table(compiled.report))
+    for line in compiled.commit.messages() if compiled.commit else ():
+        click.echo(f"edgebn: note: {line}", err=True)
     click.echo(f"wrote {out_dir} ({time.perf_counter() - t0:.2f} s): lib/edgebn_model/, platformio.ini, "
                f"report.json, report.html")
 
@@ -151,7 +153,9 @@ def emulate_cmd(out_dir, input_path, output_path, dequantize, channels_last):
     except Exception as e:
         raise EdgebnError(f"{input_path}: cannot read input ({str(e).splitlines()[0]})") from None
     y = emu.predict(x, channels_last=channels_last, dequantize=dequantize)
-    np.save(output_path, y)
+    from .fsio import save_npy
+
+    save_npy(output_path, y)      # exactly OUTPUT (np.save would append .npy), whole or not at all
     click.echo(f"wrote {output_path}: {y.dtype} {tuple(y.shape)}")
 
 

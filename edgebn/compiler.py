@@ -3,16 +3,15 @@
     import -> passes (fold BN, fuse activations, fold flatten) -> calibrate -> quantize
     -> plan arena -> emit C -> PlatformIO project -> report
 
-Everything is written into a temporary directory beside OUT and moved into place at the end, so an
-error or Ctrl-C never leaves a half-written OUT and never destroys the previous one.
+Everything is written into a staging folder beside OUT and committed file by file at the end
+(edgebn.outdir): an error or Ctrl-C never leaves a half-written OUT, never destroys the previous one,
+and never touches a file in OUT that edgebn did not write or that the user changed.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import JSON_NAME, FORMAT, save_graph
+from .artifact import save_graph
 from .calibrate import SampleTap, calibrate, validate_batch
 from .emit import emit_model
 from .emulator import Emulator
@@ -28,6 +27,7 @@ from .evaluate import save_float_graph
 from .errors import BudgetError, CalibrationError, EdgebnError
 from .ir import Graph
 from .ops import OPS
+from .outdir import CommitResult, OutputDir
 from .passes import run_passes
 from .plan import plan_arena
 from .quantize import assign_qparams, quantize_graph
@@ -35,7 +35,7 @@ from .report import build_report, write_report
 from .targets import get_target
 from .weights import check_fold_ranges
 
-__all__ = ["compile_model", "CompiledModel", "prepare_output", "load_calibration"]
+__all__ = ["compile_model", "CompiledModel", "load_calibration"]
 
 SELFTEST_VECTORS = 4
 REPORT_SAMPLES = 256   # calibration samples used for the per-layer SQNR in the report
@@ -47,6 +47,7 @@ class CompiledModel:
     report: dict
     emulator: Emulator
     timings: dict = field(default_factory=dict)
+    commit: CommitResult | None = None      # what the compile did to OUT (files kept, removed)
 
     @classmethod
     def load(cls, out_dir) -> "CompiledModel":
@@ -108,104 +109,6 @@ def _first_batch(data, torch_shape):
 
 
 # ---------------------------------------------------------------------------------------------
-# Output directory
-
-def _is_edgebn_output(path: Path) -> bool:
-    try:
-        return json.loads((path / JSON_NAME).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _never_replace(out_dir: Path) -> str | None:
-    """Directories edgebn refuses to replace even with --force: replacing them would delete the
-    user's files around the build (the root, the home directory, the current directory or one of
-    its parents)."""
-    cwd = Path.cwd().resolve()
-    real = out_dir.resolve()
-    if real == Path(real.anchor):
-        return "the filesystem root"
-    if real == Path.home().resolve():
-        return "the home directory"
-    if real == cwd or real in cwd.parents:
-        return "the current directory or one of its parents"
-    return None
-
-
-def check_output(out_dir: Path, force: bool) -> Path:
-    """Refuse an OUT that is not an earlier edgebn output (unless force) or that is never replaced."""
-    out_dir = Path(os.path.abspath(out_dir))
-    if out_dir.exists() or out_dir.is_symlink():
-        if not out_dir.is_dir():
-            raise EdgebnError(f"{out_dir} exists and is not a directory")
-        if any(out_dir.iterdir()) and not _is_edgebn_output(out_dir):
-            if not force:
-                raise EdgebnError(f"{out_dir} exists and is not an edgebn output; choose another -o or pass --force")
-            why = _never_replace(out_dir)
-            if why:
-                raise EdgebnError(f"{out_dir} is {why}; edgebn never replaces it, even with --force")
-    return out_dir
-
-
-def prepare_output(out_dir: Path, force: bool) -> Path:
-    """check_output, then a fresh temporary directory beside OUT to build into."""
-    out_dir = check_output(out_dir, force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # The caller removes the temporary directory on any exception once it holds it; a Ctrl-C right
-    # after mkdtemp (before it is returned) must not leave it behind either.
-    tmp = None
-    try:
-        with _sigint_deferred():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        return tmp
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _commit_output(tmp: Path, out_dir: Path) -> None:
-    """Move the finished build into place; the old OUT is removed only once the new one is there.
-    SIGINT is held off until the swap is done, so OUT is always either the old build or the new one,
-    and if the second rename fails the old OUT is put back."""
-    out_dir = Path(os.path.abspath(out_dir))
-    with _sigint_deferred():
-        old = None
-        if out_dir.exists() or out_dir.is_symlink():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-        try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            if old is not None:
-                os.replace(old, out_dir)
-            raise
-        if old is not None:
-            if old.is_symlink() or not old.is_dir():
-                old.unlink()
-            else:
-                shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Block SIGINT/SIGTERM in this (main) thread for the duration; a signal that arrives meanwhile is
-    delivered when the block ends. Elsewhere (other threads, no pthread_sigmask) a no-op."""
-    import signal
-    import threading
-
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-# ---------------------------------------------------------------------------------------------
 
 def _import(model, example_input):
     from . import importer
@@ -239,45 +142,45 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     timings: dict[str, float] = {}
     tgt = get_target(target)
     out_dir = Path(out_dir)
-    check_output(out_dir, force)  # refuse a wrong OUT before the slow stages (prepare_output re-checks)
+    # refuses a wrong OUT before the slow stages and locks it against a concurrent compile of it
+    with OutputDir(out_dir, force) as output:
 
-    def lap(stage):
-        nonlocal t0
-        now = time.perf_counter()
-        timings[stage] = now - t0
-        t0 = now
+        def lap(stage):
+            nonlocal t0
+            now = time.perf_counter()
+            timings[stage] = now - t0
+            t0 = now
 
-    float_graph = run_passes(_import(model, example_input))
-    lap("import")
-    tshape = torch_input_shape(float_graph)
-    if isinstance(calib, (str, os.PathLike)):
-        calib = load_calibration(calib)
-    calib = _first_batch(calib, tshape)
-    tap = None if isinstance(calib, np.ndarray) else SampleTap(calib, REPORT_SAMPLES)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_fold_ranges(float_graph)
-        ranges = calibrate(float_graph, calib if tap is None else tap, tshape, method=calibration, percentile=percentile,
-                           progress=progress)
-        lap("calibrate")
-        qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges), weight_method)
-        lap("quantize")
-    plan = plan_arena(qgraph)
-    macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
-            for n in qgraph.nodes}
-    const_bytes = sum(int(np.asarray(v).nbytes) for n in qgraph.nodes for k, v in n.params.items()
-                      if k != "weight_scale")
-    if check_budget:
-        if plan.arena_bytes > tgt.ram_bytes:
-            raise BudgetError(f"model needs a {plan.arena_bytes:,}-byte arena; {tgt.name} has {tgt.ram_bytes:,} "
-                              f"bytes of RAM for it")
-        if const_bytes > tgt.flash_bytes:
-            raise BudgetError(f"model needs {const_bytes:,} bytes of weights; {tgt.name} has {tgt.flash_bytes:,} "
-                              f"bytes of flash for them")
+        float_graph = run_passes(_import(model, example_input))
+        lap("import")
+        tshape = torch_input_shape(float_graph)
+        if isinstance(calib, (str, os.PathLike)):
+            calib = load_calibration(calib)
+        calib = _first_batch(calib, tshape)
+        tap = None if isinstance(calib, np.ndarray) else SampleTap(calib, REPORT_SAMPLES)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_fold_ranges(float_graph)
+            ranges = calibrate(float_graph, calib if tap is None else tap, tshape, method=calibration, percentile=percentile,
+                               progress=progress)
+            lap("calibrate")
+            qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges), weight_method)
+            lap("quantize")
+        plan = plan_arena(qgraph)
+        macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
+                for n in qgraph.nodes}
+        const_bytes = sum(int(np.asarray(v).nbytes) for n in qgraph.nodes for k, v in n.params.items()
+                          if k != "weight_scale")
+        if check_budget:
+            if plan.arena_bytes > tgt.ram_bytes:
+                raise BudgetError(f"model needs a {plan.arena_bytes:,}-byte arena; {tgt.name} has {tgt.ram_bytes:,} "
+                                  f"bytes of RAM for it")
+            if const_bytes > tgt.flash_bytes:
+                raise BudgetError(f"model needs {const_bytes:,} bytes of weights; {tgt.name} has {tgt.flash_bytes:,} "
+                                  f"bytes of flash for them")
 
-    name = model_name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else type(model).__name__)
-    tmp = prepare_output(out_dir, force)
-    try:
+        name = model_name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else type(model).__name__)
+        tmp = output.staging()
         mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name,
                                                "torch_input_shape": list(tshape),
                                                "float_model": save_float_graph(float_graph, tmp)})
@@ -298,13 +201,10 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         report["timings"] = {k: round(v, 3) for k, v in timings.items()}
         report.update(_stack_report(tmp))
         write_report(report, tmp)
-        _commit_output(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for w in caught:
-        warnings.warn(str(w.message), stacklevel=2)
-    return CompiledModel(out_dir, report, emu, timings)
+        commit = output.commit()
+        for w in caught:
+            warnings.warn(str(w.message), stacklevel=2)
+        return CompiledModel(out_dir, report, emu, timings, commit)
 
 
 def _stack_report(out_dir: Path) -> dict:

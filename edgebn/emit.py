@@ -11,6 +11,7 @@ import jinja2
 import numpy as np
 
 from . import __version__
+from .fsio import write_text
 from .ir import Graph, Node, image_view
 from .kernels import choose_kernel, kernel_context
 from .ops import OPS
@@ -180,6 +181,6 @@ def emit_model(g: Graph, plan: ArenaPlan, model_hash: int, lib_dir: Path, model_
     written = []
     for name, text in render_model(g, plan, model_hash, model_name, total_macs, kernels).items():
         path = lib_dir / name
-        path.write_text(text)
+        write_text(path, text)
         written.append(path)
     return written

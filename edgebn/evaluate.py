@@ -20,6 +20,7 @@ import numpy as np
 from .artifact import JSON_NAME, _plain
 from .errors import EdgebnError
 from .execute import execute, run_float, run_int8
+from .fsio import save_npz, write_text
 from .ir import Graph, Node
 from .numerics import dequantize, quantize
 from .ops import OPS
@@ -58,7 +59,7 @@ def float_graph_section(g: Graph) -> dict:
 
 def save_float_graph(g: Graph, out_dir: Path) -> dict:
     arrays = {f"{n.name}/{k}": np.asarray(v) for n in g.nodes for k, v in n.params.items()}
-    np.savez_compressed(Path(out_dir) / FLOAT_NAME, **arrays)
+    save_npz(Path(out_dir) / FLOAT_NAME, arrays)
     return float_graph_section(g)
 
 
@@ -262,4 +263,4 @@ if click is not None:
             raise click.ClickException(str(e)) from None
         click.echo(format_evaluation(r))
         if json_path is not None:
-            Path(json_path).write_text(json.dumps(_jsonable(r), indent=1))
+            write_text(json_path, json.dumps(_jsonable(r), indent=1))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .execute import execute, run_float
+from .fsio import write_text
 from .ir import Graph
 from .numerics import dequantize
 from .ops.reshape import torch_to_device
@@ -99,8 +100,8 @@ def _json_float(v):
 def write_report(report: dict, out_dir: Path) -> None:
     from .report_html import render_html
 
-    (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=1))
-    (Path(out_dir) / "report.html").write_text(render_html(report))
+    write_text(Path(out_dir) / "report.json", json.dumps(report, indent=1))
+    write_text(Path(out_dir) / "report.html", render_html(report))
 
 
 def format_table(report: dict) -> str:

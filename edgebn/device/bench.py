@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 from ..errors import EdgebnError
+from ..fsio import write_text
 from .compare import random_inputs
 from .qemu import CROSS_CC, qemu_flags, qemu_link
 from .selftest import selftest_header, selftest_inputs
@@ -144,4 +145,4 @@ def bench(out: Path, kernels: str, json_path: Path | None, seed: int, timeout: f
         raise click.ClickException(str(e)) from None
     click.echo(format_table(rec))
     if json_path is not None:
-        json_path.write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
+        write_text(json_path, json.dumps(rec, indent=2) + "\n")

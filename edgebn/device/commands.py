@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import EdgebnError
+from ..fsio import write_text
 from .compare import compare_on_link, load_inputs, random_inputs
 from .link import DEFAULT_BAUD, Link
 from .qemu import qemu_link
@@ -69,7 +70,7 @@ def compare(out: Path, port: str | None, baud: int, qemu: bool, inputs: Path | N
     if json_path is not None:
         record = {"out": str(out), "inputs_file": str(inputs) if inputs else None,
                   "random_seed": None if inputs else seed, **report.to_json()}
-        json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_text(json_path, json.dumps(record, indent=2) + "\n")
     if not report.ok:
         first = report.mismatches[0] if report.mismatches else None
         where = f" (first: {first.describe()})" if first else ""
