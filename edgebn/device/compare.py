@@ -250,7 +250,10 @@ def compare_on_link(link: Link, emu, inputs: np.ndarray, *, target: str = "board
         if differing == 0:
             report.matched += 1
             continue
-        debug = _run_with_retry(link, emu, x, i, report, retries, sync_timeout, out, debug=True)
+        # the debug reply's length (every layer's int8) sets its deadline on a slow line
+        layer_bytes = sum(int(np.asarray(a).size) for _, a in emu.run(x[None], return_layers=True)[1])
+        debug = _run_with_retry(link, emu, x, i, report, retries, sync_timeout, out, debug=True,
+                                reply_bytes=layer_bytes)
         layer = locate_mismatch(emu, x, debug.layers)
         note = "" if layer is not None else (
             "every layer matched when re-run in debug mode; the board is not deterministic")
@@ -259,11 +262,12 @@ def compare_on_link(link: Link, emu, inputs: np.ndarray, *, target: str = "board
     return report
 
 
-def _run_with_retry(link: Link, emu, x, index, report, retries, sync_timeout, out, debug=False):
+def _run_with_retry(link: Link, emu, x, index, report, retries, sync_timeout, out, debug=False,
+                    reply_bytes=None):
     attempt = 0
     while True:
         try:
-            return link.run(x.tobytes(), debug=debug)
+            return link.run(x.tobytes(), debug=debug, reply_bytes=reply_bytes)
         except DeviceErrorReply as e:
             if e.reply.code not in _TRANSIENT or attempt >= retries:
                 raise LinkError(f"input {index}: {e}") from None

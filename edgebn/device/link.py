@@ -8,8 +8,16 @@ the board honest without trusting the line:
   a boot banner while a reply is awaited means the board reset (``DeviceReset``);
 * frames that fail their CRC, carry another request's sequence number, or stop arriving are
   dropped, and the decoder resynchronises on the next magic;
-* a reply that does not come within ``reply_timeout`` seconds of silence raises
-  ``DeviceTimeout`` naming the sequence number of the request and of the last good reply.
+* every request has an absolute deadline (``reply_timeout`` seconds from sending it, plus the
+  line time of the reply's bytes for a debug RUN): no byte, stale frame or noise extends it, and
+  missing it raises ``DeviceTimeout`` naming the sequence number of the request and of the last
+  good reply (and the last frame refused, if any);
+* a frame header announcing more than the largest reply the board's model can send (known from
+  its INFO; before INFO, an INFO reply's size) is refused at once, not waited for;
+* a request accepts at most ``MAX_EXTRA_FRAMES`` frames that are not its answer (stale replies,
+  LAYER frames nobody asked for), and a debug RUN at most INFO's layer count of LAYER frames:
+  a board that keeps sending ends the request with a LinkError, and the host keeps no more
+  than that in memory.
 """
 from __future__ import annotations
 
@@ -26,6 +34,9 @@ __all__ = ["LinkError", "DeviceTimeout", "DeviceReset", "DeviceErrorReply", "Lin
 DEFAULT_BAUD = 115200
 _READ_POLL_S = 0.02          # the transport's own read timeout
 _STALL_S = 0.25              # a frame with no new byte for this long is given up on
+MAX_EXTRA_FRAMES = 32        # frames per request that are not its answer (stale replies, stray LAYERs)
+MAX_PORT_NAME = 64           # INFO's trailing port name, bytes (the harness sends a short one)
+FRAME_OVERHEAD = 14          # header + CRC bytes per frame
 
 
 class LinkError(EdgebnError):
@@ -59,11 +70,15 @@ class RunResult:
 
 class Link:
     def __init__(self, transport, *, name: str = "device", reply_timeout: float = 10.0,
-                 max_payload: int = 1 << 22):
+                 bytes_per_second: float | None = None):
+        """bytes_per_second: the line's rate (baud / 10 for a UART), for the deadline of a debug RUN
+        whose reply is long; None for a line as fast as the board (a pty, a test's fake)."""
         self.transport = transport
         self.name = name
         self.reply_timeout = reply_timeout
-        self.decoder = P.FrameDecoder(max_payload=max_payload)
+        self.bytes_per_second = bytes_per_second
+        # until INFO says how big the model's replies are, nothing longer than an INFO is taken
+        self.decoder = P.FrameDecoder(max_payload=max(P.INFO_BYTES + MAX_PORT_NAME, P.ERROR_BYTES))
         self.info: P.Info | None = None
         self.lines: deque[str] = deque(maxlen=200)   # text the board printed, most recent last
         self.selftest_line: str | None = None
@@ -71,10 +86,10 @@ class Link:
         self.bad_frames = 0
         self.stale_frames = 0
         self.last_reply_seq: int | None = None
+        self.last_refused: str | None = None      # why the last bad frame was dropped, for errors
         self._events: deque = deque()
         self._seq = 0
         self._last_byte_at = time.monotonic()   # last byte of any kind (for stall detection)
-        self._progress_at = time.monotonic()    # last byte that built a frame
 
     # ---- opening and closing ----
 
@@ -93,6 +108,7 @@ class Link:
             ser.open()
         except (serial.SerialException, OSError, ValueError) as e:
             raise LinkError(f"cannot open serial port {port}: {e}") from None
+        kwargs.setdefault("bytes_per_second", baud / 10)
         return cls(ser, name=f"{port} @ {baud} baud", **kwargs)
 
     def close(self) -> None:
@@ -121,8 +137,8 @@ class Link:
             seq = self._send(P.Msg.INFO_REQ)
             wait = min(retry_interval, max(0.05, deadline - time.monotonic()))
             try:
-                frame = self._await(seq, (P.Msg.INFO,), wait, "INFO", resets_fatal=False,
-                                    errors_fatal=False)
+                frame = self._await(seq, (P.Msg.INFO,), time.monotonic() + wait, "INFO", wait,
+                                    resets_fatal=False, errors_fatal=False)
             except DeviceTimeout:
                 if time.monotonic() >= deadline:
                     raise LinkError(self._no_answer(timeout, received_before)) from None
@@ -131,7 +147,15 @@ class Link:
                 self.info = P.decode_info(frame.payload)
             except ValueError as e:
                 raise LinkError(f"{self.name}: malformed INFO reply: {e}") from None
+            self.decoder.max_payload = self.largest_reply(self.info)
             return self.info
+
+    @staticmethod
+    def largest_reply(info: P.Info) -> int:
+        """The longest payload the board's model can legitimately send: a RESULT with its output, a
+        LAYER with a layer's output (which lives in the arena) or an INFO."""
+        return max(P.INFO_BYTES + MAX_PORT_NAME, P.ERROR_BYTES, P.RESULT_BYTES + info.output_size,
+                   P.LAYER_BYTES + max(info.arena_bytes, info.output_size))
 
     def wait_for_line(self, prefix: str, timeout: float) -> str | None:
         """Read what a booting board prints until a text line starting with ``prefix`` (kept in
@@ -151,20 +175,43 @@ class Link:
             if chunk:
                 self._events.extend(self.decoder.feed(chunk))
 
-    def run(self, data: bytes, *, debug: bool = False, timeout: float | None = None) -> RunResult:
+    def run(self, data: bytes, *, debug: bool = False, timeout: float | None = None,
+            reply_bytes: int | None = None) -> RunResult:
         """Run one input (int8 bytes, device layout) and return the board's output and counters;
-        with ``debug`` also every layer's output, in order."""
+        with ``debug`` also every layer's output, in order.
+
+        The whole reply must arrive within ``timeout`` (default ``reply_timeout``) seconds of the
+        request; a debug RUN gets the line time of ``reply_bytes`` (the layers' int8 count; by
+        default the most INFO allows) on top."""
         seq = self._send(P.Msg.RUN, bytes(data), P.FLAG_DEBUG if debug else 0)
         what = f"RUN seq {seq}"
+        budget = timeout or self.reply_timeout
+        max_layers = 0
+        if debug:
+            max_layers = self.info.num_layers if self.info is not None else 4096
+            if reply_bytes is None:
+                per_layer = self.decoder.max_payload
+                reply_bytes = max_layers * per_layer
+            reply_bytes += max_layers * (FRAME_OVERHEAD + P.LAYER_BYTES)
+            if self.bytes_per_second:
+                budget += reply_bytes / self.bytes_per_second
+        deadline = time.monotonic() + budget
         layers: list[P.Layer] = []
+        stray = 0
         while True:
-            frame = self._await(seq, (P.Msg.RESULT, P.Msg.LAYER), timeout or self.reply_timeout,
-                                what)
+            frame = self._await(seq, (P.Msg.RESULT, P.Msg.LAYER), deadline, what, budget)
             if frame.type == P.Msg.LAYER:
-                try:
-                    layers.append(P.decode_layer(frame.payload))
-                except ValueError as e:
-                    raise LinkError(f"{what}: malformed LAYER frame: {e}") from None
+                if debug and len(layers) < max_layers:
+                    try:
+                        layers.append(P.decode_layer(frame.payload))
+                    except ValueError as e:
+                        raise LinkError(f"{what}: malformed LAYER frame: {e}") from None
+                    continue
+                stray += 1                  # kept in no list: a board cannot make the host grow
+                if debug or stray > MAX_EXTRA_FRAMES:
+                    why = f"a debug RUN of a {max_layers}-layer model" if debug else "a plain RUN"
+                    raise LinkError(f"{what}: the board keeps sending LAYER frames ({len(layers) + stray} "
+                                    f"so far) in answer to {why}; it does not keep to the protocol")
                 continue
             try:
                 result = P.decode_result(frame.payload)
@@ -182,7 +229,8 @@ class Link:
         """Ask the harness to end the session (QEMU and host builds exit). True if acknowledged."""
         seq = self._send(P.Msg.EXIT)
         try:
-            self._await(seq, (P.Msg.EXIT_ACK,), timeout, "EXIT", resets_fatal=False)
+            self._await(seq, (P.Msg.EXIT_ACK,), time.monotonic() + timeout, "EXIT", timeout,
+                        resets_fatal=False)
         except LinkError:
             return False
         return True
@@ -197,11 +245,12 @@ class Link:
             raise LinkError(f"{self.name}: writing to the board failed: {e}") from None
         return self._seq
 
-    def _await(self, seq: int, types: tuple[int, ...], timeout: float, what: str, *,
+    def _await(self, seq: int, types: tuple[int, ...], deadline: float, what: str, budget: float, *,
                resets_fatal: bool = True, errors_fatal: bool = True) -> P.Frame:
-        """Next frame of one of ``types`` answering ``seq``. The timeout counts from the last
-        byte that built a frame, so a long debug dump over a slow line is not cut off."""
-        self._progress_at = time.monotonic()
+        """Next frame of one of ``types`` answering ``seq``, before the absolute ``deadline``
+        (``budget`` seconds after the request, for the message). At most MAX_EXTRA_FRAMES other
+        frames are skipped on the way."""
+        extra = 0
         while True:
             while self._events:
                 ev = self._events.popleft()
@@ -210,32 +259,33 @@ class Link:
                     if resets_fatal and ev.text.startswith(P.BANNER_PREFIX):
                         raise DeviceReset(f"{self.name} rebooted while {what} was awaited "
                                           f"({ev.text.strip()!r})")
-                elif isinstance(ev, P.BadFrame):
+                    continue
+                if isinstance(ev, P.BadFrame):
                     self.bad_frames += 1
-                elif ev.seq != seq:
-                    self.stale_frames += 1   # a late reply to an earlier, abandoned request
-                elif ev.type == P.Msg.ERROR:
+                    self.last_refused = ev.reason
+                    continue
+                if ev.seq == seq and ev.type == P.Msg.ERROR:
                     reply = P.decode_error(ev.payload, ev.seq)
                     if errors_fatal:
                         raise DeviceErrorReply(reply, what)
-                elif ev.type in types:
+                elif ev.seq == seq and ev.type in types:
                     self.last_reply_seq = seq
                     return ev
                 else:
-                    self.stale_frames += 1
-            if time.monotonic() - self._progress_at >= timeout:
+                    self.stale_frames += 1   # a late reply to an earlier, abandoned request
+                extra += 1
+                if extra > MAX_EXTRA_FRAMES:
+                    raise LinkError(f"{self.name} sent {extra} frames that do not answer {what} "
+                                    f"(stale sequence numbers or unexpected types); it does not keep "
+                                    f"to the protocol")
+            if time.monotonic() >= deadline:
                 last = "none yet" if self.last_reply_seq is None else f"seq {self.last_reply_seq}"
+                refused = f"; last frame refused: {self.last_refused}" if self.last_refused else ""
                 raise DeviceTimeout(f"{self.name} stopped answering: no reply to {what} within "
-                                    f"{timeout:g} s (last good reply: {last})", seq)
+                                    f"{budget:g} s (last good reply: {last}{refused})", seq)
             chunk = self._read()
             if chunk:
-                pending = self.decoder.pending
-                events = self.decoder.feed(chunk)
-                self._events.extend(events)
-                # Only bytes that build frames count as the board answering: endless noise (a
-                # wrong baud rate) must not hold the timeout off.
-                if self.decoder.pending > pending or any(isinstance(e, P.Frame) for e in events):
-                    self._progress_at = time.monotonic()
+                self._events.extend(self.decoder.feed(chunk))
                 self._last_byte_at = time.monotonic()
             elif time.monotonic() - self._last_byte_at >= _STALL_S:
                 self._events.extend(self.decoder.drop_partial())

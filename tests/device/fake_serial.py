@@ -24,7 +24,13 @@ FAULTS = {
     "corrupt_request",  # the request arrives with a flipped byte (device answers BAD_CRC)
     "dead",             # never answer anything again
     "model_bug",        # compute this input wrongly in layer 0, channel 2
+    # endless streams instead of a reply (issue #13 failures 4-6); each stops after STREAM_SECONDS
+    # so that a host that never gives up fails its test instead of hanging it
+    "stale_flood",      # a valid RESULT frame with an older seq every 0.05 s
+    "huge_header",      # a header announcing a 4 MiB frame, then one byte every 0.1 s
+    "layer_flood",      # LAYER frames with the request's own seq, every 5 ms, to a plain RUN
 }
+STREAM_SECONDS = 30.0
 
 
 class FakeDevice:
@@ -45,6 +51,7 @@ class FakeDevice:
         self.runs = 0            # RUN frames received, the key of `faults`
         self.dead = False
         self.requests: list[P.Frame] = []
+        self.stream = None       # (interval s, iterator of byte chunks) paced out by FakeSerial.read
 
     def boot_text(self) -> bytes:
         return (f"\r\n{P.BANNER_PREFIX} harness=1 protocol=1 port={self.port_name} "
@@ -113,6 +120,9 @@ class FakeDevice:
             layers[-1][0] = (int(layers[-1][0]) + 1) % 128  # the error reaches the output
         y = layers[-1]
         out = bytearray()
+        if faults & {"stale_flood", "huge_header", "layer_flood"}:
+            self.stream = self._endless(f, faults, len(y))
+            return b""
         if "garbage_first" in faults:
             out += bytes(np.random.default_rng(index).integers(0, 256, 64, dtype=np.uint8))
         if "stale_first" in faults:
@@ -133,6 +143,19 @@ class FakeDevice:
         if "drop_reply" in faults:
             reply = bytearray()
         return bytes(out + reply)
+
+
+    def _endless(self, f: P.Frame, faults: set, out_size: int):
+        import itertools
+
+        if "stale_flood" in faults:
+            return 0.05, (P.encode_frame(P.Msg.RESULT, (f.seq - 1 - k) & 0xFFFF, P.encode_result(
+                P.Result(bytes(out_size), 1, 0, 0))) for k in itertools.count())
+        if "huge_header" in faults:
+            head = P.encode_frame(P.Msg.RESULT, f.seq, bytes(4 << 20))[:P.HEADER_BYTES]
+            return 0.1, itertools.chain([head], itertools.repeat(b"\x00"))
+        return 0.005, (P.encode_frame(P.Msg.LAYER, f.seq, P.encode_layer(P.Layer(k, 0, 0, bytes(48))))
+                       for k in itertools.count())
 
 
 class FakeSerial:
@@ -158,6 +181,15 @@ class FakeSerial:
         return len(data)
 
     def read(self, size: int = 1) -> bytes:
+        if self.device is not None and self.device.stream is not None and not self.rx:
+            interval, chunks = self.device.stream
+            started = getattr(self, "_stream_started", None) or time.monotonic()
+            self._stream_started = started
+            if time.monotonic() - started > STREAM_SECONDS:
+                self.device.stream = None
+                return b""
+            time.sleep(interval)
+            self.rx += next(chunks)
         if self.noise is not None:
             time.sleep(self.timeout)
             return bytes(self.noise.integers(0, 256, size=max(size, 16), dtype=np.uint8))

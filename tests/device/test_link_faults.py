@@ -216,3 +216,48 @@ def test_mismatch_that_vanishes_in_debug_mode_is_called_nondeterministic(fake_em
     report = run_compare(link, fake_emu, n=4)
     (m,) = report.mismatches
     assert m.layer is None and "not deterministic" in m.describe()
+
+
+@pytest.mark.parametrize("fault, message", [
+    # 4: stale frames no longer hold the deadline off
+    ("stale_flood", r"^fake board stopped answering: no reply to RUN seq 2 within 1 s \(last good reply: "
+                    r"seq 1\)$"),
+    # 5: a 4 MiB header is refused at once (the fake model's largest reply is far smaller) and the
+    # dribble after it cannot extend the deadline
+    ("huge_header", r"^fake board stopped answering: no reply to RUN seq 2 within 1 s \(last good reply: "
+                    r"seq 1; last frame refused: length 4194304 exceeds \d+\)$"),
+    # 6: endless LAYER frames to a plain RUN end the request after MAX_EXTRA_FRAMES, nothing kept
+    ("layer_flood", r"^RUN seq 2: the board keeps sending LAYER frames \(33 so far\) in answer to a plain "
+                    r"RUN; it does not keep to the protocol$"),
+])
+def test_misbehaving_board_cannot_hold_the_host(fake_emu, fault, message):
+    """Issue #13 failures 4-6: each endless stream ends within the request's deadline (1 s here)
+    with one line; the board would go on for 30 s."""
+    import time
+
+    _, link = make_link(fake_emu, timeout=1.0, faults={0: fault})
+    link.sync(1.0)
+    t0 = time.monotonic()
+    with pytest.raises(LinkError, match=message) as e:
+        link.run(bytes(32))
+    assert time.monotonic() - t0 < 1.0 + 1.0      # the deadline plus one read poll and a frame
+    assert "\n" not in str(e.value)
+    assert len(link.decoder._buf) <= P.HEADER_BYTES + link.decoder.max_payload + P.CRC_BYTES
+
+
+def test_frame_size_limit_follows_the_boards_info(fake_emu):
+    """Before INFO only an INFO-sized frame is accepted; after it, the model's largest reply."""
+    _, link = make_link(fake_emu)
+    assert link.decoder.max_payload == P.INFO_BYTES + 64
+    info = link.sync(1.0)
+    assert link.decoder.max_payload == max(P.INFO_BYTES + 64, P.RESULT_BYTES + info.output_size,
+                                           P.LAYER_BYTES + info.arena_bytes)
+
+
+def test_debug_run_gets_more_layers_than_info_says_refused(fake_emu):
+    """A debug RUN accepts INFO's layer count of LAYER frames, no more."""
+    _, link = make_link(fake_emu, faults={0: "layer_flood"})
+    info = link.sync(1.0)
+    with pytest.raises(LinkError, match=rf"keeps sending LAYER frames \({info.num_layers + 1} so far\) in "
+                                        rf"answer to a debug RUN of a {info.num_layers}-layer model"):
+        link.run(bytes(32), debug=True)
