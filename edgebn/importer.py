@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
+import logging
 import os
 import pickle
 import re
@@ -23,7 +25,7 @@ from .errors import ImportError_, UnsupportedOpError
 from .ir import Graph
 from .ops import ATEN_RULES, AtenContext, Ref
 
-__all__ = ["load_program", "import_program", "import_module", "import_checkpoint", "supported_aten_ops"]
+__all__ = ["load_program", "run_program", "import_program", "import_module", "import_checkpoint", "supported_aten_ops"]
 
 # aten calls that compute nothing at inference: their output is their first input.
 IDENTITY_OPS = {
@@ -90,25 +92,79 @@ def user_source(meta: dict) -> str:
 # Loading checkpoints
 
 def load_program(path: str | os.PathLike):
-    """torch.export.load with errors a user can act on."""
-    torch = _torch()
+    """Load a .pt2 without letting it run code: edgebn.pt2.read_pt2 validates the archive (member
+    allowlist, bounded sizes, strict symbolic expressions, aten-only node targets, no pickles, guards
+    dropped) and rebuilds it; torch parses only those bytes, with every torch.load forced to
+    weights_only=True and torch's own log output silenced. Failures are one line naming the cause."""
     path = Path(path)
     if not path.is_file():
-        raise ImportError_(f"{path}: no such file")
+        raise ImportError_(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise ImportError_(f"{path}: empty file, not a torch.export program")
     if not zipfile.is_zipfile(path):
         raise ImportError_(f"{path}: not a torch.export .pt2 archive (not a zip file; truncated or corrupt?)")
+    from .pt2 import read_pt2
+
+    clean = read_pt2(path)
+    torch = _torch()
+    from torch.export.pt2_archive._package import load_pt2
+
     refused: list[str] = []
     try:
-        with _weights_only_unpickling(torch, refused):
-            return torch.export.load(str(path))
+        with _quiet_torch(), _weights_only_unpickling(torch, refused):
+            contents = load_pt2(io.BytesIO(clean))
     except Exception as e:  # torch raises many types for corrupt archives
         if refused:
             raise ImportError_(f"{path}: refused: the archive holds pickled Python objects ({refused[0]}); "
                                "edgebn loads .pt2 tensors with weights_only=True and never unpickles code") from e
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImportError_(f"{path}: cannot load torch.export program ({msg})") from e
+        raise ImportError_(f"{path}: cannot load torch.export program ({type(e).__name__}: {_first_line(e)})") from e
+    ep = contents.exported_programs.get("model")
+    if ep is None:
+        raise ImportError_(f"{path}: cannot load torch.export program (the archive holds no program 'model')")
+    return ep
+
+
+def run_program(ep, x):
+    """The float forward of an ExportedProgram, run node by node on its aten graph (torch.fx.Interpreter)
+    with its stored parameters, buffers and constants. Never `ep.module()`, which builds and exec()s a
+    guard function from strings in the archive."""
+    torch = _torch()
+    args = []
+    for spec in ep.graph_signature.input_specs:
+        kind = spec.kind.name
+        if kind == "USER_INPUT":
+            args.append(x)
+        elif kind in ("PARAMETER", "BUFFER"):
+            args.append(ep.state_dict[spec.target] if spec.target in ep.state_dict else ep.constants[spec.target])
+        elif kind == "CONSTANT_TENSOR":
+            args.append(ep.constants[spec.target])
+        else:
+            raise UnsupportedOpError(f"program input {spec.arg.name!r} of kind {kind}: edgebn runs tensor programs only")
+    with torch.no_grad():
+        outs = torch.fx.Interpreter(ep.graph_module).run(*args)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    user = [o for o, spec in zip(outs, ep.graph_signature.output_specs) if spec.kind.name == "USER_OUTPUT"]
+    if len(user) != 1:
+        raise UnsupportedOpError(f"the program returns {len(user)} values; edgebn runs single-output models")
+    return user[0]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """No torch log records or Python warnings while a .pt2 loads: the caller reports the cause."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 class _RefusedPickle(pickle.UnpicklingError):
