@@ -107,10 +107,12 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--percentile", default=99.99, show_default=True, help="Percentile for --calibration percentile.")
 @click.option("--weight-method", default="max", show_default=True, type=click.Choice(["max", "mse"]),
               help="Per-channel weight scale: max |w| or the MSE-minimizing clip.")
+@click.option("--ranges", "ranges_path", type=click.Path(dir_okay=False, exists=True),
+              help="Activation ranges JSON (from edgebn.qat) used instead of calibrating.")
 @click.option("--force", is_flag=True, help="Replace OUT even if it is not an earlier edgebn output.")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
-                weight_method, force, quiet):
+                weight_method, ranges_path, force, quiet):
     """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
     from .compiler import compile_model
     from .report import format_table
@@ -127,7 +129,7 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
     else:
         model, name = model_pt2, Path(model_pt2).stem
     compiled = compile_model(model, calib, out_dir, target=target, calibration=calibration,
-                             percentile=percentile, weight_method=weight_method, force=force,
+                             percentile=percentile, weight_method=weight_method, ranges=ranges_path, force=force,
                              progress=not quiet, model_name=name)
     if not quiet:
         click.echo(format_table(compiled.report))

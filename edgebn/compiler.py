@@ -134,10 +134,14 @@ def torch_input_shape(g: Graph) -> tuple[int, ...]:
 
 def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_input=None,
                   calibration: str = "minmax", percentile: float = 99.99, weight_method: str = "max",
-                  force: bool = False,
+                  ranges=None, force: bool = False,
                   progress: bool = False, model_name: str | None = None,
                   check_budget: bool = True) -> CompiledModel:
-    """Compile `model` (a .pt2 path, an ExportedProgram, or an nn.Module with example_input) into OUT."""
+    """Compile `model` (a .pt2 path, an ExportedProgram, or an nn.Module with example_input) into OUT.
+
+    `ranges` (a ranges file path or dict, see edgebn/ranges.py; edgebn.qat writes them) replaces
+    calibration: every tensor's range is taken from it, so a QAT-trained model compiles bit-exactly to
+    its integer forward. `calib` is then only used for the report and the self-test vectors."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     tgt = get_target(target)
@@ -158,11 +162,17 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             calib = load_calibration(calib)
         calib = _first_batch(calib, tshape)
         tap = None if isinstance(calib, np.ndarray) else SampleTap(calib, REPORT_SAMPLES)
+        ranges_meta = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             check_fold_ranges(float_graph)
-            ranges = calibrate(float_graph, calib if tap is None else tap, tshape, method=calibration, percentile=percentile,
-                               progress=progress)
+            if ranges is None:
+                ranges = calibrate(float_graph, calib if tap is None else tap, tshape, method=calibration,
+                                   percentile=percentile, progress=progress)
+            else:
+                ranges, ranges_meta = _given_ranges(float_graph, ranges, calibration, weight_method)
+                for batch in (tap or ()):  # the report's sample and the self-test vectors
+                    validate_batch(batch, tshape)
             lap("calibrate")
             qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges), weight_method)
             lap("quantize")
@@ -195,8 +205,11 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         report = build_report(float_graph, qgraph, plan, macs, const_bytes, emu, sample, tgt,
                               [str(w.message) for w in caught])
         lap("report")
-        report["quantization"] = {"calibration": calibration, "weight_method": weight_method,
+        report["quantization"] = {"calibration": calibration if ranges_meta is None else "given ranges",
+                                  "weight_method": weight_method,
                                   "samples": int(tap.seen if tap is not None else len(calib))}
+        if ranges_meta is not None:
+            report["quantization"]["ranges_source"] = ranges_meta.get("source", "user")
         report["compile_seconds"] = round(sum(timings.values()), 3)
         report["timings"] = {k: round(v, 3) for k, v in timings.items()}
         report.update(_stack_report(tmp))
@@ -205,6 +218,22 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         for w in caught:
             warnings.warn(str(w.message), stacklevel=2)
         return CompiledModel(out_dir, report, emu, timings, commit)
+
+
+def _given_ranges(graph: Graph, ranges, calibration: str, weight_method: str):
+    """Ranges given instead of calibration (edgebn/ranges.py): checked against the graph's tensors."""
+    from .ranges import check_ranges, load_ranges
+
+    if calibration != "minmax":
+        raise CalibrationError(f"ranges were given, so calibration {calibration!r} would be ignored; "
+                               "drop --calibration (or drop --ranges)")
+    given, meta = load_ranges(ranges)
+    wm = meta.get("weight_method")
+    if wm is not None and wm != weight_method:
+        raise CalibrationError(f"the ranges were trained with weight method {wm!r}; compile with "
+                               f"--weight-method {wm} (not {weight_method!r}) to reproduce them")
+    where = str(ranges) if isinstance(ranges, (str, os.PathLike)) else "ranges"
+    return check_ranges(graph, given, where), meta
 
 
 def _stack_report(out_dir: Path) -> dict:
