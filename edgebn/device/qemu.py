@@ -1,9 +1,19 @@
-"""The emulated board: the harness and a compiled model built bare-metal for RV32IMC (Debian's
-riscv64-unknown-elf-gcc + picolibc), run under ``qemu-system-riscv32 -M virt`` with its UART on a
-pty, and reached through the very same pyserial ``Link`` as a real board.
+"""The emulated boards: the harness and a compiled model built bare-metal for the board's core, run
+under QEMU with the board's serial line on a pty, and reached through the very same pyserial
+``Link`` as a real board. The boards are data (edgebn/targets.py ``BOARDS``):
 
-QEMU starts paused (``-S``) and is resumed from its monitor only once the pty is open, so the boot
-banner and self-test line are not lost; ``-icount shift=0`` makes the instruction counter exact.
+* ``qemu_rv32``: RV32IMC, Debian's riscv64-unknown-elf-gcc + picolibc, ``qemu-system-riscv32 -M
+  virt`` with its 16550 UART on the pty (``-serial pty``);
+* ``qemu_lx106``, ``qemu_esp32``, ``qemu_esp32s3``: Xtensa cores under ``qemu-system-xtensa -M sim
+  -cpu ...``. The sim machine has no UART; the harness talks through Xtensa semihosting's file
+  descriptors 0 and 1, which QEMU 7.2 maps to its own stdin and stdout (``-semihosting-config
+  chardev=`` has no effect on them for Xtensa: checked, output still went to QEMU's stdout). So
+  QEMU's stdin and stdout are the master side of a pty that edgebn opens (raw mode) and the Link
+  opens the slave, exactly like a board's /dev/ttyUSB0 (the host test board does the same).
+
+UART boards start paused (``-S``) and are resumed from the monitor only once the pty is open, so
+the boot banner and self-test line are not lost; stdio boards need no pause (the pty buffers what
+the board prints before the Link reads it). ``-icount shift=0`` makes the instruction counter exact.
 """
 from __future__ import annotations
 
@@ -11,64 +21,83 @@ import os
 import re
 import select
 import shlex
-import shutil
 import subprocess
 import tempfile
 import threading
 import time
+import tty
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import EdgebnError
 from ..resources import firmware_dir
+from ..targets import Board, get_board
+from ..toolchains import find_tool
 from .link import DEFAULT_BAUD, Link
 from .protocol import SELFTEST_PREFIX
 
-__all__ = ["CROSS_CC", "QEMU", "qemu_flags", "qemu_command", "firmware_sources", "build_firmware",
-           "QemuBoard", "qemu_link"]
+__all__ = ["CROSS_CC", "QEMU", "DEFAULT_BOARD", "qemu_flags", "qemu_command", "firmware_sources",
+           "build_firmware", "cross_tool", "QemuBoard", "qemu_link"]
 
-CROSS_CC = "riscv64-unknown-elf-gcc"
+DEFAULT_BOARD = "qemu_rv32"
+CROSS_CC = "riscv64-unknown-elf-gcc"      # the default board's tools (BOARDS["qemu_rv32"])
 QEMU = "qemu-system-riscv32"
-FLAGS_FILE = "qemu_rv32.flags"
 _PTY_RE = re.compile(rb"char device redirected to (/dev/\S+)")
 
 
-def qemu_flags() -> list[str]:
-    """The compile/link flags shared with the PlatformIO qemu_rv32 env (firmware/qemu_rv32.flags)."""
+def _board(board: str | Board) -> Board:
+    return board if isinstance(board, Board) else get_board(board)
+
+
+def qemu_flags(board: str | Board = DEFAULT_BOARD) -> list[str]:
+    """The board's compile/link flags (firmware/<board>.flags; qemu_rv32's are shared with its
+    PlatformIO env)."""
     flags: list[str] = []
-    for line in (firmware_dir() / FLAGS_FILE).read_text(encoding="utf-8").splitlines():
+    for line in (firmware_dir() / _board(board).flags_file).read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             flags.extend(shlex.split(line))
     return flags
 
 
-def qemu_command(elf: str | Path, *, paused: bool = True) -> list[str]:
-    """How the emulated board is launched (the UART on a fresh pty, the monitor on stdio)."""
-    return [QEMU, "-M", "virt", "-nographic", "-bios", "none", "-kernel", str(elf),
-            "-semihosting", "-icount", "shift=0", "-serial", "pty", "-monitor", "stdio",
-            *(["-S"] if paused else [])]
+# How each kind of serial line reaches a pty: "uart", QEMU's serial device on a pty it opens
+# (monitor on stdio, to resume a paused board); "stdio", semihosting fds on QEMU's own stdin/stdout
+# (which QemuBoard makes a pty; no monitor, no default devices that would read stdin).
+_SERIAL_ARGS = {
+    "uart": ("-nographic", "-semihosting", "-serial", "pty", "-monitor", "stdio"),
+    "stdio": ("-display", "none", "-nodefaults", "-semihosting-config", "enable=on,target=native",
+              "-monitor", "none"),
+}
 
 
-def firmware_sources() -> list[Path]:
+def qemu_command(elf: str | Path, *, paused: bool = True, board: str | Board = DEFAULT_BOARD,
+                 qemu: str | None = None) -> list[str]:
+    """How the emulated board is launched (its serial line on a pty; see _SERIAL_ARGS)."""
+    b = _board(board)
+    pause = paused and b.serial == "uart"
+    return [qemu or b.qemu, *b.qemu_machine, "-kernel", str(elf), "-icount", "shift=0",
+            *_SERIAL_ARGS[b.serial], *(["-S"] if pause else [])]
+
+
+def firmware_sources(board: str | Board = DEFAULT_BOARD) -> list[Path]:
     fw = firmware_dir()
     return [fw / "harness" / "edgebn_harness.c", fw / "harness" / "crc32.c",
-            fw / "ports" / "port_qemu_rv32.c", fw / "ports" / "main_qemu_rv32.c"]
+            *(fw / s for s in _board(board).sources)]
 
 
-def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise EdgebnError(f"{tool} not found; the emulated board needs Debian's {package}")
-    return path
+def cross_tool(board: str | Board, tool: str) -> str:
+    """Path of the board's cross tool ``tool`` ("gcc", "size", ...)."""
+    b = _board(board)
+    return find_tool(b, b.cc_prefix + tool)
 
 
 def build_firmware(model_dir: str | Path, build_dir: str | Path, selftest_h: str, *,
-                   defines: Sequence[str] = ()) -> Path:
+                   defines: Sequence[str] = (), board: str | Board = DEFAULT_BOARD) -> Path:
     """Compile harness + ``model_dir``'s C (an OUT/lib/edgebn_model) + the self-test header text
-    into ``build_dir/edgebn_qemu_rv32.elf``. ``defines`` are extra ``-D`` flags."""
-    cc = _need(CROSS_CC, "gcc-riscv64-unknown-elf and picolibc-riscv64-unknown-elf")
+    into ``build_dir/edgebn_<board>.elf``. ``defines`` are extra ``-D`` flags."""
+    b = _board(board)
+    cc = cross_tool(b, "gcc")
     model_dir, build_dir = Path(model_dir), Path(build_dir)
     model_sources = sorted(model_dir.glob("*.c"))
     if not (model_dir / "edgebn_model.h").is_file() or not model_sources:
@@ -76,36 +105,45 @@ def build_firmware(model_dir: str | Path, build_dir: str | Path, selftest_h: str
                           f"run `edgebn compile` first")
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "edgebn_selftest.h").write_text(selftest_h, encoding="utf-8")
-    elf = build_dir / "edgebn_qemu_rv32.elf"
+    elf = build_dir / f"edgebn_{b.name}.elf"
     harness = firmware_dir() / "harness"
-    cmd = [cc, *qemu_flags(), "-std=c99", "-Wall", "-Wextra",
-           f"-I{harness}", f"-I{model_dir}", f"-I{build_dir}", *[f"-D{d}" for d in defines],
-           *map(str, firmware_sources()), *map(str, model_sources), "-o", str(elf)]
+    extra_dirs = [firmware_dir() / d for d in b.include_dirs]
+    cmd = [cc, *qemu_flags(b), "-std=c99", "-Wall", "-Wextra",
+           f"-I{harness}", f"-I{model_dir}", f"-I{build_dir}",
+           *[f"-I{d}" for d in extra_dirs], *[f"-L{d}" for d in extra_dirs],
+           *[f"-D{d}" for d in defines],
+           *map(str, firmware_sources(b)), *map(str, model_sources), "-o", str(elf)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (build_dir / "build.log").write_text(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
     if proc.returncode != 0:
         errors = [l for l in proc.stderr.splitlines() if "error" in l.lower()] or \
             proc.stderr.strip().splitlines() or ["(no compiler output)"]
-        raise EdgebnError(f"building the QEMU firmware failed: {errors[0]} "
+        raise EdgebnError(f"building the {b.name} firmware failed: {errors[0]} "
                           f"(full log: {build_dir / 'build.log'})")
     return elf
 
 
 class QemuBoard:
-    """One run of the emulated board. ``start()`` returns the pty path of its UART (QEMU still
-    paused), ``resume()`` lets it boot, ``stop()`` ends it (also on garbage collection of the
-    context manager)."""
+    """One run of the emulated board. ``start()`` returns the pty path of its serial line (a UART
+    board still paused), ``resume()`` lets it boot, ``stop()`` ends it (also on garbage collection
+    of the context manager)."""
 
-    def __init__(self, elf: str | Path, *, start_timeout: float = 10.0):
+    def __init__(self, elf: str | Path, *, start_timeout: float = 10.0,
+                 board: str | Board = DEFAULT_BOARD):
         self.elf = Path(elf)
+        self.board = _board(board)
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
         self.output = bytearray()          # QEMU's own stdout/stderr (monitor, warnings)
         self._reader: threading.Thread | None = None
+        self._slave: int | None = None     # stdio boards: the pty slave, kept open while QEMU runs
 
     def start(self) -> str:
-        _need(QEMU, "qemu-system-misc")
-        self.proc = subprocess.Popen(qemu_command(self.elf), stdin=subprocess.PIPE,
+        qemu = find_tool(self.board, self.board.qemu)
+        cmd = qemu_command(self.elf, board=self.board, qemu=qemu)
+        if self.board.serial == "stdio":
+            return self._start_on_pty(cmd)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + self.start_timeout
@@ -128,6 +166,24 @@ class QemuBoard:
         self._reader.start()
         return m.group(1).decode()
 
+    def _start_on_pty(self, cmd: list[str]) -> str:
+        master, slave = os.openpty()
+        tty.setraw(slave)   # before QEMU writes: a cooked slave would echo the board's output back
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=subprocess.PIPE,
+                                         close_fds=True)
+        finally:
+            os.close(master)
+        self._slave = slave
+        self._reader = threading.Thread(target=self._drain, args=(self.proc.stderr.fileno(),),
+                                        daemon=True)
+        self._reader.start()
+        return os.ttyname(slave)
+
+    def last_output_line(self) -> str:
+        out = self.output.decode(errors="replace").strip()
+        return out.splitlines()[-1] if out else "no output"
+
     def _drain(self, fd: int) -> None:
         while True:
             try:
@@ -139,7 +195,7 @@ class QemuBoard:
             self.output += chunk
 
     def _monitor(self, command: str) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and self.proc.stdin is not None and self.proc.poll() is None:
             try:
                 self.proc.stdin.write(command.encode() + b"\n")
                 self.proc.stdin.flush()
@@ -165,17 +221,22 @@ class QemuBoard:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self._monitor("quit")
-            if self.wait(timeout) is None:
+            if self.proc.stdin is not None:   # a monitor to ask first
+                self._monitor("quit")
+            if self.proc.stdin is None or self.wait(timeout) is None:
                 self.proc.terminate()
                 if self.wait(timeout) is None:
                     self.proc.kill()
                     self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
+        if self._slave is not None:
+            os.close(self._slave)
+            self._slave = None
 
     def __enter__(self) -> "QemuBoard":
         return self
@@ -186,20 +247,25 @@ class QemuBoard:
 
 @contextmanager
 def qemu_link(model_dir: str | Path, selftest_h: str, *, build_dir: str | Path | None = None,
-              defines: Sequence[str] = (), reply_timeout: float = 10.0) -> Iterator[Link]:
-    """Build the firmware, boot it in QEMU and yield a ``Link`` on its UART once the harness has
-    printed its self-test line (``link.selftest_line``), not yet synced.
+              defines: Sequence[str] = (), reply_timeout: float = 10.0,
+              board: str | Board = DEFAULT_BOARD) -> Iterator[Link]:
+    """Build the firmware for ``board``, boot it in QEMU and yield a ``Link`` on its serial line
+    once the harness has printed its self-test line (``link.selftest_line``), not yet synced.
     On exit the harness is asked to leave (an EXIT frame), then QEMU is stopped either way."""
+    b = _board(board)
     with tempfile.TemporaryDirectory(prefix="edgebn-qemu-") as tmp:
-        elf = build_firmware(model_dir, build_dir or tmp, selftest_h, defines=defines)
-        with QemuBoard(elf) as board:
+        elf = build_firmware(model_dir, build_dir or tmp, selftest_h, defines=defines, board=b)
+        with QemuBoard(elf, board=b) as board:
             pty = board.start()
             link = Link.open_serial(pty, DEFAULT_BAUD, reply_timeout=reply_timeout)
-            link.name = "the QEMU board"
+            link.name = f"the QEMU board {b.name}"
             try:
                 board.resume()
                 # Requests sent before the harness has set up its UART are lost: let it boot.
                 link.wait_for_line(SELFTEST_PREFIX, reply_timeout)
+                if not board.running:
+                    raise EdgebnError(f"the {b.name} board stopped before serving requests: "
+                                      f"QEMU said {board.last_output_line()!r}")
                 yield link
                 if board.running and link.exit():
                     board.wait(3.0)
