@@ -90,8 +90,29 @@ def _bar_chart(labels, values, title, unit, width=1040, height=260, highlight_be
     return "".join(parts)
 
 
+def _cost_header(cost: dict | None) -> str:
+    """The per-layer cost column's heading: what was counted, where (a bench's record, see
+    edgebn/device/bench.py record_cost_in_report)."""
+    if not cost:
+        return ""
+    where = html.escape(str(cost["board"]))
+    if cost["unit"] == "cycles" and cost.get("cpu_hz"):
+        where += f" @{cost['cpu_hz'] / 1e6:g} MHz"
+    elif cost.get("kernels"):
+        where += f", {html.escape(str(cost['kernels']))} kernels"
+    return f"<th title='{html.escape(cost.get('command', ''))}'>{html.escape(cost['unit'])}<br><small>{where}</small></th>"
+
+
+def _cost_cell(cost: dict | None, name: str) -> str:
+    if not cost:
+        return ""
+    v = cost["layers"].get(name)
+    return f"<td>{'–' if v is None else f'{v:,}'}</td>"
+
+
 def render_html(report: dict) -> str:
     layers = report["layers"]
+    cost = report.get("cost")
     rows = []
     for r in layers:
         off = r.get("arena_offset")
@@ -100,7 +121,7 @@ def render_html(report: dict) -> str:
             f"<td>{'x'.join(map(str, r['input_shape']))}</td><td>{'x'.join(map(str, r['output_shape']))}</td>"
             f"<td>{r['macs']:,}</td><td>{r['weight_bytes']:,}</td><td>{'–' if off is None else f'{off:,}'}</td>"
             f"<td>{r['scale']:.4g}</td><td>{r['zero_point']}</td>"
-            f"<td class={_sqnr_class(r['sqnr_db'])}>{_fmt_sqnr(r['sqnr_db'])}</td>"
+            f"<td class={_sqnr_class(r['sqnr_db'])}>{_fmt_sqnr(r['sqnr_db'])}</td>{_cost_cell(cost, r['name'])}"
             f"<td class=l><code>{html.escape(r.get('source', '') or '')}</code></td></tr>")
     sq = [(r["name"], r["sqnr_db"]) for r in layers if isinstance(r["sqnr_db"], (int, float))]
     folds = "".join(
@@ -120,6 +141,9 @@ def render_html(report: dict) -> str:
         ("output SQNR", f"{_fmt_sqnr(report.get('output_sqnr_db'))} dB"),
         ("worst layer SQNR", f"{worst[1]:.1f} dB ({worst[0]})" if worst else "–"), ("target", report["target"]),
     ]
+    if cost:
+        per_mac = f" ({cost['total'] / cost['macs']:.2f}/MAC)" if cost.get("macs") else ""
+        cards.append((f"{cost['unit']} ({cost['board']})", f"{cost['total']:,}{per_mac}"))
     if "compile_seconds" in report:
         cards.append(("compile time", f"{report['compile_seconds']:.1f} s"))
     qline = ""
@@ -142,8 +166,9 @@ the layers before it included. Higher is better; 6 dB is one bit. Layers below t
 <p class=sub>Bytes of activations alive while each layer runs (the arena is the static buffer they share).</p>
 {_bar_chart(live_labels[:len(live)], live, 'bytes live at each step', 'bytes')}
 <h2>Layers</h2>
+{'' if not cost else f"<p class=sub>{html.escape(cost['unit'])} per layer measured by <code>{html.escape(cost.get('command', 'edgebn bench'))} --update-report</code>.</p>"}
 <table><thead><tr><th class=l>layer</th><th class=l>kernel</th><th>input</th><th>output</th><th>MACs</th>
-<th>weight B</th><th>arena offset</th><th>scale</th><th>zp</th><th>SQNR dB</th><th class=l>source</th></tr></thead>
+<th>weight B</th><th>arena offset</th><th>scale</th><th>zp</th><th>SQNR dB</th>{_cost_header(cost)}<th class=l>source</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table>
 <h2>BatchNorm fold log</h2>
 <table><thead><tr><th class=l>BatchNorm</th><th class=l>action</th><th class=l>into</th><th class=l>why</th></tr></thead>

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc gcc-xtensa-lx106)
+APT_PACKAGES=(gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc gcc-xtensa-lx106 zstd)
 if command -v apt-get >/dev/null 2>&1; then
     missing=()
     for p in "${APT_PACKAGES[@]}"; do
@@ -20,6 +20,11 @@ if command -v apt-get >/dev/null 2>&1; then
         fi
     fi
 fi
+
+# The ESP32 / ESP32-S3 cross compilers and QEMU cores, in a cache outside the clone
+# (docs/TOOLCHAINS.md): unpacked in seconds from ../shared/toolchains when it holds the prebuilt
+# tarballs, else built from Debian's sources (about an hour, once).
+bash scripts/xtensa_toolchain.sh
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -44,3 +44,23 @@ def test_instruction_counts_within_two_percent_of_baseline(out):
     assert rec["instructions"] <= base["instructions"] * 1.02, (rec["instructions"], base["instructions"])
     for layer in rec["layers"]:
         assert layer["instructions"] <= base["layers"][layer["name"]] * 1.02, layer["name"]
+
+
+def test_bench_on_the_esp32s3_core_json_and_baseline(out, tmp_path):
+    """`edgebn bench OUT --board qemu_esp32s3` (issue #14): the SPEC section 3 record, bit-exact, and
+    the counts held to benchmarks/baseline_xtensa.json like the RV32 ones."""
+    from baseline_model import BASELINE_XTENSA
+    from edgebn.device.bench import bench
+
+    res = CliRunner().invoke(bench, [str(out), "--board", "qemu_esp32s3", "--json", str(tmp_path / "s3.json")])
+    assert res.exit_code == 0, res.output
+    assert "bit-exact" in res.output and "qemu_esp32s3" in res.output
+    rec = json.loads((tmp_path / "s3.json").read_text())
+    assert rec["board"] == "qemu_esp32s3" and rec["isa"] == "xtensa-lx7"
+    assert rec["macs"] == sum(l["macs"] for l in rec["layers"]) and rec["bit_exact"] is True
+    assert 0 <= rec["layer_instructions_sum"] - rec["instructions"] < 200 * len(rec["layers"])
+    base = json.loads(BASELINE_XTENSA.read_text())
+    assert rec["macs"] == base["macs"]
+    assert rec["instructions"] <= base["instructions"] * 1.02, (rec["instructions"], base["instructions"])
+    for layer in rec["layers"]:
+        assert layer["instructions"] <= base["layers"][layer["name"]] * 1.02, layer["name"]

@@ -1,11 +1,20 @@
-"""``edgebn bench``: exact instruction counts of a compiled model on the emulated RV32IMC board.
+"""``edgebn bench``: per-layer cost of a compiled model: exact instruction counts on an emulated
+board, or measured cycles and milliseconds on a real one.
 
-The model of OUT (edgebn.json + weights) is emitted again with the chosen kernel set
-(edgebn/kernels.py: ``fast`` is what ``compile`` writes, ``reference`` the generic loop nests),
-built with the harness for QEMU's ``virt`` board and run under ``-icount shift=0``, where
-``rdinstret`` counts every retired instruction exactly. One plain run gives the total; one debug run
-gives each layer's count (the harness reads the counter around each layer and charges the UART
-traffic to none). Both runs must reproduce the emulator's output bit for bit, or the bench fails.
+Emulated (``--board``, default ``qemu_rv32``; ``qemu_lx106``, ``qemu_esp32``, ``qemu_esp32s3``): the
+model of OUT (edgebn.json + weights) is emitted again with the chosen kernel set (edgebn/kernels.py:
+``fast`` is what ``compile`` writes, ``reference`` the generic loop nests), built with the harness
+for the board and run under ``-icount shift=0``, where the board's instruction counter (RV32
+``rdinstret``, Xtensa ``ICOUNT``) counts every executed instruction exactly. One plain run gives the
+total; one debug run gives each layer's count (the harness reads the counter around each layer and
+charges the serial traffic to none).
+
+Real board (``--port``): the firmware already flashed from OUT (``edgebn flash``) is asked for the
+same two runs; the counters are the chip's cycle counter (CCOUNT / ``esp_cpu_get_cycle_count``,
+``rdcycle``), turned into milliseconds at the clock the board reports in INFO, or the OUT target's
+clock (edgebn/targets.py) when it reports none.
+
+Both runs must reproduce the emulator's output bit for bit, or the bench fails.
 
 The CLI registers it with ``main.add_command(edgebn.device.bench.bench)``.
 """
@@ -21,13 +30,14 @@ import numpy as np
 
 from ..errors import EdgebnError
 from ..fsio import write_text
-from .compare import random_inputs
-from .qemu import CROSS_CC, qemu_flags, qemu_link
+from ..targets import BOARDS, get_board
+from .compare import check_device_model, random_inputs
+from .link import DEFAULT_BAUD, Link, LinkError
+from .qemu import DEFAULT_BOARD, compile_flags, cross_tool, qemu_link
 from .selftest import selftest_header, selftest_inputs
 
-__all__ = ["bench", "bench_model", "model_object_size", "format_table", "SIZE_TOOL"]
-
-SIZE_TOOL = "riscv64-unknown-elf-size"
+__all__ = ["bench", "bench_model", "bench_port", "bench_on_link", "layer_facts", "model_object_size",
+           "format_table", "format_cycles_table", "record_cost_in_report"]
 
 
 def _layer_nodes(g):
@@ -36,25 +46,28 @@ def _layer_nodes(g):
     return [n for n in g.nodes if not OPS[n.op].alias]
 
 
-def model_object_size(lib_dir: Path, build_dir: Path) -> dict:
+def model_object_size(lib_dir: Path, build_dir: Path, board: str = DEFAULT_BOARD) -> dict:
     """Compile edgebn_model.c alone with the board's flags and read `size` (Berkeley format):
     text holds code and rodata (the weights), data initialised RAM, bss the arena."""
     obj = build_dir / "edgebn_model.o"
-    flags = [f for f in qemu_flags() if f.startswith(("-march", "-mabi", "-O", "--specs"))]
-    cmd = [CROSS_CC, *flags, "-std=c99", "-c", f"-I{lib_dir}", str(lib_dir / "edgebn_model.c"), "-o", str(obj)]
+    cmd = [cross_tool(board, "gcc"), *compile_flags(board), "-std=c99", "-c", f"-I{lib_dir}",
+           str(lib_dir / "edgebn_model.c"), "-o", str(obj)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise EdgebnError(f"compiling the model object failed: {proc.stderr.strip().splitlines()[:1]}")
+    size_tool = cross_tool(board, "size")
     try:
-        proc = subprocess.run([SIZE_TOOL, str(obj)], capture_output=True, text=True, check=True)
+        proc = subprocess.run([size_tool, str(obj)], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError) as e:
-        raise EdgebnError(f"{SIZE_TOOL} failed on the model object: {e}") from None
+        raise EdgebnError(f"{size_tool} failed on the model object: {e}") from None
     text, data, bss = (int(v) for v in proc.stdout.splitlines()[1].split()[:3])
     return {"text": text, "data": data, "bss": bss, "flash": text + data}
 
 
-def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeout: float = 60.0) -> dict:
-    """Build and run OUT's model with kernel set `kernels`; the record `edgebn bench --json` writes."""
+def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeout: float = 60.0,
+                board: str = DEFAULT_BOARD) -> dict:
+    """Build and run OUT's model with kernel set `kernels` on the emulated `board`; the record
+    `edgebn bench --json` writes."""
     from ..artifact import load_graph
     from ..emit import render_model, layer_contexts
     from ..emulator import Emulator
@@ -62,6 +75,7 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
     from ..plan import plan_arena
 
     out = Path(out)
+    b = get_board(board)
     g, doc = load_graph(out)
     plan = plan_arena(g)
     nodes = _layer_nodes(g)
@@ -76,9 +90,10 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
         for name, text in render_model(g, plan, doc["model_hash"], doc.get("name", "model"), sum(macs),
                                        kernels).items():
             (lib / name).write_text(text)
-        size = model_object_size(lib, Path(tmp))
+        size = model_object_size(lib, Path(tmp), b.name)
         header = selftest_header(emu, selftest_inputs(emu))
-        with qemu_link(lib, header, build_dir=Path(tmp) / "build", reply_timeout=timeout) as link:
+        with qemu_link(lib, header, build_dir=Path(tmp) / "build", reply_timeout=timeout,
+                       board=b) as link:
             info = link.sync()
             if not info.has_instret:
                 raise EdgebnError("the emulated board reports no instruction counter")
@@ -99,7 +114,8 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
     total_macs = sum(macs)
     return {
         "out": str(out), "model": doc.get("name", "model"), "model_hash": f"0x{doc['model_hash']:08x}",
-        "kernels": kernels, "board": "qemu-rv32 (RV32IMC, -icount shift=0)",
+        "kernels": kernels, "board": b.name, "isa": b.isa,
+        "board_description": f"{b.description}, -icount shift=0",
         "instructions": int(plain.instret), "macs": total_macs,
         "instructions_per_mac": round(plain.instret / total_macs, 3) if total_macs else None,
         "layer_instructions_sum": int(sum(l["instructions"] for l in layers)),
@@ -109,6 +125,110 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
     }
 
 
+def layer_facts(out: Path) -> list[dict]:
+    """name, op and MACs of each layer of OUT's model, in the order the board reports them."""
+    from ..artifact import load_graph
+    from ..ops import OPS
+
+    g, _ = load_graph(out)
+    return [{"name": n.name, "op": n.op,
+             "macs": int(OPS[n.op].macs(n, [g.shapes[t] for t in n.inputs], g.shapes[n.name])),
+             "output_shape": list(g.shapes[n.name])} for n in _layer_nodes(g)]
+
+
+def out_target(out: Path):
+    """The target OUT was compiled for (edgebn.json's "target"), or None."""
+    from ..targets import TARGETS
+
+    try:
+        doc = json.loads((out / "edgebn.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return TARGETS.get(doc.get("target", ""))
+
+
+def bench_on_link(link: Link, emu, facts: list[dict], *, seed: int = 0, cpu_hz: int = 0) -> dict:
+    """One plain and one debug run of a seeded random input on a synced board flashed with the
+    model of `emu`: the cycles of each layer and of the whole run, in milliseconds at the board's
+    clock (INFO's cpu_hz, else `cpu_hz`). The output of both runs must equal the emulator's."""
+    info = link.info
+    if not info.has_cycles:
+        raise EdgebnError(f"{link.name} reports no cycle counter (port {info.port_name!r})")
+    hz = info.cpu_hz or cpu_hz
+    x = random_inputs(emu, 1, seed)[0]
+    expected = np.asarray(emu.run(x[None])).reshape(-1)
+    plain = link.run(x.tobytes())
+    debug = link.run(x.tobytes(), debug=True)
+    for run in (plain, debug):
+        got = np.frombuffer(run.output, np.int8)
+        if not np.array_equal(got, expected):
+            raise EdgebnError(f"the board's output differs from the emulator in "
+                              f"{int(np.count_nonzero(got != expected))} of {got.size} bytes; "
+                              f"run `edgebn compare` to locate the layer")
+    if len(debug.layers) != len(facts):
+        raise EdgebnError(f"the board reported {len(debug.layers)} layers, the model has {len(facts)}")
+
+    def ms(cycles: int) -> float | None:
+        return cycles / hz * 1e3 if hz else None
+
+    layers = []
+    for f, lay in zip(facts, debug.layers):
+        m = f["macs"]
+        layers.append({**f, "cycles": int(lay.cycles), "ms": ms(lay.cycles),
+                       "cycles_per_mac": round(lay.cycles / m, 3) if m else None})
+    total_macs = sum(f["macs"] for f in facts)
+    return {"board": info.port_name, "cpu_hz": hz or None, "cycles": int(plain.cycles),
+            "ms": ms(plain.cycles), "macs": total_macs,
+            "cycles_per_mac": round(plain.cycles / total_macs, 3) if total_macs else None,
+            "layer_cycles_sum": int(sum(l["cycles"] for l in layers)),
+            "bit_exact": True, "layers": layers}
+
+
+def bench_port(out: str | Path, port: str, *, baud: int = DEFAULT_BAUD, seed: int = 0,
+               timeout: float = 60.0, emu=None, facts: list[dict] | None = None) -> dict:
+    """Cycles per layer of OUT's model on a real board flashed with it (``edgebn flash``)."""
+    from .commands import load_emulator
+
+    out = Path(out)
+    emu = emu if emu is not None else load_emulator(out)
+    facts = facts if facts is not None else layer_facts(out)
+    target = out_target(out)
+    with Link.open_serial(port, baud, reply_timeout=timeout) as link:
+        try:
+            info = link.sync()
+        except LinkError as e:
+            raise EdgebnError(str(e)) from None
+        check_device_model(info, emu, out)
+        rec = bench_on_link(link, emu, facts, seed=seed,
+                            cpu_hz=target.cpu_mhz * 1_000_000 if target else 0)
+    return {"out": str(out), "port": port, "target": target.name if target else None, "kernels": "flashed",
+            "model_hash": f"0x{info.model_hash:08x}", **rec}
+
+
+def _table(rows: list[tuple], numeric_from: int) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < numeric_from else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def format_cycles_table(rec: dict) -> str:
+    def ms(v):
+        return f"{v:.3f}" if v is not None else "-"
+
+    def per(v):
+        return f"{v:.2f}" if v is not None else "-"
+
+    rows = [("layer", "op", "cycles", "ms", "MACs", "cycles/MAC")]
+    for l in rec["layers"]:
+        rows.append((l["name"], l["op"], f"{l['cycles']:,}", ms(l["ms"]), f"{l['macs']:,}", per(l["cycles_per_mac"])))
+    rows.append(("total", "", f"{rec['cycles']:,}", ms(rec["ms"]), f"{rec['macs']:,}", per(rec["cycles_per_mac"])))
+    clock = f"at {rec['cpu_hz'] / 1e6:g} MHz" if rec["cpu_hz"] else "clock unknown (no milliseconds)"
+    return "\n".join(_table(rows, 2) + [f"{rec['board']} {clock}; output bit-exact with the emulator"])
+
+
 def format_table(rec: dict) -> str:
     rows = [("layer", "op", "kernel", "instructions", "MACs", "instr/MAC")]
     for l in rec["layers"]:
@@ -116,33 +236,72 @@ def format_table(rec: dict) -> str:
         rows.append((l["name"], l["op"], l["kernel"], f"{l['instructions']:,}", f"{l['macs']:,}", ipm))
     ipm = f"{rec['instructions_per_mac']:.2f}" if rec["instructions_per_mac"] is not None else "-"
     rows.append(("total", "", rec["kernels"], f"{rec['instructions']:,}", f"{rec['macs']:,}", ipm))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+    lines = _table(rows, 3)
     size = rec["model_object"]
-    lines.append(f"arena {rec['arena_bytes']:,} bytes (lower bound {rec['arena_lower_bound']:,}); model object "
-                 f"code+rodata {size['text']:,} bytes, data {size['data']:,}, bss {size['bss']:,}; "
+    lines.append(f"{rec['board']}: arena {rec['arena_bytes']:,} bytes (lower bound {rec['arena_lower_bound']:,}); "
+                 f"model object code+rodata {size['text']:,} bytes, data {size['data']:,}, bss {size['bss']:,}; "
                  f"output bit-exact with the emulator")
     return "\n".join(lines)
 
 
+def record_cost_in_report(out: Path, rec: dict) -> None:
+    """Record the bench's per-layer costs in OUT/report.json ("cost") and re-render report.html,
+    which then shows them as a column."""
+    from ..report import write_report
+
+    path = out / "report.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise EdgebnError(f"cannot read {path} to add the costs: {e}") from None
+    unit = "cycles" if "cycles" in rec else "instructions"
+    report["cost"] = {
+        "unit": unit, "board": rec["board"], "kernels": rec.get("kernels"),
+        "cpu_hz": rec.get("cpu_hz"), "total": rec[unit], "macs": rec["macs"],
+        "layers": {l["name"]: l[unit] for l in rec["layers"]},
+        "command": "edgebn bench" + (f" --port {rec['port']}" if "port" in rec else f" --board {rec['board']}"),
+    }
+    write_report(report, out)
+
+
 @click.command("bench")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--board", type=click.Choice(list(BOARDS)), default=DEFAULT_BOARD, show_default=True,
+              help="Emulated board to count instructions on.")
+@click.option("--port", help="Serial port of a real board flashed with OUT (`edgebn flash`): measure cycles "
+                             "and milliseconds instead.")
+@click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True, help="Serial baud rate (--port).")
 @click.option("--kernels", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
-              help="Kernel set to emit: the specialised kernels `compile` writes, or the generic reference ones.")
+              help="Kernel set to emit on the emulated board: the specialised kernels `compile` writes, or the "
+                   "generic reference ones (a real board runs what was flashed).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the record as JSON here (totals `instructions`, `macs`, and `layers`).")
+              help="Also write the record as JSON here (totals `instructions` or `cycles`, `macs`, `board`, "
+                   "and `layers`).")
+@click.option("--update-report", is_flag=True,
+              help="Add the per-layer costs to OUT/report.json and re-render OUT/report.html with a cost column.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random int8 input.")
 @click.option("--timeout", type=click.FloatRange(1.0), default=60.0, show_default=True,
               help="Seconds to wait for the board's reply to one run.")
-def bench(out: Path, kernels: str, json_path: Path | None, seed: int, timeout: float) -> None:
-    """Per-layer and total instruction counts of OUT's model on the emulated RV32IMC board."""
+def bench(out: Path, board: str, port: str | None, baud: int, kernels: str, json_path: Path | None,
+          update_report: bool, seed: int, timeout: float) -> None:
+    """Per-layer cost of OUT's model: instruction counts on an emulated board, or cycles and
+    milliseconds on a real board with --port."""
+    ctx = click.get_current_context()
+    if port is not None:
+        for name in ("board", "kernels"):
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name} applies to emulated boards, not to --port")
     try:
-        rec = bench_model(out, kernels, seed=seed, timeout=timeout)
+        if port is not None:
+            rec = bench_port(out, port, baud=baud, seed=seed, timeout=timeout)
+            text = format_cycles_table(rec)
+        else:
+            rec = bench_model(out, kernels, seed=seed, timeout=timeout, board=board)
+            text = format_table(rec)
+        if json_path is not None:
+            write_text(json_path, json.dumps(rec, indent=2) + "\n")
+        if update_report:
+            record_cost_in_report(out, rec)
     except EdgebnError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(format_table(rec))
-    if json_path is not None:
-        write_text(json_path, json.dumps(rec, indent=2) + "\n")
+    click.echo(text)

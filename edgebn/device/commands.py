@@ -13,7 +13,8 @@ from ..errors import EdgebnError
 from ..fsio import write_text
 from .compare import compare_on_link, load_inputs, random_inputs
 from .link import DEFAULT_BAUD, Link
-from .qemu import qemu_link
+from ..targets import BOARDS
+from .qemu import DEFAULT_BOARD, qemu_link
 from .selftest import selftest_header, selftest_inputs
 
 __all__ = ["compare", "load_emulator"]
@@ -30,7 +31,9 @@ def load_emulator(out: Path):
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", help="Serial port of a board flashed with `edgebn flash` (or a pyserial URL).")
 @click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True, help="Serial baud rate.")
-@click.option("--qemu", is_flag=True, help="Build and boot the emulated RV32IMC board instead.")
+@click.option("--qemu", is_flag=True, help="Build and boot an emulated board instead (see --board).")
+@click.option("--board", type=click.Choice(list(BOARDS)), default=DEFAULT_BOARD, show_default=True,
+              help="With --qemu: which emulated board (RV32IMC, or the lx106 / ESP32 / ESP32-S3 Xtensa cores).")
 @click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="X.npy: float32 in PyTorch layout, or int8 already quantized (device layout).")
 @click.option("--count", type=click.IntRange(1), default=100, show_default=True,
@@ -43,7 +46,7 @@ def load_emulator(out: Path):
               help="Seconds of silence before the board counts as not answering.")
 @click.option("--retries", type=click.IntRange(0), default=3, show_default=True,
               help="Resync-and-retry attempts per input after a reset or a garbled frame.")
-def compare(out: Path, port: str | None, baud: int, qemu: bool, inputs: Path | None, count: int,
+def compare(out: Path, port: str | None, baud: int, qemu: bool, board: str, inputs: Path | None, count: int,
             seed: int, channels_last: bool, json_path: Path | None, timeout: float,
             retries: int) -> None:
     """Run inputs on the board and check every output int8 against the emulator of OUT."""
@@ -54,8 +57,9 @@ def compare(out: Path, port: str | None, baud: int, qemu: bool, inputs: Path | N
         x = load_inputs(inputs, emu, channels_last) if inputs else random_inputs(emu, count, seed)
         if qemu:
             header = selftest_header(emu, selftest_inputs(emu))
-            with qemu_link(out / "lib" / "edgebn_model", header, reply_timeout=timeout) as link:
-                report = compare_on_link(link, emu, x, target="qemu-rv32", out=out,
+            with qemu_link(out / "lib" / "edgebn_model", header, reply_timeout=timeout,
+                           board=board) as link:
+                report = compare_on_link(link, emu, x, target=board.replace("_", "-"), out=out,
                                          retries=retries, log=_warn)
         else:
             with Link.open_serial(port, baud, reply_timeout=timeout) as link:

@@ -37,8 +37,8 @@ from ..toolchains import find_tool
 from .link import DEFAULT_BAUD, Link
 from .protocol import SELFTEST_PREFIX
 
-__all__ = ["CROSS_CC", "QEMU", "DEFAULT_BOARD", "qemu_flags", "qemu_command", "firmware_sources",
-           "build_firmware", "cross_tool", "QemuBoard", "qemu_link"]
+__all__ = ["CROSS_CC", "QEMU", "DEFAULT_BOARD", "qemu_flags", "compile_flags", "qemu_command",
+           "firmware_sources", "build_firmware", "cross_tool", "QemuBoard", "qemu_link"]
 
 DEFAULT_BOARD = "qemu_rv32"
 CROSS_CC = "riscv64-unknown-elf-gcc"      # the default board's tools (BOARDS["qemu_rv32"])
@@ -84,6 +84,19 @@ def firmware_sources(board: str | Board = DEFAULT_BOARD) -> list[Path]:
     fw = firmware_dir()
     return [fw / "harness" / "edgebn_harness.c", fw / "harness" / "crc32.c",
             *(fw / s for s in _board(board).sources)]
+
+
+def compile_flags(board: str | Board = DEFAULT_BOARD) -> list[str]:
+    """The board's flags for compiling one object (-c): its flags file without what only the link
+    step uses (-T SCRIPT, -Wl,..., -nostartfiles, -nolibc), plus its include directories."""
+    b = _board(board)
+    flags, args = [], iter(qemu_flags(b))
+    for flag in args:
+        if flag == "-T":
+            next(args)
+        elif not flag.startswith(("-T", "-Wl,")) and flag not in ("-nostartfiles", "-nolibc"):
+            flags.append(flag)
+    return flags + [f"-I{firmware_dir() / d}" for d in b.include_dirs]
 
 
 def cross_tool(board: str | Board, tool: str) -> str:
