@@ -40,10 +40,10 @@ fi
 #   time it needs flatbuffers, numpy and pyyaml, nothing else.
 # - timm: real architectures (tests/timm_models.py, benchmarks/timm_coverage.py) with
 #   pretrained=False. Its metadata pulls torchvision, which must never sit next to torch 2.13;
-#   huggingface_hub and safetensors are optional imports it only uses to fetch weights.
-TEST_EXTRAS=(tflite-micro==0.dev20261023182759 timm==1.0.31 flatbuffers pyyaml)
+#   its data module imports pillow; huggingface_hub and safetensors are optional (weight downloads).
+TEST_EXTRAS=(tflite-micro==0.dev20261023182759 timm==1.0.31 flatbuffers pyyaml pillow)
 if ! .venv/bin/python -c 'import importlib.util as u, sys
-sys.exit(any(u.find_spec(m) is None for m in ("tflite_micro", "timm", "yaml", "flatbuffers")))'; then
+sys.exit(any(u.find_spec(m) is None for m in ("tflite_micro", "timm", "yaml", "flatbuffers", "PIL")))'; then
     .venv/bin/pip install -q --disable-pip-version-check --no-deps "${TEST_EXTRAS[@]}"
 fi
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' \

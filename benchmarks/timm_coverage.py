@@ -1,0 +1,225 @@
+"""Real-world breadth: which BN-CNNs written by others edgebn compiles today, and how well.
+
+For each model (timm architectures with pretrained=False at --size x --size, BN statistics calibrated
+on structured inputs; plus the hand-written edge nets of tests/zoo_real.py):
+  * torch.export it (static shapes), then edgebn.compile (Python API, defaults) on 64 structured
+    calibration inputs; record compiled / the first refusal, compile seconds, arena and flash bytes;
+  * the aten ops in the exported graph that edgebn has no rule for (all of them, not just the first);
+  * logit SQNR vs torch float on 32 other structured inputs, edgebn's emulator and ONNX Runtime's
+    static QDQ int8 (per-channel weights, MinMax calibration on the same 64 inputs, as in
+    benchmarks/peers.py). A model with several outputs is scored on all of them concatenated.
+Each model runs in its own process (a crash or hang in one does not stop the table).
+
+    .venv/bin/python benchmarks/timm_coverage.py [--models a,b] [--size 64] [--out benchmarks/timm_coverage.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+N_CALIB, N_TEST = 64, 32
+TIMEOUT_S = 900
+
+
+def _names():
+    from timm_models import MCU_NETS
+    from zoo_real import ZOO
+    return [f"timm:{n}" for n in MCU_NETS] + list(ZOO)
+
+
+def _build(name: str, size: int):
+    if name.startswith("timm:"):
+        from timm_models import create
+        model = create(name[5:], size)
+        return model, (1, 3, size, size)
+    from zoo_real import ZOO
+    e = ZOO[name]
+    return e.build(0), e.input_shape
+
+
+def _flat(y):
+    import numpy as np
+    ys = y if isinstance(y, (tuple, list)) else [y]
+    return np.concatenate([np.asarray(t, np.float64).reshape(len(t), -1) for t in ys], axis=1)
+
+
+def _onnxruntime(model, example, calib, test, work: Path):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    raw, fp, qp = work / "raw.onnx", work / "float.onnx", work / "int8.onnx"
+    torch.onnx.export(model, (example,), str(raw), dynamo=False, input_names=["x"], opset_version=17,
+                      dynamic_axes={"x": {0: "N"}})
+    quant_pre_process(str(raw), str(fp))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": calib[i:i + 16]} for i in range(0, len(calib), 16)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(fp), str(qp), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    sess = ort.InferenceSession(str(qp), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {"x": test})
+    return np.concatenate([np.asarray(o, np.float64).reshape(len(test), -1) for o in outs], axis=1)
+
+
+def run_one(name: str, size: int) -> dict:
+    import numpy as np
+    import torch
+
+    import edgebn
+    from edgebn.errors import EdgebnError
+    from edgebn.importer import supported_aten_ops
+    from edgebn.report import sqnr_db
+    from zoo_real import structured_batch
+
+    torch.set_num_threads(1)
+    row: dict = {"model": name}
+    t = time.perf_counter()
+    model, shape = _build(name, size)
+    row["build_s"] = time.perf_counter() - t
+    row["params"] = int(sum(p.numel() for p in model.parameters()))
+    row["input"] = "x".join(map(str, shape[1:]))
+    calib = structured_batch(N_CALIB, shape[1:], seed=1)
+    test = structured_batch(N_TEST, shape[1:], seed=2)
+    example = torch.from_numpy(calib[:1])
+    with torch.no_grad():
+        ref = _flat(model(torch.from_numpy(test)))
+    try:
+        t = time.perf_counter()
+        ep = torch.export.export(model, (example,))
+        row["export_s"] = time.perf_counter() - t
+        known = set(supported_aten_ops())
+        missing = sorted({str(n.target) for n in ep.graph.nodes
+                          if n.op == "call_function" and str(n.target).startswith("aten.")
+                          and str(n.target) not in known})
+        row["unsupported_ops"] = [m.replace("aten.", "") for m in missing]
+    except Exception as e:  # noqa: BLE001 - recorded, the table says so
+        row["export_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+        return row
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        t = time.perf_counter()
+        try:
+            c = edgebn.compile(ep, calib, work / "out", force=True)
+            row["compile_s"] = time.perf_counter() - t
+            row["compiled"] = True
+            totals = c.report.get("totals", c.report)
+            row["arena_bytes"] = totals.get("arena_bytes")
+            row["flash_bytes"] = totals.get("flash_bytes")
+            row["timings"] = c.report.get("timings")
+            row["sqnr_edgebn"] = float(sqnr_db(ref, _flat(c.emulate(test))))
+        except EdgebnError as e:
+            row["compile_s"] = time.perf_counter() - t
+            row["compiled"] = False
+            msg = str(e).strip().splitlines()[0]
+            m = re.search(r"unsupported op aten\.([\w.]+)", msg)
+            row["refusal"] = m.group(1) if m else msg.split("; supported:")[0][:160]
+        except Exception as e:  # noqa: BLE001 - an internal error is a finding, recorded as such
+            row["compile_s"] = time.perf_counter() - t
+            row["compiled"] = False
+            row["refusal"] = f"internal error {type(e).__name__}: {str(e).strip().splitlines()[0][:140]}"
+        try:
+            row["sqnr_ort"] = float(sqnr_db(ref, _onnxruntime(model, example, calib, test, work)))
+        except Exception as e:  # noqa: BLE001
+            row["ort_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120]}"
+    return row
+
+
+def _fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def to_markdown(rows, size, command) -> str:
+    done = [r for r in rows if r.get("compiled")]
+    lines = [
+        "# Real-world coverage: timm and hand-written edge BN-CNNs",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"timm models at {size}x{size} with `pretrained=False` (random weights) and BN statistics calibrated on",
+        "structured inputs; the others from `tests/zoo_real.py`. SQNR: logits vs torch float on 32 structured",
+        "inputs, after 64 calibration inputs (edgebn's defaults; ONNX Runtime static QDQ int8, per-channel).",
+        "`not in edgebn`: every aten op of the exported graph that edgebn has no rule for.",
+        "",
+        f"**{len(done)} of {len(rows)} compile.**",
+        "",
+        "| model | input | params | compiles | first refusal | not in edgebn | compile s | arena B | flash B "
+        "| SQNR edgebn dB | SQNR ORT dB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "export_error" in r or "error" in r:
+            lines.append(f"| {r['model']} | {r.get('input', '')} | {r.get('params', '')} | export failed | "
+                         f"{r.get('export_error', r.get('error', ''))} | | | | | | |")
+            continue
+        refusal = "" if r.get("compiled") else r.get("refusal", "")
+        lines.append(
+            f"| {r['model']} | {r['input']} | {r['params']:,} | {'yes' if r.get('compiled') else 'no'} | "
+            f"{refusal.replace('|', '/')} | {', '.join(r.get('unsupported_ops', []))} | "
+            f"{_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('arena_bytes'), ',')} | "
+            f"{_fmt(r.get('flash_bytes'), ',')} | {_fmt(r.get('sqnr_edgebn'), '.1f')} | "
+            f"{_fmt(r.get('sqnr_ort'), '.1f') or r.get('ort_error', '')[:60]} |")
+    counts: dict[str, int] = {}
+    for r in rows:
+        for op in r.get("unsupported_ops", []):
+            counts[op] = counts.get(op, 0) + 1
+    if counts:
+        lines += ["", "Missing aten ops, by the number of models that contain them:", "",
+                  "| aten op | models |", "|---|---|"]
+        lines += [f"| {op} | {n} |" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", help="comma-separated (timm:NAME or a tests/zoo_real.py key); default all")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "timm_coverage.md"))
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print("ROW " + json.dumps(run_one(args.one, args.size)))
+        return 0
+    names = args.models.split(",") if args.models else _names()
+    rows = []
+    for name in names:
+        t = time.perf_counter()
+        try:
+            res = subprocess.run([sys.executable, __file__, "--one", name, "--size", str(args.size)],
+                                 capture_output=True, text=True, timeout=TIMEOUT_S)
+            line = [ln for ln in res.stdout.splitlines() if ln.startswith("ROW ")]
+            row = json.loads(line[-1][4:]) if line else {
+                "model": name, "error": f"exit {res.returncode}: " + (res.stderr.strip().splitlines() or [""])[-1][:160]}
+        except subprocess.TimeoutExpired:
+            row = {"model": name, "error": f"timed out after {TIMEOUT_S} s"}
+        rows.append(row)
+        status = "compiled" if row.get("compiled") else row.get("refusal", row.get("error", row.get("export_error")))
+        print(f"{name}: {status} ({time.perf_counter() - t:.0f} s)", flush=True)
+    command = ".venv/bin/python benchmarks/timm_coverage.py" + (f" --size {args.size}" if args.size != 64 else "")
+    Path(args.out).write_text(to_markdown(rows, args.size, command))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
