@@ -3,7 +3,7 @@
 Lean on purpose: the models themselves are for the new-operator tests and benchmarks/timm_coverage.py;
 here they build, run, carry calibrated BatchNorm statistics, and one timm architecture that edgebn
 supports today goes the whole way (host C == emulator, SQNR not below ONNX Runtime's static QDQ
-int8 minus 0.5 dB on the same data).
+int8 minus 0.5 dB on the same data, every layer == TFLite Micro).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from opcheck import check_model
+from tflm_layers import check_layers_against_tflm
 from zoo_real import ZOO, calibrate_bn, structured_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,8 @@ def test_calibrate_bn_restores_momentum():
 
 def test_timm_without_torchvision_compiles_bit_exact(tmp_path):
     """mobilenetv2_035 from timm (random weights, calibrated BN) at 64x64: compiles, host C ==
-    emulator on every int8, logit SQNR >= ONNX Runtime's static QDQ per-channel int8 - 0.5 dB.
+    emulator on every int8, logit SQNR >= ONNX Runtime's static QDQ per-channel int8 - 0.5 dB, and
+    every layer equals TFLite Micro's kernel.
     (At 32x32 its generated C does not build with -Werror today: unused w0/w3/w6 in a 3x3 depthwise
     over a 1-pixel-wide map, the issue-10 -Werror item.)"""
     from timm_models import create, import_timm
@@ -75,3 +77,8 @@ def test_timm_without_torchvision_compiles_bit_exact(tmp_path):
     checked = check_model(model, (1, 3, 64, 64), tmp_path, min_sqnr_db=ort_sqnr - 0.5, calib=calib, test=test,
                           n_random=4)
     assert checked.sqnr_db >= ort_sqnr - 0.5
+    # and every layer equals TensorFlow Lite Micro's kernels on the same int8 inputs
+    emu = checked.compiled.emulator
+    q = np.concatenate([emu.quantize_input(test[:2]), np.full((1,) + emu.input_shape, 127, np.int8)])
+    counts, _ = check_layers_against_tflm(emu.graph, q)
+    assert counts.get("conv2d", 0) >= 30 and counts.get("add", 0) >= 5, counts

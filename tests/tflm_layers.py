@@ -1,0 +1,91 @@
+"""Hold every layer of a compiled edgebn graph to TensorFlow Lite Micro (tests/tflm_oracle.py).
+
+`check_layers_against_tflm(graph, q)` runs the emulator over int8 inputs `q`, then, for each layer,
+gives TFLM that layer's own int8 inputs, weights and quantization and asserts TFLM's int8 output equals
+the emulator's. Adding an operator: add its branch to `oracle_layer` (the TFLite op and how the edgebn
+node's attributes map onto it); an op with no TFLite form raises NoTflmForm.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import tflm_oracle as tflm
+from edgebn.execute import execute, run_int8
+from edgebn.ops import OPS
+from tflm_oracle import Q
+
+__all__ = ["oracle_layer", "check_layers_against_tflm", "NoTflmForm"]
+
+
+class NoTflmForm(Exception):
+    """The node's arithmetic has no TFLite equivalent (a documented deviation)."""
+
+
+def _act(attrs):
+    act = attrs.get("act")
+    if act is None:
+        return None
+    if act.get("lo") == 0.0 and act.get("hi") is None:
+        return "relu"
+    if act.get("lo") == 0.0 and act.get("hi") == 6.0:
+        return "relu6"
+    raise AssertionError(f"no TFLite fused activation for {act}")
+
+
+def oracle_layer(node, xs, qp):
+    """The TFLM result of one quantized edgebn node, from its int8 inputs and parameters alone."""
+    a, p = node.attrs, node.params
+    qin = [Q(qp[t].scale, qp[t].zero_point) for t in node.inputs]
+    qout = Q(qp[node.name].scale, qp[node.name].zero_point)
+    if node.op == "conv2d":
+        w = p["weight"]
+        args = (xs[0], qin[0], w, p["weight_scale"], p["bias"], qout)
+        kw = dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"], act=_act(a))
+        if a["groups"] == 1:
+            return tflm.conv2d(*args, **kw)
+        assert w.shape[3] == 1 and a["groups"] == xs[0].shape[-1], "grouped conv: no TFLite op"
+        return tflm.depthwise_conv2d(*args, **kw)
+    if node.op == "linear":
+        return tflm.fully_connected(xs[0].reshape(len(xs[0]), -1), qin[0], p["weight"], p["weight_scale"],
+                                    p["bias"], qout, act=_act(a))
+    if node.op == "add":
+        return tflm.add(xs[0], qin[0], xs[1], qin[1], qout, act=_act(a))
+    if node.op == "max_pool2d":
+        return tflm.max_pool2d(xs[0], qin[0], a["kernel"], a["stride"], a["padding"])
+    if node.op == "avg_pool2d":
+        return tflm.avg_pool2d(xs[0], qin[0], a["kernel"], a["stride"], a["padding"], a["count_include_pad"])
+    if node.op == "pad":
+        return tflm.pad(xs[0], qin[0], a["padding"])
+    if node.op == "cat":
+        if any(q != qout for q in qin):
+            raise NoTflmForm("cat (requantizing)")   # TFLM's CONCATENATION only copies
+        return tflm.concatenation(xs, qin, qout, axis=-1)
+    if node.op == "lut":
+        raise NoTflmForm(f"lut ({node.attrs.get('fn')})")   # compared op by op in test_tflm_oracle.py
+    raise AssertionError(f"no oracle mapping for {node.op}: add it to tests/tflm_layers.py")
+
+
+
+
+def check_layers_against_tflm(graph, q: np.ndarray) -> tuple[dict, int]:
+    """Assert every layer's TFLM output equals the emulator's on inputs q (int8, device layout).
+    Returns ({op or 'NoTflmForm reason': count}, number of saturated output int8s)."""
+    values = execute(graph, q, run_int8, keep_all=True)
+    checked: dict[str, int] = {}
+    saturated = 0
+    for node in graph.nodes:
+        if OPS[node.op].alias:
+            continue
+        xs = [values[t] for t in node.inputs]
+        want = values[node.name]
+        try:
+            got = oracle_layer(node, xs, graph.qparams).reshape(want.shape)
+        except NoTflmForm as e:
+            checked[str(e)] = checked.get(str(e), 0) + 1
+            continue
+        bad = np.argwhere(got != want)
+        assert bad.size == 0, (f"{node.name} ({node.op}): TFLM != emulator at {len(bad)} of {want.size} int8s, "
+                               f"first {bad[0].tolist()}: TFLM {got[tuple(bad[0])]} emulator {want[tuple(bad[0])]}")
+        saturated += int(((want == -128) | (want == 127)).sum())
+        checked[node.op] = checked.get(node.op, 0) + 1
+    return checked, saturated
