@@ -31,7 +31,8 @@ from tflm_oracle import Q
 
 class Stack(nn.Module):
     """conv (SAME), strided conv (explicit padding TFLite calls neither SAME nor VALID), depthwise
-    5x5 with channel multiplier 2, 1x1 conv, residual add, zero pad, pools, cat, linear."""
+    5x5 with channel multiplier 2, 1x1 conv, residual add, zero pad, pools (padded, both average
+    divisors, ceil_mode), cat, linear."""
 
     def __init__(self):
         super().__init__()
@@ -42,8 +43,9 @@ class Stack(nn.Module):
         self.mp = nn.MaxPool2d(3, 2, 1)
         self.ap_same = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
         self.ap_incl = nn.AvgPool2d(3, 2, 1, count_include_pad=True)
+        self.mp_ceil = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.mix = nn.Conv2d(8, 8, 1)
-        self.mix2 = nn.Conv2d(16, 16, 1)
+        self.mix2 = nn.Conv2d(24, 16, 1)
         self.fc1 = nn.Linear(128, 12)
         self.fc2 = nn.Linear(12, 5)
 
@@ -55,7 +57,8 @@ class Stack(nn.Module):
         y = F.pad(y, (1, 0, 0, 1))
         a = self.ap_same(self.mp(y))
         b = self.ap_incl(y)
-        y = torch.cat([a, self.mix(b)], 1)               # two quantizations: cat requantizes
+        c = self.mp_ceil(y)                               # 7x7 -> 4x4: a window past the edge
+        y = torch.cat([a, self.mix(b), c], 1)            # several quantizations: cat requantizes
         y = F.adaptive_avg_pool2d(y, 2)
         y = self.mix2(y)
         y = torch.cat([y, y], 1)                          # one quantization: a plain copy
@@ -78,7 +81,7 @@ def test_every_layer_matches_tflm(tmp_path, seed):
                         np.full((1,) + shape, -128, np.int8), np.full((1,) + shape, 127, np.int8)])
     checked, saturated = check_layers_against_tflm(g, q)
     assert {"conv2d", "linear", "add", "max_pool2d", "avg_pool2d", "pad", "cat"} <= set(checked), checked
-    assert checked["conv2d"] == 6, checked
+    assert checked["conv2d"] == 6 and checked["max_pool2d"] == 2 and checked["avg_pool2d"] == 3, checked
     assert checked["cat (requantizing)"] == 1, checked
     assert saturated > 0, "no saturated output: the extremes were not exercised"
 

@@ -50,10 +50,21 @@ def oracle_layer(node, xs, qp):
                                     p["bias"], qout, act=_act(a))
     if node.op == "add":
         return tflm.add(xs[0], qin[0], xs[1], qin[1], qout, act=_act(a))
-    if node.op == "max_pool2d":
-        return tflm.max_pool2d(xs[0], qin[0], a["kernel"], a["stride"], a["padding"])
-    if node.op == "avg_pool2d":
-        return tflm.avg_pool2d(xs[0], qin[0], a["kernel"], a["stride"], a["padding"], a["count_include_pad"])
+    if node.op in ("max_pool2d", "avg_pool2d"):
+        x = xs[0] if xs[0].ndim == 4 else xs[0].reshape(len(xs[0]), 1, 1, -1)
+        (kh, kw), (sh, sw), (pt, pl), (oh, ow) = (a[k] for k in ("kernel", "stride", "padding", "out_hw"))
+        # ceil_mode: windows past the padded input (overhang) hold no tap at all
+        over_h = max(0, (oh - 1) * sh + kh - (x.shape[1] + 2 * pt))
+        over_w = max(0, (ow - 1) * sw + kw - (x.shape[2] + 2 * pl))
+        pads = (pt, pl, pt + over_h, pl + over_w)
+        if node.op == "max_pool2d":
+            return tflm.max_pool2d(x, qin[0], (kh, kw), (sh, sw), pads)
+        if over_h or over_w:
+            raise NoTflmForm("avg_pool2d (ceil_mode overhang)")
+        try:
+            return tflm.avg_pool2d(x, qin[0], (kh, kw), (sh, sw), pads, a["count_include_pad"])
+        except ValueError as e:        # padding without its taps that is not TFLite's SAME
+            raise NoTflmForm("avg_pool2d (padding not SAME, count_include_pad=False)") from e
     if node.op == "pad":
         return tflm.pad(xs[0], qin[0], a["padding"])
     if node.op == "cat":
