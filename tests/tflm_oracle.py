@@ -27,7 +27,8 @@ API (all activations in device layout, NHWC with the batch first; ints as numpy 
     quantize(x, qx, qy, dtype)           requantize int8 <-> int16 (TFLite QUANTIZE)
     mean_hw(x, qx, qy)                   TFLite MEAN over H, W (what converters emit for global pooling)
 
-and underneath them `Model` (tensors, constants, operators -> flatbuffer bytes) with `Model.run`.
+and underneath them `Model` (tensors, constants, operators -> flatbuffer bytes) with `Model.run`,
+for multi-op and multi-output graphs (`fb` is the schema module, for the `*OptionsT` classes).
 Every function takes int8 or int16 activations; `x.dtype` picks the kernel. int16 activations are
 symmetric (zero point 0) as TFLite's int16x8 scheme requires; `Q16(scale)` builds one.
 
@@ -66,7 +67,7 @@ from tflite_micro.python.tflite_micro import runtime
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
 __all__ = [
-    "Q", "Q16", "Model", "SOFTMAX_Q", "LOG_SOFTMAX_Q", "LOGISTIC_Q", "TANH_Q",
+    "fb", "Q", "Q16", "Model", "SOFTMAX_Q", "LOG_SOFTMAX_Q", "LOGISTIC_Q", "TANH_Q",
     "conv2d", "depthwise_conv2d", "fully_connected", "transpose_conv2d", "add", "sub", "mul",
     "concatenation", "avg_pool2d", "max_pool2d", "pad", "softmax", "log_softmax", "logistic", "tanh",
     "hard_swish", "resize_nearest", "transpose", "split", "split_v", "strided_slice", "quantize",
