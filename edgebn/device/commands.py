@@ -52,6 +52,9 @@ def compare(out: Path, port: str | None, baud: int, qemu: bool, board: str, inpu
     """Run inputs on the board and check every output int8 against the emulator of OUT."""
     if (port is None) == (not qemu):
         raise click.UsageError("give exactly one of --port PORT or --qemu")
+    if port is not None and click.get_current_context().get_parameter_source("board") == \
+            click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--board applies to --qemu (a board on --port runs what was flashed)")
     try:
         emu = load_emulator(out)
         x = load_inputs(inputs, emu, channels_last) if inputs else random_inputs(emu, count, seed)

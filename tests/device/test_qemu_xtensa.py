@@ -165,6 +165,8 @@ def test_bench_port_reports_cycles_and_milliseconds_per_layer(host_board, tmp_pa
     assert "cycles" in html and f"{rec['layers'][1]['cycles']:,}" in html
 
 
-def test_bench_port_refuses_emulator_options(host_board, tmp_path):
+def test_port_commands_refuse_emulator_options(host_board, tmp_path):
     res = CliRunner().invoke(bench_mod.bench, [str(tmp_path), "--port", host_board.path, "--board", "qemu_esp32"])
     assert res.exit_code != 0 and "--board applies to emulated boards" in res.output
+    res = CliRunner().invoke(commands.compare, [str(tmp_path), "--port", host_board.path, "--board", "qemu_esp32"])
+    assert res.exit_code != 0 and "--board applies to --qemu" in res.output
