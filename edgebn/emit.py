@@ -1,7 +1,9 @@
 """Emit C: quantized graph + arena plan -> lib/edgebn_model/{edgebn_model.h, edgebn_ops.h, edgebn_model.c}.
 
-Python decides (shapes, constants, which template, where each tensor lives); the Jinja templates in
-templates/ hold all the C. Each op's layer context is built by one function in `LAYER_CONTEXT`.
+Python decides (shapes, constants, which kernel, where each tensor lives); the Jinja templates hold
+all the C: templates/model/ (the model files), templates/ops/ (the macros kernels share) and each
+op's kernels in its package (edgebn/ops/<op>/*.c.j2). A layer's template data is its op's
+`layer_context` plus the chosen kernel record's `context` (edgebn/kernels.py).
 """
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ import numpy as np
 
 from . import __version__
 from .fsio import write_text
-from .ir import Graph, Node, image_view
+from .ir import Graph
 from .kernels import choose_kernel, kernel_context
 from .ops import OPS
 from .plan import ArenaPlan
-from .resources import templates_dir
+from .resources import ops_dir, templates_dir
 
 __all__ = ["emit_model", "render_model", "layer_contexts"]
 
@@ -27,97 +29,13 @@ def _c_rows(values, per_row: int = 16) -> str:
 
 
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
+    # "model/...", "ops/_fast.j2" from templates/; "<op>/<kernel>.c.j2" from edgebn/ops/
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(templates_dir()), str(ops_dir())]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     env.filters["c_rows"] = _c_rows
     env.filters["c_size"] = lambda values: int(np.asarray(values).size)
     return env
-
-
-def _act_label(node: Node) -> str | None:
-    act = node.attrs.get("act")
-    return act.get("name") if act else None
-
-
-def _conv(node: Node, g: Graph) -> dict:
-    a = node.attrs
-    h, w, cin = image_view(g.shapes[node.inputs[0]])
-    oh, ow, cout = image_view(g.shapes[node.name])
-    _, kh, kw, cg = node.params["weight"].shape
-    groups = a["groups"]
-    return {
-        "c": dict(H=h, W=w, CIN=cin, OH=oh, OW=ow, COUT=cout, KH=kh, KW=kw, SH=a["stride"][0],
-                  SW=a["stride"][1], PT=a["padding"][0], PL=a["padding"][1], DH=a["dilation"][0],
-                  DW=a["dilation"][1], GROUPS=groups, CG=cg, OG=cout // groups, INPUT_OFFSET=-a["zp_in"],
-                  ZP_OUT=a["zp_out"], ACT_MIN=a["act_min"], ACT_MAX=a["act_max"]),
-        "weight": node.params["weight"], "bias": node.params["bias"], "m0": node.params["m0"],
-        "shift": node.params["shift"], "acc_bound": a["acc_bound"], "act": _act_label(node),
-    }
-
-
-def _linear(node: Node, g: Graph) -> dict:
-    a = node.attrs
-    out_f, in_f = node.params["weight"].shape
-    return {
-        "c": dict(IN=in_f, OUT=out_f, INPUT_OFFSET=-a["zp_in"], ZP_OUT=a["zp_out"], ACT_MIN=a["act_min"],
-                  ACT_MAX=a["act_max"]),
-        "weight": node.params["weight"], "bias": node.params["bias"], "m0": node.params["m0"],
-        "shift": node.params["shift"], "acc_bound": a["acc_bound"], "act": _act_label(node),
-    }
-
-
-def _pool(node: Node, g: Graph) -> dict:
-    a = node.attrs
-    h, w, c = image_view(g.shapes[node.inputs[0]])
-    oh, ow = a["out_hw"]
-    return {"c": dict(H=h, W=w, C=c, OH=oh, OW=ow, KH=a["kernel"][0], KW=a["kernel"][1], SH=a["stride"][0],
-                      SW=a["stride"][1], PT=a["padding"][0], PL=a["padding"][1], ZP=a["zp"],
-                      INCLUDE_PAD=int(bool(a.get("count_include_pad", False))),
-                      ACT_MIN=a["act_min"], ACT_MAX=a["act_max"])}
-
-
-def _add(node: Node, g: Graph) -> dict:
-    a = node.attrs
-    return {"c": dict(SIZE=int(np.prod(g.shapes[node.name])), LEFT_SHIFT=a["left_shift"], ZP1=a["zp1"],
-                      ZP2=a["zp2"], M1=a["m1"], S1=a["s1"], M2=a["m2"], S2=a["s2"], MO=a["mo"], SO=a["so"],
-                      ZP_OUT=a["zp_out"], ACT_MIN=a["act_min"], ACT_MAX=a["act_max"]),
-            "act": _act_label(node)}
-
-
-def _lut(node: Node, g: Graph) -> dict:
-    return {"c": dict(SIZE=int(np.prod(g.shapes[node.name]))), "lut": node.params["lut"],
-            "fn_name": node.attrs["fn"]}
-
-
-def _cat(node: Node, g: Graph) -> dict:
-    shape = image_view(g.shapes[node.name])
-    parts, offset = [], 0
-    for i, t in enumerate(node.inputs):
-        ch = image_view(g.shapes[t])[2]
-        parts.append({"channels": ch, "offset": offset, "copy": node.attrs["copy"][i],
-                      "lut": node.params["luts"][i]})
-        offset += ch
-    return {"c": dict(PIXELS=shape[0] * shape[1], COUT=shape[2]), "parts": parts}
-
-
-def _pad(node: Node, g: Graph) -> dict:
-    h, w, c = image_view(g.shapes[node.inputs[0]])
-    oh, ow, _ = image_view(g.shapes[node.name])
-    pt, pl, _, _ = node.attrs["padding"]
-    return {"c": dict(H=h, W=w, C=c, OH=oh, OW=ow, PT=pt, PL=pl, ZP=node.attrs["zp"])}
-
-
-def _permute(node: Node, g: Graph) -> dict:
-    index = node.params["index"]
-    return {"c": dict(SIZE=int(index.size)), "index": index,
-            "index_type": "uint16_t" if index.size <= 65536 else "int32_t"}
-
-
-LAYER_CONTEXT = {
-    "conv2d": _conv, "linear": _linear, "max_pool2d": _pool, "avg_pool2d": _pool, "add": _add,
-    "lut": _lut, "cat": _cat, "pad": _pad, "permute": _permute,
-}
 
 
 def _shape_str(shape) -> str:
@@ -140,13 +58,15 @@ def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast") -> list[dic
             srcs.append("input" if loc == "input" else f"edgebn_arena + {loc}")
         ctx = {
             "name": node.name, "op": node.op, "template": choice.template, "p": p,
+            "template_path": choice.kernel.template,
             "kernel_reason": choice.reason, "fn": f"{p}_{choice.template}_s8", "srcs": srcs, "out_offset": plan.offsets[node.name],
             "out_size": int(np.prod(g.shapes[node.name])), "source": node.source.replace("*/", "* /"),
             "in_shape": _shape_str(g.shapes[node.inputs[0]]), "out_shape": _shape_str(g.shapes[node.name]),
             "act": None,
         }
-        ctx.update(LAYER_CONTEXT[node.op](node, g))
+        ctx.update(op.layer_context(node, g))
         ctx.update(kernel_context(node, g, choice))
+        ctx["const_bytes"] = choice.kernel.const_bytes(ctx)
         layers.append(ctx)
     return layers
 

@@ -409,15 +409,7 @@ def import_program(ep) -> Graph:
                                "the model was exported in training mode (call model.eval() before torch.export)")
         if not args or not isinstance(args[0], (Ref, list)) or (isinstance(args[0], Ref) and args[0].name in consts):
             raise UnsupportedOpError(f"{target} at {where} computes on constants only; fold it into the weights")
-        kw_order = _KWARG_ORDER.get(target)
-        if n.kwargs:
-            if not kw_order:
-                raise UnsupportedOpError(f"{target} at {where} with keyword arguments {sorted(n.kwargs)}")
-            for k, v in n.kwargs.items():
-                i = kw_order.index(k)
-                while len(args) <= i:
-                    args.append(_KW_DEFAULTS.get((target, kw_order[len(args)])))
-                args[i] = convert(v)
+        named = _named_arguments(n.target, args, {k: convert(v) for k, v in n.kwargs.items()}, target, where)
         out_tshape = tshapes.get(n.name)
         if out_tshape is None:
             raise UnsupportedOpError(f"{target} at {where} does not produce a single tensor")
@@ -430,7 +422,7 @@ def import_program(ep) -> Graph:
         ctx.out_shape = out_tshape
         ctx.out_device_shape = _device_shape(out_tshape)
         try:
-            node = rule.from_aten(target, args, ctx)
+            node = rule.from_aten(target, named, ctx)
         except UnsupportedOpError as e:
             raise UnsupportedOpError(f"{e} at {where}") from None
         except (ImportError_,):
@@ -447,24 +439,24 @@ def import_program(ep) -> Graph:
     return graph
 
 
-_KWARG_ORDER = {
-    "aten.gelu.default": ["input", "approximate"],
-    "aten.leaky_relu.default": ["input", "negative_slope"],
-    "aten.hardtanh.default": ["input", "min_val", "max_val"],
-    "aten.clamp.default": ["input", "min", "max"],
-    "aten.avg_pool2d.default": ["input", "kernel_size", "stride", "padding", "ceil_mode",
-                                "count_include_pad", "divisor_override"],
-    "aten.max_pool2d.default": ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"],
-    "aten.mean.dim": ["input", "dim", "keepdim", "dtype"],
-    "aten.cat.default": ["tensors", "dim"],
-    "aten.add.Tensor": ["input", "other", "alpha"],
-    "aten.pad.default": ["input", "pad", "mode", "value"],
-    "aten.constant_pad_nd.default": ["input", "pad", "value"],
-}
-_KW_DEFAULTS = {
-    ("aten.avg_pool2d.default", "stride"): [], ("aten.avg_pool2d.default", "padding"): 0,
-    ("aten.avg_pool2d.default", "ceil_mode"): False, ("aten.avg_pool2d.default", "count_include_pad"): True,
-    ("aten.max_pool2d.default", "stride"): [], ("aten.max_pool2d.default", "padding"): 0,
-    ("aten.max_pool2d.default", "dilation"): 1, ("aten.mean.dim", "keepdim"): False,
-    ("aten.pad.default", "mode"): "constant", ("aten.add.Tensor", "alpha"): 1,
-}
+def _named_arguments(overload, args: list, kwargs: dict, target: str, where: str) -> dict:
+    """The call's arguments by name, from the aten schema: positional, then keyword, then the schema's
+    defaults (tensors are `Ref`s). Every op's `from_aten` reads this dict, never positions."""
+    schema = getattr(overload, "_schema", None)
+    if schema is None:  # pragma: no cover - every registered target is an aten OpOverload
+        raise UnsupportedOpError(f"{target} at {where} has no aten schema")
+    params = [a for a in schema.arguments]
+    if len(args) > len(params):
+        raise UnsupportedOpError(f"{target} at {where} takes {len(params)} arguments, got {len(args)}")
+    named = {a.name: v for a, v in zip(params, args)}
+    known = {a.name for a in params}
+    for k, v in kwargs.items():
+        if k not in known or k in named:
+            raise UnsupportedOpError(f"{target} at {where}: unexpected keyword argument {k!r}")
+        named[k] = v
+    for a in params:
+        if a.name not in named:
+            if not a.has_default_value():
+                raise UnsupportedOpError(f"{target} at {where}: missing argument {a.name!r}")
+            named[a.name] = a.default_value
+    return named

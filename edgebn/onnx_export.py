@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import EdgebnError
 from .ir import Graph
+from .ops import OPS
 
 __all__ = ["export_qdq", "onnx_to_device"]
 
@@ -110,84 +111,12 @@ class _Builder:
         return w, b
 
 
-_FLOAT_FNS = {
-    "relu": lambda b, x, t: b.op("Relu", [x], t),
-    "sigmoid": lambda b, x, t: b.op("Sigmoid", [x], t),
-    "tanh": lambda b, x, t: b.op("Tanh", [x], t),
-    "hardswish": lambda b, x, t: b.op("HardSwish", [x], t),
-    "hardsigmoid": lambda b, x, t: b.op("HardSigmoid", [x], t, alpha=1.0 / 6.0, beta=0.5),
-    "silu": lambda b, x, t: b.op("Mul", [x, b.op("Sigmoid", [x], t)], t),
-    "gelu": lambda b, x, t: b.op("Mul", [b.op("Mul", [x, b.const("half", np.float32(0.5))], t),
-                                         b.op("Add", [b.op("Erf", [b.op("Mul", [x, b.const(
-                                             "rs2", np.float32(1 / np.sqrt(2)))], t)], t),
-                                                      b.const("one", np.float32(1.0))], t)], t),
-}
-
-
 def _emit(b: _Builder, n) -> None:
-    a, g = n.attrs, b.g
-    t = n.name
-    if n.op == "conv2d":
-        w, bias = b.weights(n, n.params["weight"].transpose(0, 3, 1, 2), n.inputs[0])
-        kh, kw = n.params["weight"].shape[1:3]
-        pt, pl, pb, pr = a["padding"]
-        y = b.op("Conv", [b.as_image(n.inputs[0]), w, bias], t, kernel_shape=[kh, kw], strides=list(a["stride"]),
-                 pads=[pt, pl, pb, pr], dilations=list(a["dilation"]), group=int(a["groups"]))
-        if len(g.shapes[t]) == 1:
-            y = b.op("Reshape", [y, b.const("flat", np.array([0, -1], np.int64))], t)
-        b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
-    elif n.op == "linear":
-        w, bias = b.weights(n, n.params["weight"], n.inputs[0])
-        y = b.op("Gemm", [b.to_device_flat(n.inputs[0]), w, bias], t, transB=1)
-        b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
-    elif n.op in ("max_pool2d", "avg_pool2d"):
-        h, wd, _ = g.shapes[n.inputs[0]]
-        (kh, kw), (sh, sw), (pt, pl), (oh, ow) = a["kernel"], a["stride"], a["padding"], a["out_hw"]
-        eh = max(0, (oh - 1) * sh + kh - (h + 2 * pt))
-        ew = max(0, (ow - 1) * sw + kw - (wd + 2 * pl))
-        kws = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[pt, pl, pt + eh, pl + ew])
-        x = b.real[n.inputs[0]]
-        if n.op == "max_pool2d":
-            y = b.op("MaxPool", [x], t, **kws)
-        else:
-            from .ops.pool import avg_divisors
-            # sum over the taps (pads count as 0), then PyTorch's divisor per output position
-            s = b.op("Mul", [b.op("AveragePool", [x], t, count_include_pad=1, **kws),
-                             b.const("k", np.float32(kh * kw))], t)
-            div = avg_divisors(n, h, wd).astype(np.float32)[None, None]
-            y = b.op("Div", [s, b.const("div", div)], t)
-        if a.get("flat"):
-            y = b.op("Reshape", [y, b.const("flat", np.array([0, -1], np.int64))], t)
-        b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
-    elif n.op == "add":
-        y = b.op("Add", [b.real[n.inputs[0]], b.real[n.inputs[1]]], t)
-        b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
-    elif n.op == "cat":
-        b.quant(t, b.op("Concat", [b.real[i] for i in n.inputs], t, axis=1))
-    elif n.op == "pad":
-        pt, pl, pb, pr = a["padding"]
-        y = b.op("Pad", [b.as_image(n.inputs[0]), b.const("pads", np.array([0, 0, pt, pl, 0, 0, pb, pr], np.int64))],
-                 t, mode="constant")
-        b.quant(t, y)
-    elif n.op == "lut":
-        fn = a.get("fn")
-        if fn in _FLOAT_FNS:
-            b.quant(t, _FLOAT_FNS[fn](b, b.real[n.inputs[0]], t))
-        else:
-            # no attributes for this function survive quantization: look the int8 table up (Gather)
-            qin = b.q[n.inputs[0]]
-            idx = b.op("Add", [b.op("Cast", [qin], t, to=6), b.const("off", np.int32(128))], t)
-            qp = g.qparams[t]
-            y = b.op("DequantizeLinear", [b.op("Gather", [b.const(f"{t}_lut", n.params["lut"].astype(np.int8)), idx], t),
-                                          b.const("s", np.float32(qp.scale)), b.const("z", np.int8(qp.zero_point))], t)
-            b.quant(t, y)
-    elif n.op == "reshape":
-        b.quant(t, b.from_device_flat(b.to_device_flat(n.inputs[0]), g.shapes[t]))
-    elif n.op == "permute":
-        y = b.op("Gather", [b.to_device_flat(n.inputs[0]), b.const("idx", n.params["index"].astype(np.int64))], t, axis=1)
-        b.quant(t, b.from_device_flat(y, g.shapes[t]))
-    else:
+    """One IR node in QDQ form: its op's `onnx` hook (edgebn/ops/<op>/)."""
+    hook = OPS[n.op].onnx
+    if hook is None:
         raise EdgebnError(f"ONNX export: op {n.op!r} ({n.name}) has no QDQ form here")
+    hook(b, n)
 
 
 def _vi(g: Graph, name: str, t: str):

@@ -10,6 +10,7 @@ from .execute import execute, run_float
 from .fsio import write_text
 from .ir import Graph
 from .numerics import dequantize
+from .ops import OPS
 from .ops.reshape import torch_to_device
 from .plan import ArenaPlan
 
@@ -81,12 +82,8 @@ def build_report(float_graph: Graph, q: Graph, plan: ArenaPlan, macs: dict, flas
 
 
 def _kernel_label(n) -> str:
-    if n.op != "conv2d":
-        return n.op
-    cout, kh, kw, cg = n.params["weight"].shape
-    if n.attrs["groups"] == 1:
-        return f"conv{kh}x{kw}"
-    return f"dwconv{kh}x{kw}" if cg == 1 else f"gconv{kh}x{kw}/g{n.attrs['groups']}"
+    label = OPS[n.op].label
+    return label(n) if label else n.op
 
 
 def _json_float(v):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["templates_dir", "firmware_dir"]
+__all__ = ["templates_dir", "firmware_dir", "ops_dir"]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -23,3 +23,8 @@ def templates_dir() -> Path:
 
 def firmware_dir() -> Path:
     return _find("edgebn.firmware", "firmware")
+
+
+def ops_dir() -> Path:
+    """edgebn/ops/: each operator package holds its own .c.j2 kernels."""
+    return Path(__file__).resolve().parent / "ops"

@@ -15,13 +15,13 @@ import numpy as np
 
 from .errors import EdgebnError
 from .ir import Graph
+from .ops import OPS
 from .numerics import round_half_away, to_float32
 
 __all__ = ["WEIGHT_METHODS", "max_weight_scales", "mse_weight_scales", "set_weight_scales",
            "outlier_channels", "check_fold_ranges", "FOLD_RANGE_RATIO"]
 
 WEIGHT_METHODS = ("max", "mse")
-WEIGHTED_OPS = ("conv2d", "linear")
 FOLD_RANGE_RATIO = 16.0
 
 
@@ -64,7 +64,7 @@ def set_weight_scales(graph: Graph, method: str = "max") -> Graph:
     g = graph.copy()
     fn = max_weight_scales if method == "max" else mse_weight_scales
     for n in g.nodes:
-        if n.op in WEIGHTED_OPS:
+        if OPS[n.op].weighted:
             n.params["weight_scale"] = fn(n.params["weight"])
     return g
 
@@ -89,7 +89,7 @@ def check_fold_ranges(graph: Graph, ratio: float = FOLD_RANGE_RATIO) -> list[str
             node = graph.node(rec.into)
         except KeyError:
             continue
-        if node.op not in WEIGHTED_OPS:
+        if not OPS[node.op].weighted:
             continue
         chans, amax, med = outlier_channels(node.params["weight"], ratio)
         if not chans:

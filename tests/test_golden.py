@@ -156,7 +156,7 @@ def test_generated_add_c_reproduces_espnn(z, case, kernels, tmp_path):
     env = environment()
     layer = layer_contexts(g, plan_arena(g), kernels)[0]
     assert layer["template"] == {"reference": "add", "fast": "add_fast"}[kernels]
-    (tmp_path / "layer.c").write_text(env.get_template(f"ops/{layer['template']}.c.j2").render(layer=layer))
+    (tmp_path / "layer.c").write_text(env.get_template(layer["template_path"]).render(layer=layer))
     (tmp_path / "edgebn_ops.h").write_text(env.get_template("model/edgebn_ops.h.j2").render(
         model_name=case, version="test"))
     (tmp_path / "driver.c").write_text(ADD_DRIVER.replace("SIZE", str(expected.size)).replace("l00_add_s8", layer["fn"]))

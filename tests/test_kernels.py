@@ -1,4 +1,4 @@
-"""Fast kernels (edgebn/kernels.py + templates/ops/{conv2d_1x1,conv2d_kxk,dwconv,linear_fast}):
+"""Fast kernels (edgebn/kernels.py + edgebn/ops/conv2d/{conv2d_1x1,conv2d_kxk,dwconv}.c.j2, edgebn/ops/linear/linear_fast.c.j2):
 the choice is explicit and falls back where the fold could overflow, and every shape class is
 bit-exact: host C of the fast set == host C of the reference set == the numpy emulator, and on the
 emulated RV32IMC board (bench) == the emulator."""
@@ -177,7 +177,7 @@ def test_rqf_requantisation_equals_the_reference_helper(tmp_path):
     import subprocess
 
     from edgebn.emit import environment
-    from edgebn.kernels import _rqf_constants
+    from edgebn.ops._fast import rqf_constants as _rqf_constants
 
     env = environment()
     ops_h = env.get_template("model/edgebn_ops.h.j2").render(model_name="t", version="t")

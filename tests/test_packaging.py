@@ -1,5 +1,6 @@
-"""The wheel ships templates/ and firmware/ (as edgebn.templates / edgebn.firmware): every file of
-both trees is inside it, so an installed edgebn can emit C and write the PlatformIO project."""
+"""The wheel ships templates/ and firmware/ (as edgebn.templates / edgebn.firmware) and every operator
+package edgebn/ops/<op>/ with its .c.j2 kernels: every file of those trees is inside it, so an
+installed edgebn can emit C and write the PlatformIO project."""
 import subprocess
 import sys
 import zipfile
@@ -23,3 +24,7 @@ def test_wheel_ships_every_template_and_firmware_file(tmp_path):
         assert files, tree
         missing = sorted(f for f in files if f"edgebn/{tree}/{f}" not in names)
         assert not missing, f"{tree}: not in the wheel: {missing}"
+    ops = {f for f in _tracked("edgebn/ops") if f.endswith((".py", ".j2"))}
+    assert any(f.endswith(".c.j2") for f in ops)
+    missing = sorted(f for f in ops if f"edgebn/ops/{f}" not in names)
+    assert not missing, f"edgebn/ops: not in the wheel: {missing}"

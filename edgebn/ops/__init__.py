@@ -1,6 +1,19 @@
-"""The operator registry: `OPS[name]` and `ATEN_RULES[aten target]`. Importing this package registers
-every operator module below; to add an operator, see docs/ADDING_AN_OPERATOR.md."""
-from .base import ATEN_RULES, OPS, OpDef, QParams, Ref, AtenContext  # noqa: F401
-from . import activation, add, batch_norm, cat, conv2d, linear, pad, pool, reshape  # noqa: F401
+"""The operator registry: `OPS[name]` and `ATEN_RULES[aten target]`.
 
-__all__ = ["OPS", "ATEN_RULES", "OpDef", "QParams", "Ref", "AtenContext"]
+Each operator is one package in this folder (its `OpDef` in `__init__.py`, its C kernels as `.c.j2`
+beside it); importing it registers it. Adding an operator is one folder plus one line below; see
+docs/ADDING_AN_OPERATOR.md.
+"""
+from .base import ATEN_RULES, OPS, AtenContext, KernelRecord, OpDef, QParams, Ref  # noqa: F401
+
+from . import conv2d  # noqa: F401,E402
+from . import linear  # noqa: F401,E402
+from . import batch_norm  # noqa: F401,E402
+from . import activation  # noqa: F401,E402
+from . import add  # noqa: F401,E402
+from . import cat  # noqa: F401,E402
+from . import pad  # noqa: F401,E402
+from . import pool  # noqa: F401,E402
+from . import reshape  # noqa: F401,E402
+
+__all__ = ["OPS", "ATEN_RULES", "OpDef", "KernelRecord", "QParams", "Ref", "AtenContext"]

@@ -1,9 +1,17 @@
-"""The operator registry and the array helpers operators share. No torch here.
+"""The operator registry, `OpDef`, `KernelRecord` and the array helpers operators share. No torch here.
 
-An operator is one module in edgebn/ops/ that builds one `OpDef`: how aten calls become this IR op
-(`aten` + `from_aten`), how it runs in float (`run_float`, for calibration and reference), how it is
-quantized (`quantize`), how its int8 result is computed bit-exactly (`emulate`), and which Jinja
-template prints its C (`templates/ops/<template>.c.j2`).
+An operator is one package edgebn/ops/<op>/ whose `__init__.py` registers its `OpDef` and whose
+`.c.j2` files are its C kernels. The `OpDef` is everything the compiler's stages know about the op:
+
+* import: `aten` (the aten targets it claims) and `from_aten(target, args, ctx)`, where `args` is a
+  dict of the call's named arguments, defaulted from the aten schema (tensors as `Ref`);
+* meaning: `output_shape`, `run_float` (float reference and calibration), `macs`;
+* int8: `output_qparams`, `quantize` (float node -> int8 node), `emulate` (the bit-exact result);
+* C: `layer_context` (the template data every kernel of the op shares) and its `KernelRecord`s,
+  the `kernels` (reference set) and `fast_kernels` (fast set) that edgebn/kernels.py chooses from;
+* ONNX: `onnx(builder, node)`, its QDQ form for edgebn/onnx_export.py;
+* traits the passes read instead of op names: `weighted`, `fusable_activation`, `reads_flat`,
+  `affine_form`, `as_affine`, `clamp_bounds`, `gather_index`, `label`.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ from ..ir import Graph, Node
 from ..numerics import multiply_by_quantized_multiplier, quantize as quantize_array, dequantize
 
 __all__ = [
-    "OpDef", "OPS", "register", "Ref", "AtenContext", "QParams",
+    "OpDef", "OPS", "register", "Ref", "AtenContext", "QParams", "KernelRecord", "array_bytes",
     "patches", "conv_accumulate", "requantize", "act_range", "as_images", "from_images",
     "build_lut",
 ]
@@ -49,10 +57,41 @@ class QParams:
     zero_point: int
 
 
+def array_bytes(ctx: dict, keys) -> int:
+    """Bytes of the context arrays named by `keys` (missing or None entries count 0)."""
+    return int(sum(np.asarray(ctx[k]).nbytes for k in keys if ctx.get(k) is not None))
+
+
+def _always(node: Node, graph: Graph) -> str:
+    return "reference kernel"
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    """One C kernel of an op: a template in the op's folder and when it may compute a node.
+
+    `applies(node, graph)` returns why this kernel computes the node (a sentence shown in the
+    generated C, `edgebn bench` and tests), or None when it does not apply; edgebn/kernels.py walks an
+    op's records in order and takes the first that applies. `context(node, graph)` adds the
+    kernel's own template data to the op's `layer_context`. `constants` names the context arrays the
+    kernel places in flash (`const_bytes` counts them; override it for nested data). `isa` lists the
+    instruction-set facts the kernel relies on (empty: portable C99, any target)."""
+    name: str                                  # C function stem: l07_<name>_s8
+    template: str                              # Jinja path: "<op package>/<file>.c.j2"
+    applies: Callable[[Node, Graph], str | None] = _always
+    context: Callable[[Node, Graph], dict] = lambda node, graph: {}
+    constants: tuple[str, ...] = ()
+    const_bytes_fn: Callable[[dict], int] | None = None
+    isa: tuple[str, ...] = ()
+
+    def const_bytes(self, ctx: dict) -> int:
+        """Flash bytes of this kernel's constant arrays for a rendered layer context."""
+        return self.const_bytes_fn(ctx) if self.const_bytes_fn else array_bytes(ctx, self.constants)
+
+
 @dataclass
 class OpDef:
     name: str
-    template: str | None                      # templates/ops/<template>.c.j2; None: never emitted
     run_float: Callable[[Node, list[np.ndarray]], np.ndarray]
     output_shape: Callable[[Node, list[tuple]], tuple]
     quantize: Callable[[Node, Graph, dict], Node] | None = None
@@ -63,9 +102,25 @@ class OpDef:
     output_qparams: str = "calibrated"
     alias: bool = False                       # output shares the input's bytes (reshape): no code
     aten: tuple[str, ...] = ()
-    from_aten: Callable[..., Any] | None = None
+    from_aten: Callable[[str, dict, "AtenContext"], Node] | None = None
     doc: str = ""
-    extra: dict = field(default_factory=dict)
+    # --- C: template data shared by the op's kernels, and the kernels (reference set, fast set)
+    layer_context: Callable[[Node, Graph], dict] | None = None
+    kernels: tuple[KernelRecord, ...] = ()
+    fast_kernels: tuple[KernelRecord, ...] = ()
+    # --- ONNX QDQ form (edgebn/onnx_export.py passes its builder)
+    onnx: Callable[[Any, Node], None] | None = None
+    # --- traits the passes and reports read (never op names)
+    weighted: bool = False            # params weight [Cout, ...] + bias [Cout]: BN folds in, weight scales apply
+    fusable_activation: bool = False  # a clamp activation that alone reads it fuses into its requantisation
+    reads_flat: bool = False          # reads its input as one feature vector (a flatten before it can fold)
+    affine_form: Callable[[Node], tuple[np.ndarray, np.ndarray]] | None = None   # y = a*x + c per channel
+    as_affine: Callable[[Node, np.ndarray, np.ndarray], Node] | None = None      # build y = a*x + c as this op
+    clamp_bounds: Callable[[Node], dict | None] | None = None   # {name, lo, hi} when it is a pure clamp
+    # set on ops that only move bytes (flatten, permute): the index with out[j] = in[index[j]] (device
+    # order), or None where the byte order is kept
+    gather_index: Callable[[Node], np.ndarray | None] | None = None
+    label: Callable[[Node], str] | None = None                  # report's kernel column (default: name)
 
 
 OPS: dict[str, OpDef] = {}
@@ -75,6 +130,8 @@ ATEN_RULES: dict[str, OpDef] = {}
 def register(op: OpDef) -> OpDef:
     if op.name in OPS:
         raise RuntimeError(f"op {op.name} registered twice")
+    if (op.fast_kernels or op.layer_context) and not op.kernels:
+        raise RuntimeError(f"op {op.name}: fast kernels or a layer context without a reference kernel")
     OPS[op.name] = op
     for target in op.aten:
         ATEN_RULES[target] = op

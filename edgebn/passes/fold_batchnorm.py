@@ -1,18 +1,22 @@
 """Fold every BatchNorm (SPEC.md section 1), in float64, and log what happened to each.
 
+A BatchNorm is any op with an `affine_form` (y = a*x + c per channel); the conv/linear it folds into
+are the `weighted` ops (OpDef traits, edgebn/ops/base.py): no op names here.
+
 1. BN right after a conv/linear whose output only the BN reads: folded into it,
    w' = w * gamma/sqrt(var+eps) per output channel, b' = (b - mean) * gamma/sqrt(var+eps) + beta.
 2. Otherwise, folded forward into the conv/linear that alone reads the BN's output, where that is
    exact: no zero padding in that conv (a padded zero would not see the BN's shift) and nothing in
    between (an activation in between is a different op, so it is never "right after").
-3. Otherwise kept as a per-channel affine y = a*x + c, computed as a 1x1 depthwise conv2d.
+3. Otherwise kept as a per-channel affine y = a*x + c, computed as the BN op's `as_affine` node
+   (a 1x1 depthwise conv2d).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..ir import FoldRecord, Graph, Node
-from ..ops.batch_norm import scale_shift
+from ..ops import OPS
 
 __all__ = ["fold_batchnorm", "fold_bn_into_weights", "fold_bn_forward_into_weights"]
 
@@ -44,10 +48,10 @@ def _sole_consumer(graph: Graph, tensor: str) -> Node | None:
 
 def _flatten_into_linear(g: Graph, node: Node | None) -> tuple[Node, Node] | None:
     """(flatten, linear) when `node` is a flatten (reshape or permute) whose sole reader is a linear."""
-    if node is None or node.op not in ("reshape", "permute") or node.name in g.outputs:
+    if node is None or OPS[node.op].gather_index is None or node.name in g.outputs:
         return None
     lin = _sole_consumer(g, node.name)
-    return (node, lin) if lin is not None and lin.op == "linear" else None
+    return (node, lin) if lin is not None and OPS[lin.op].weighted and OPS[lin.op].reads_flat else None
 
 
 def _feature_channels(g: Graph, tensor: str, flat: Node) -> np.ndarray:
@@ -55,16 +59,17 @@ def _feature_channels(g: Graph, tensor: str, flat: Node) -> np.ndarray:
     last) it comes from: a reshape keeps device order, a permute gathers by its index."""
     channels = g.shapes[tensor][-1]
     size = int(np.prod(g.shapes[tensor]))
-    index = flat.params["index"] if flat.op == "permute" else np.arange(size)
+    index = OPS[flat.op].gather_index(flat)
+    index = np.arange(size) if index is None else index
     return np.asarray(index) % channels
 
 
 def fold_batchnorm(graph: Graph) -> Graph:
     g = graph.copy()
-    for bn in [n for n in g.nodes if n.op == "batch_norm"]:
-        a, c = scale_shift(bn)
+    for bn in [n for n in g.nodes if OPS[n.op].affine_form is not None]:
+        a, c = OPS[bn.op].affine_form(bn)
         src = g.producer(bn.inputs[0])
-        if src is not None and src.op in ("conv2d", "linear") and src.attrs.get("act") is None \
+        if src is not None and OPS[src.op].weighted and src.attrs.get("act") is None \
                 and _sole_consumer(g, src.name) is bn:
             src.params["weight"], src.params["bias"] = fold_bn_into_weights(
                 src.params["weight"], src.params["bias"], a, c)
@@ -74,7 +79,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
             continue
         why_not = (f"input {bn.inputs[0]!r} is the graph input" if src is None
                    else f"after {src.op} {src.name!r}" + (" whose output has other readers"
-                                                            if src.op in ("conv2d", "linear") else ""))
+                                                            if OPS[src.op].weighted else ""))
         dst = _sole_consumer(g, bn.name)
         through = _flatten_into_linear(g, dst)
         if through is not None and bn.name not in g.outputs:
@@ -87,7 +92,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
                                          f"{lin.name!r} that reads it"))
             g.remove(bn, bn.inputs[0])
             continue
-        if dst is not None and dst.op in ("conv2d", "linear") and bn.name not in g.outputs \
+        if dst is not None and OPS[dst.op].weighted and bn.name not in g.outputs \
                 and not any(dst.attrs.get("padding", (0,))):
             dst.params["weight"], dst.params["bias"] = fold_bn_forward_into_weights(
                 dst.params["weight"], dst.params["bias"], a, c, dst.attrs.get("groups", 1))
@@ -97,14 +102,12 @@ def fold_batchnorm(graph: Graph) -> Graph:
             continue
         if dst is None:
             reason = "its output has several readers" if g.use_count(bn.name) > 1 else "it is the graph output"
-        elif dst.op not in ("conv2d", "linear"):
+        elif not OPS[dst.op].weighted:
             reason = f"the next op is {dst.op} {dst.name!r}, not a conv/linear"
         else:
             reason = f"{dst.op} {dst.name!r} zero-pads its input, so folding forward would not be exact"
-        bn.op = "conv2d"
-        bn.attrs = {"stride": (1, 1), "padding": (0, 0, 0, 0), "dilation": (1, 1), "groups": len(a),
-                    "act": None, "from_bn": True}
-        bn.params = {"weight": a.reshape(-1, 1, 1, 1).copy(), "bias": c.copy()}
+        kept = OPS[bn.op].as_affine(bn, a, c)
+        bn.op, bn.attrs, bn.params = kept.op, kept.attrs, kept.params
         g.fold_log.append(FoldRecord(bn.name, "kept-affine", bn.name,
                                      f"{why_not}; {reason}: kept as a per-channel affine (1x1 depthwise conv)"))
     return g

@@ -1,12 +1,16 @@
 """activation: elementwise nonlinearities. A clamp (ReLU, ReLU6, Hardtanh) right after a conv, linear
 or add is fused into it (passes/fuse_activation); every other activation is quantized into a
-256-entry int8 lookup table (`lut`), built at compile time per SPEC.md."""
+256-entry int8 lookup table (`lut`), built at compile time per SPEC.md.
+
+Registers two ops: `activation` (the float op the importer makes; never emitted) and `lut` (its int8
+form). Kernel (this folder): lut.c.j2."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Node
-from .base import OpDef, build_lut, register
+from ...ir import Node
+from ...ir import Graph
+from ..base import KernelRecord, OpDef, build_lut, register
 
 
 def _erf(x):
@@ -66,34 +70,37 @@ _SIMPLE = {
 }
 
 
+def _float_or_none(v):
+    return None if v is None else float(v)
+
+
 def from_aten(target, args, ctx):
-    x = args[0]
+    x = args["self"]
     attrs: dict = {}
     if target in _SIMPLE:
         attrs["fn"] = _SIMPLE[target]
     elif target in ("aten.relu6.default", "aten.relu6_.default"):
         attrs = {"fn": "clamp", "lo": 0.0, "hi": 6.0, "label": "relu6"}
     elif target in ("aten.hardtanh.default", "aten.hardtanh_.default", "aten.clamp.default"):
-        lo = float(args[1]) if len(args) > 1 and args[1] is not None else (-1.0 if "hardtanh" in target else None)
-        hi = float(args[2]) if len(args) > 2 and args[2] is not None else (1.0 if "hardtanh" in target else None)
+        lo = _float_or_none(args["min_val"] if "min_val" in args else args["min"])
+        hi = _float_or_none(args["max_val"] if "max_val" in args else args["max"])
         attrs = {"fn": "clamp", "lo": lo, "hi": hi, "label": "relu6" if (lo, hi) == (0.0, 6.0) else "clamp"}
     elif target in ("aten.leaky_relu.default", "aten.leaky_relu_.default"):
-        attrs = {"fn": "leaky_relu", "alpha": float(args[1]) if len(args) > 1 else 0.01}
+        attrs = {"fn": "leaky_relu", "alpha": float(args["negative_slope"])}
     elif target == "aten.gelu.default":
-        approx = args[1] if len(args) > 1 else "none"
-        attrs = {"fn": "gelu_tanh" if approx == "tanh" else "gelu"}
+        attrs = {"fn": "gelu_tanh" if args["approximate"] == "tanh" else "gelu"}
     else:  # pragma: no cover - the registry only routes the targets listed below
         raise KeyError(target)
     return Node(ctx.name, "activation", [x.name], attrs, {}, ctx.source)
 
 
 register(OpDef(
-    name="activation", template=None, run_float=run_float, output_shape=lambda node, ins: ins[0],
+    name="activation", run_float=run_float, output_shape=lambda node, ins: ins[0],
     quantize=quantize,
     aten=tuple(_SIMPLE) + ("aten.relu6.default", "aten.relu6_.default", "aten.hardtanh.default",
                            "aten.hardtanh_.default", "aten.clamp.default", "aten.leaky_relu.default",
                            "aten.leaky_relu_.default", "aten.gelu.default"),
-    from_aten=from_aten,
+    from_aten=from_aten, clamp_bounds=clamp_bounds,
     doc="ReLU, ReLU6, Hardtanh/clamp (fused or LUT), LeakyReLU, Sigmoid, Tanh, Hardswish, Hardsigmoid, SiLU, GELU (LUT)",
 ))
 
@@ -102,7 +109,44 @@ def _lut_emulate(node, xs):
     return node.params["lut"][xs[0].astype(np.int16) + 128]
 
 
+def _lut_context(node: Node, g: Graph) -> dict:
+    return {"c": dict(SIZE=int(np.prod(g.shapes[node.name]))), "lut": node.params["lut"],
+            "fn_name": node.attrs["fn"]}
+
+
+_ONNX_FNS = {
+    "relu": lambda b, x, t: b.op("Relu", [x], t),
+    "sigmoid": lambda b, x, t: b.op("Sigmoid", [x], t),
+    "tanh": lambda b, x, t: b.op("Tanh", [x], t),
+    "hardswish": lambda b, x, t: b.op("HardSwish", [x], t),
+    "hardsigmoid": lambda b, x, t: b.op("HardSigmoid", [x], t, alpha=1.0 / 6.0, beta=0.5),
+    "silu": lambda b, x, t: b.op("Mul", [x, b.op("Sigmoid", [x], t)], t),
+    "gelu": lambda b, x, t: b.op("Mul", [b.op("Mul", [x, b.const("half", np.float32(0.5))], t),
+                                         b.op("Add", [b.op("Erf", [b.op("Mul", [x, b.const(
+                                             "rs2", np.float32(1 / np.sqrt(2)))], t)], t),
+                                                      b.const("one", np.float32(1.0))], t)], t),
+}
+
+
+def _lut_onnx(b, n: Node) -> None:
+    t, fn = n.name, n.attrs.get("fn")
+    if fn in _ONNX_FNS:
+        b.quant(t, _ONNX_FNS[fn](b, b.real[n.inputs[0]], t))
+        return
+    # no attributes for this function survive quantization: look the int8 table up (Gather)
+    qin = b.q[n.inputs[0]]
+    idx = b.op("Add", [b.op("Cast", [qin], t, to=6), b.const("off", np.int32(128))], t)
+    qp = b.g.qparams[t]
+    y = b.op("DequantizeLinear", [b.op("Gather", [b.const(f"{t}_lut", n.params["lut"].astype(np.int8)), idx], t),
+                                  b.const("s", np.float32(qp.scale)), b.const("z", np.int8(qp.zero_point))], t)
+    b.quant(t, y)
+
+
 register(OpDef(
-    name="lut", template="lut", run_float=lambda node, xs: xs[0], output_shape=lambda node, ins: ins[0],
+    name="lut", run_float=lambda node, xs: xs[0], output_shape=lambda node, ins: ins[0],
     emulate=_lut_emulate, doc="int8 -> int8 through a 256-entry table",
+    layer_context=_lut_context,
+    kernels=(KernelRecord("lut", "activation/lut.c.j2", lambda node, g: "reference kernel set",
+                          constants=("lut",)),),
+    onnx=_lut_onnx,
 ))

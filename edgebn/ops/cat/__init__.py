@@ -1,13 +1,13 @@
 """cat: concatenation along channels. Each input is mapped into the output's (scale, zero_point)
 through a 256-entry table (a plain copy where the quantization already matches), so inputs need not
-share scales as TFLite's converter forces them to."""
+share scales as TFLite's converter forces them to. Kernel (this folder): cat.c.j2."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
-from ..ir import Node
-from .base import OpDef, build_lut, register
+from ...errors import UnsupportedOpError
+from ...ir import Graph, Node, image_view
+from ..base import KernelRecord, OpDef, build_lut, register
 
 
 def output_shape(node, ins):
@@ -39,16 +39,38 @@ def emulate(node, xs):
 
 
 def from_aten(target, args, ctx):
-    tensors = args[0]
-    dim = int(args[1]) if len(args) > 1 else 0
+    tensors, dim = args["tensors"], int(args["dim"])
     rank = len(ctx.shape(tensors[0]))
     if dim % rank != 1:
         raise UnsupportedOpError(f"cat along dim {dim} of rank-{rank} tensors (only channels, dim=1)")
     return Node(ctx.name, "cat", [t.name for t in tensors], {}, {}, ctx.source)
 
 
+def layer_context(node: Node, g: Graph) -> dict:
+    shape = image_view(g.shapes[node.name])
+    parts, offset = [], 0
+    for i, t in enumerate(node.inputs):
+        ch = image_view(g.shapes[t])[2]
+        parts.append({"channels": ch, "offset": offset, "copy": node.attrs["copy"][i],
+                      "lut": node.params["luts"][i]})
+        offset += ch
+    return {"c": dict(PIXELS=shape[0] * shape[1], COUT=shape[2]), "parts": parts}
+
+
+def _const_bytes(ctx: dict) -> int:
+    return int(sum(np.asarray(p["lut"]).nbytes for p in ctx["parts"] if not p["copy"]))
+
+
+def onnx(b, n: Node) -> None:
+    b.quant(n.name, b.op("Concat", [b.real[i] for i in n.inputs], n.name, axis=1))
+
+
 register(OpDef(
-    name="cat", template="cat", run_float=run_float, output_shape=output_shape, quantize=quantize,
+    name="cat", run_float=run_float, output_shape=output_shape, quantize=quantize,
     emulate=emulate, aten=("aten.cat.default", "aten.concat.default"), from_aten=from_aten,
     doc="concatenation along channels (requantized per input by table)",
+    layer_context=layer_context,
+    kernels=(KernelRecord("cat", "cat/cat.c.j2", lambda node, g: "reference kernel set",
+                          const_bytes_fn=_const_bytes),),
+    onnx=onnx,
 ))

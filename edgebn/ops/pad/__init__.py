@@ -1,12 +1,13 @@
 """pad: constant zero padding of H and W (ZeroPad2d, ConstantPad1d/2d with 0, F.pad with zeros) and of L
-for (N, C, L) tensors; keeps the input's quantization, a padded value is q = zero_point (real 0)."""
+for (N, C, L) tensors; keeps the input's quantization, a padded value is q = zero_point (real 0).
+Kernel (this folder): pad.c.j2."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
-from ..ir import Node
-from .base import OpDef, register, as_images
+from ...errors import UnsupportedOpError
+from ...ir import Graph, Node, image_view
+from ..base import KernelRecord, OpDef, register, as_images
 
 
 def output_shape(node, ins):
@@ -27,13 +28,9 @@ def quantize(node, graph, qp):
 
 
 def from_aten(target, args, ctx):
-    """constant_pad_nd(x, pad, value=0) and pad(x, pad, mode='constant', value=None)."""
-    x, pads = args[0], [int(p) for p in args[1]]
-    if target == "aten.pad.default":
-        mode = args[2] if len(args) > 2 and args[2] is not None else "constant"
-        value = args[3] if len(args) > 3 else None
-    else:
-        mode, value = "constant", args[2] if len(args) > 2 else None
+    """constant_pad_nd(self, pad, value=0) and pad(self, pad, mode='constant', value=None)."""
+    x, pads = args["self"], [int(p) for p in args["pad"]]
+    mode, value = args.get("mode") or "constant", args["value"]
     value = 0.0 if value is None else float(value)
     if mode != "constant":
         raise UnsupportedOpError(f"pad mode {mode!r} (only constant zero padding)")
@@ -50,8 +47,24 @@ def from_aten(target, args, ctx):
     return Node(ctx.name, "pad", [x.name], {"padding": (pt, pl, pb, pr)}, {}, ctx.source)
 
 
+def layer_context(node: Node, g: Graph) -> dict:
+    h, w, c = image_view(g.shapes[node.inputs[0]])
+    oh, ow, _ = image_view(g.shapes[node.name])
+    pt, pl, _, _ = node.attrs["padding"]
+    return {"c": dict(H=h, W=w, C=c, OH=oh, OW=ow, PT=pt, PL=pl, ZP=node.attrs["zp"])}
+
+
+def onnx(b, n: Node) -> None:
+    pt, pl, pb, pr = n.attrs["padding"]
+    y = b.op("Pad", [b.as_image(n.inputs[0]), b.const("pads", np.array([0, 0, pt, pl, 0, 0, pb, pr], np.int64))],
+             n.name, mode="constant")
+    b.quant(n.name, y)
+
+
 register(OpDef(
-    name="pad", template="pad", run_float=lambda node, xs: _pad(xs[0], node, 0.0),
+    name="pad", run_float=lambda node, xs: _pad(xs[0], node, 0.0),
+    layer_context=layer_context, onnx=onnx,
+    kernels=(KernelRecord("pad", "pad/pad.c.j2", lambda node, g: "reference kernel set"),),
     output_shape=output_shape, quantize=quantize,
     emulate=lambda node, xs: _pad(xs[0], node, node.attrs["zp"]).astype(np.int8),
     output_qparams="input", aten=("aten.constant_pad_nd.default", "aten.pad.default"), from_aten=from_aten,

@@ -4,14 +4,16 @@ Device tensors are NHWC, PyTorch's NCHW, so a reshape either keeps the device by
 an alias: no code, the output shares the input's bytes) or reorders it (`permute`: a gather by a
 table, out[j] = in[index[j]]). passes/fold_permute_into_linear removes the common flatten -> linear
 permute by permuting the linear's weight columns instead, as SPEC.md asks.
+
+Registers `reshape` (an alias, no code) and `permute`; kernel (this folder): permute.c.j2.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
-from ..ir import Node
-from .base import OpDef, register
+from ...errors import UnsupportedOpError
+from ...ir import Graph, Node
+from ..base import KernelRecord, OpDef, register
 
 
 def torch_to_device(a: np.ndarray) -> np.ndarray:
@@ -44,7 +46,7 @@ def gather_index(torch_in: tuple, torch_out: tuple) -> np.ndarray:
 
 
 def from_aten(target, args, ctx):
-    x = args[0]
+    x = args["self"]
     tin, tout = tuple(ctx.shape(x)), tuple(ctx.out_shape)
     if tin[0] != tout[0]:
         raise UnsupportedOpError(f"reshape {tin} -> {tout} changes the batch axis")
@@ -68,16 +70,36 @@ _RESHAPES = ("aten.view.default", "aten.reshape.default", "aten._unsafe_view.def
              "aten.flatten.using_ints", "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default",
              "aten.unsqueeze.default")
 
+def _reshape_onnx(b, n: Node) -> None:
+    b.quant(n.name, b.from_device_flat(b.to_device_flat(n.inputs[0]), b.g.shapes[n.name]))
+
+
+def _permute_onnx(b, n: Node) -> None:
+    y = b.op("Gather", [b.to_device_flat(n.inputs[0]), b.const("idx", n.params["index"].astype(np.int64))],
+             n.name, axis=1)
+    b.quant(n.name, b.from_device_flat(y, b.g.shapes[n.name]))
+
+
+def _permute_context(node: Node, g: Graph) -> dict:
+    index = node.params["index"]
+    return {"c": dict(SIZE=int(index.size)), "index": index,
+            "index_type": "uint16_t" if index.size <= 65536 else "int32_t"}
+
+
 register(OpDef(
-    name="reshape", template=None, run_float=lambda node, xs: xs[0],
+    name="reshape", run_float=lambda node, xs: xs[0],
     output_shape=lambda node, ins: node.attrs["shape"], quantize=_same,
     emulate=lambda node, xs: xs[0], output_qparams="input", alias=True,
-    aten=_RESHAPES, from_aten=from_aten,
+    aten=_RESHAPES, from_aten=from_aten, onnx=_reshape_onnx,
+    gather_index=lambda node: None,
     doc="flatten / view / reshape / squeeze that keep device byte order (free)",
 ))
 
 register(OpDef(
-    name="permute", template="permute", run_float=_gather,
+    name="permute", run_float=_gather,
     output_shape=lambda node, ins: node.attrs["shape"], quantize=_same, emulate=_gather,
     output_qparams="input", doc="flatten of an NCHW tensor not followed by a linear (gather by table)",
+    layer_context=_permute_context, onnx=_permute_onnx, gather_index=lambda node: node.params["index"],
+    kernels=(KernelRecord("permute", "reshape/permute.c.j2", lambda node, g: "reference kernel set",
+                          constants=("index",)),),
 ))

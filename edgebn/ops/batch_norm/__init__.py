@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ImportError_, UnsupportedOpError
-from ..ir import Node
-from .base import OpDef, register
+from ...errors import ImportError_, UnsupportedOpError
+from ...ir import Node
+from ..base import OpDef, register
+from ..conv2d import affine_node
 
 
 def scale_shift(node: Node) -> tuple[np.ndarray, np.ndarray]:
@@ -22,16 +23,11 @@ def run_float(node, xs):
 
 
 def from_aten(target, args, ctx):
-    # batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)
-    # _native_batch_norm_legit_no_training(x, weight, bias, running_mean, running_var, momentum, eps)
-    if target == "aten._native_batch_norm_legit_no_training.default":
-        x, w, b, rm, rv, _mom, eps = args[:7]
-        training = False
-    elif target == "aten._native_batch_norm_legit.no_stats":
+    if target == "aten._native_batch_norm_legit.no_stats":
         raise ImportError_(f"BatchNorm at {ctx.source or ctx.name} has no running statistics "
                            "(track_running_stats=False): it has no inference form")
-    else:
-        x, w, b, rm, rv, training, _mom, eps = args[:8]
+    x, w, b, eps = args["input"], args["weight"], args["bias"], args["eps"]
+    rm, rv, training = args["running_mean"], args["running_var"], args.get("training", False)
     where = ctx.source or ctx.name
     if rm is None or rv is None:
         raise ImportError_(f"BatchNorm at {where} has no running statistics "
@@ -55,8 +51,16 @@ def from_aten(target, args, ctx):
                 {"mean": mean, "var": var, "gamma": gamma, "beta": beta}, ctx.source)
 
 
+def as_affine(node: Node, a: np.ndarray, c: np.ndarray) -> Node:
+    """A BatchNorm that cannot fold runs as a 1x1 depthwise conv2d computing a * x + c."""
+    out = affine_node(node.name, a, c, node.source)
+    out.inputs = list(node.inputs)
+    return out
+
+
 register(OpDef(
-    name="batch_norm", template=None, run_float=run_float, output_shape=lambda node, ins: ins[0],
+    name="batch_norm", run_float=run_float, output_shape=lambda node, ins: ins[0],
+    affine_form=scale_shift, as_affine=as_affine,
     aten=("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
           "aten._native_batch_norm_legit.no_stats"),
     from_aten=from_aten,

@@ -1,16 +1,21 @@
 """conv2d: every inference Conv2d/Conv1d (any kernel, stride, padding, dilation, groups, bias or not).
 
 Weights are OHWI `[Cout, KH, KW, Cin/groups]`; depthwise is groups == Cin (channel multiplier
-Cout/Cin). A BatchNorm kept as a per-channel affine op also becomes a 1x1 depthwise conv2d.
+Cout/Cin). A BatchNorm kept as a per-channel affine op also becomes a 1x1 depthwise conv2d
+(`affine_node`), on an image or on a feature vector (a 1 x 1 image).
+
+Kernels (this folder): conv2d.c.j2 (reference), conv2d_1x1.c.j2, conv2d_kxk.c.j2, dwconv.c.j2 (fast);
+their records are in kernels.py.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
-from ..ir import Node, image_view
-from .base import OpDef, conv_accumulate, register, requantize, as_images
-from ._affine import quantize_weighted
+from ...errors import UnsupportedOpError
+from ...ir import Graph, Node, image_view
+from ..base import OpDef, conv_accumulate, register, requantize, as_images
+from .._affine import quantize_weighted
+from . import kernels
 
 
 def _pair(v, n=2):
@@ -56,18 +61,16 @@ def emulate(node: Node, xs):
 
 def macs(node, ins, out):
     cout, kh, kw, cg = node.params["weight"].shape
-    return out[0] * out[1] * cout * kh * kw * cg
+    oh, ow, _ = image_view(out)        # a kept BN affine on a feature vector is a 1 x 1 image
+    return oh * ow * cout * kh * kw * cg
 
 
 def from_aten(target, args, ctx):
-    """conv2d(x, w, b, stride, padding, dilation, groups) and the conv1d/convolution variants."""
-    if target == "aten.convolution.default":
-        x, w, b, stride, padding, dilation, transposed, _out_pad, groups = args[:9]
-        if transposed:
-            raise UnsupportedOpError("transposed convolution is not supported")
-    else:
-        defaults = [None, None, None, 1, 0, 1, 1]
-        x, w, b, stride, padding, dilation, groups = list(args) + defaults[len(args):]
+    """conv2d / conv1d / convolution (input, weight, bias, stride, padding, dilation, groups)."""
+    if args.get("transposed"):
+        raise UnsupportedOpError("transposed convolution is not supported")
+    x, w, b = args["input"], args["weight"], args["bias"]
+    stride, padding, dilation, groups = args["stride"], args["padding"], args["dilation"], args["groups"]
     wt = ctx.const(w)
     if wt is None:
         raise UnsupportedOpError("convolution weights must be parameters, not computed tensors")
@@ -102,11 +105,57 @@ def from_aten(target, args, ctx):
                 ctx.source)
 
 
+def affine_node(name: str, a: np.ndarray, c: np.ndarray, source: str = "") -> Node:
+    """y = a * x + c per channel as a 1x1 depthwise conv2d (how a BatchNorm that cannot fold runs)."""
+    return Node(name, "conv2d", [], {"stride": (1, 1), "padding": (0, 0, 0, 0), "dilation": (1, 1),
+                                     "groups": len(a), "act": None, "from_bn": True},
+                {"weight": np.asarray(a, np.float64).reshape(-1, 1, 1, 1).copy(),
+                 "bias": np.asarray(c, np.float64).copy()}, source)
+
+
+def layer_context(node: Node, g: Graph) -> dict:
+    a = node.attrs
+    h, w, cin = image_view(g.shapes[node.inputs[0]])
+    oh, ow, cout = image_view(g.shapes[node.name])
+    _, kh, kw, cg = node.params["weight"].shape
+    groups = a["groups"]
+    act = a.get("act")
+    return {
+        "c": dict(H=h, W=w, CIN=cin, OH=oh, OW=ow, COUT=cout, KH=kh, KW=kw, SH=a["stride"][0],
+                  SW=a["stride"][1], PT=a["padding"][0], PL=a["padding"][1], DH=a["dilation"][0],
+                  DW=a["dilation"][1], GROUPS=groups, CG=cg, OG=cout // groups, INPUT_OFFSET=-a["zp_in"],
+                  ZP_OUT=a["zp_out"], ACT_MIN=a["act_min"], ACT_MAX=a["act_max"]),
+        "weight": node.params["weight"], "bias": node.params["bias"], "m0": node.params["m0"],
+        "shift": node.params["shift"], "acc_bound": a["acc_bound"], "act": act.get("name") if act else None,
+    }
+
+
+def label(node: Node) -> str:
+    cout, kh, kw, cg = node.params["weight"].shape
+    if node.attrs["groups"] == 1:
+        return f"conv{kh}x{kw}"
+    return f"dwconv{kh}x{kw}" if cg == 1 else f"gconv{kh}x{kw}/g{node.attrs['groups']}"
+
+
+def onnx(b, n: Node) -> None:
+    a, t = n.attrs, n.name
+    w, bias = b.weights(n, n.params["weight"].transpose(0, 3, 1, 2), n.inputs[0])
+    kh, kw = n.params["weight"].shape[1:3]
+    pt, pl, pb, pr = a["padding"]
+    y = b.op("Conv", [b.as_image(n.inputs[0]), w, bias], t, kernel_shape=[kh, kw], strides=list(a["stride"]),
+             pads=[pt, pl, pb, pr], dilations=list(a["dilation"]), group=int(a["groups"]))
+    if len(b.g.shapes[t]) == 1:
+        y = b.op("Reshape", [y, b.const("flat", np.array([0, -1], np.int64))], t)
+    b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
+
+
 register(OpDef(
-    name="conv2d", template="conv2d", run_float=run_float, output_shape=output_shape,
+    name="conv2d", run_float=run_float, output_shape=output_shape,
     quantize=quantize, emulate=emulate, macs=macs,
     aten=("aten.conv2d.default", "aten.conv2d.padding", "aten.conv1d.default", "aten.conv1d.padding",
           "aten.convolution.default"),
     from_aten=from_aten,
     doc="Conv2d / Conv1d, grouped and depthwise, any stride/padding/dilation; fused ReLU/ReLU6/clamp",
+    layer_context=layer_context, kernels=(kernels.REFERENCE,), fast_kernels=kernels.FAST, onnx=onnx,
+    weighted=True, fusable_activation=True, label=label,
 ))

@@ -4,14 +4,16 @@ Both keep the input's (scale, zero_point), as TFLite does. Window bookkeeping fo
 symmetric padding (pt, pl), explicit output size (ceil_mode resolved at import), and for the average
 the divisor PyTorch uses: with count_include_pad the taps inside the padded border count (a padded
 tap holds the real value 0, i.e. q = zero_point), taps past it (ceil_mode overhang) never do.
+
+Registers `max_pool2d` and `avg_pool2d`; kernels (this folder): max_pool2d.c.j2, avg_pool2d.c.j2.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
-from ..ir import Node
-from .base import OpDef, patches, register, as_images
+from ...errors import UnsupportedOpError
+from ...ir import Graph, Node, image_view
+from ..base import KernelRecord, OpDef, patches, register, as_images
 
 
 def pool_out_size(size, k, s, p, ceil_mode, d=1):
@@ -122,8 +124,8 @@ def _pool_attrs(ctx, x, kernel, stride, padding, ceil_mode, dilation=1, one_d=Fa
 
 
 def maxpool_from_aten(target, args, ctx):
-    defaults = [None, None, None, 0, 1, False]
-    x, kernel, stride, padding, dilation, ceil_mode = list(args) + defaults[len(args):]
+    x, kernel, stride, padding = args["self"], args["kernel_size"], args["stride"], args["padding"]
+    dilation, ceil_mode = args["dilation"], args["ceil_mode"]
     attrs = _pool_attrs(ctx, x, kernel, stride, padding, ceil_mode, dilation, one_d="1d" in target)
     return Node(ctx.name, "max_pool2d", [x.name], attrs, {}, ctx.source)
 
@@ -131,7 +133,8 @@ def maxpool_from_aten(target, args, ctx):
 def avgpool_from_aten(target, args, ctx):
     name, src = ctx.name, ctx.source
     if target == "aten.adaptive_avg_pool2d.default" or target == "aten.adaptive_avg_pool1d.default":
-        x, out_size = args[0], _pair(args[1]) if "2d" in target else (1, int(_pair(args[1])[0]))
+        x = args["self"]
+        out_size = _pair(args["output_size"]) if "2d" in target else (1, int(_pair(args["output_size"])[0]))
         h, w, _ = ctx.device_shape(x)
         if h % out_size[0] or w % out_size[1]:
             raise UnsupportedOpError(f"adaptive_avg_pool to {out_size} from {h}x{w} (only even splits)")
@@ -140,8 +143,7 @@ def avgpool_from_aten(target, args, ctx):
                  "count_include_pad": True}
         return Node(name, "avg_pool2d", [x.name], attrs, {}, src)
     if target == "aten.mean.dim":
-        x, dims = args[0], args[1]
-        keepdim = bool(args[2]) if len(args) > 2 else False
+        x, dims, keepdim = args["self"], args["dim"], bool(args["keepdim"])
         rank = len(ctx.shape(x))
         dims = sorted(int(d) % rank for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
         if rank != 4 or dims != [2, 3]:
@@ -150,8 +152,8 @@ def avgpool_from_aten(target, args, ctx):
         attrs = {"kernel": (h, w), "stride": (h, w), "padding": (0, 0), "out_hw": (1, 1),
                  "ceil_mode": False, "count_include_pad": True, "flat": not keepdim}
         return Node(name, "avg_pool2d", [x.name], attrs, {}, src)
-    defaults = [None, None, None, 0, False, True, None]
-    x, kernel, stride, padding, ceil_mode, include_pad, divisor = list(args) + defaults[len(args):]
+    x, kernel, stride, padding = args["self"], args["kernel_size"], args["stride"], args["padding"]
+    ceil_mode, include_pad, divisor = args["ceil_mode"], args["count_include_pad"], args.get("divisor_override")
     if divisor is not None:
         raise UnsupportedOpError("avg_pool2d with divisor_override")
     attrs = _pool_attrs(ctx, x, kernel, stride, padding, ceil_mode, one_d="1d" in target)
@@ -159,15 +161,52 @@ def avgpool_from_aten(target, args, ctx):
     return Node(name, "avg_pool2d", [x.name], attrs, {}, src)
 
 
+def layer_context(node: Node, g: Graph) -> dict:
+    a = node.attrs
+    h, w, c = image_view(g.shapes[node.inputs[0]])
+    oh, ow = a["out_hw"]
+    return {"c": dict(H=h, W=w, C=c, OH=oh, OW=ow, KH=a["kernel"][0], KW=a["kernel"][1], SH=a["stride"][0],
+                      SW=a["stride"][1], PT=a["padding"][0], PL=a["padding"][1], ZP=a["zp"],
+                      INCLUDE_PAD=int(bool(a.get("count_include_pad", False))),
+                      ACT_MIN=a["act_min"], ACT_MAX=a["act_max"])}
+
+
+def _onnx(kind: str):
+    def emit(b, n: Node) -> None:
+        a, g, t = n.attrs, b.g, n.name
+        h, wd, _ = g.shapes[n.inputs[0]]
+        (kh, kw), (sh, sw), (pt, pl), (oh, ow) = a["kernel"], a["stride"], a["padding"], a["out_hw"]
+        eh = max(0, (oh - 1) * sh + kh - (h + 2 * pt))
+        ew = max(0, (ow - 1) * sw + kw - (wd + 2 * pl))
+        kws = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[pt, pl, pt + eh, pl + ew])
+        x = b.real[n.inputs[0]]
+        if kind == "max":
+            y = b.op("MaxPool", [x], t, **kws)
+        else:
+            # sum over the taps (pads count as 0), then PyTorch's divisor per output position
+            s = b.op("Mul", [b.op("AveragePool", [x], t, count_include_pad=1, **kws),
+                             b.const("k", np.float32(kh * kw))], t)
+            div = avg_divisors(n, h, wd).astype(np.float32)[None, None]
+            y = b.op("Div", [s, b.const("div", div)], t)
+        if a.get("flat"):
+            y = b.op("Reshape", [y, b.const("flat", np.array([0, -1], np.int64))], t)
+        b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
+    return emit
+
+
 register(OpDef(
-    name="max_pool2d", template="max_pool2d", run_float=maxpool_float, output_shape=output_shape,
+    name="max_pool2d", run_float=maxpool_float, output_shape=output_shape,
     quantize=_quantize_pool, emulate=maxpool_emulate, macs=_macs, output_qparams="input",
     aten=("aten.max_pool2d.default", "aten.max_pool1d.default"), from_aten=maxpool_from_aten,
     doc="MaxPool2d/1d with padding and ceil_mode",
+    layer_context=layer_context, onnx=_onnx("max"),
+    kernels=(KernelRecord("max_pool2d", "pool/max_pool2d.c.j2", lambda node, g: "reference kernel set"),),
 ))
 
 register(OpDef(
-    name="avg_pool2d", template="avg_pool2d", run_float=avgpool_float, output_shape=output_shape,
+    name="avg_pool2d", run_float=avgpool_float, output_shape=output_shape,
+    layer_context=layer_context, onnx=_onnx("avg"),
+    kernels=(KernelRecord("avg_pool2d", "pool/avg_pool2d.c.j2", lambda node, g: "reference kernel set"),),
     quantize=_quantize_pool, emulate=avgpool_emulate, macs=_macs, output_qparams="input",
     aten=("aten.avg_pool2d.default", "aten.avg_pool1d.default", "aten.adaptive_avg_pool2d.default",
           "aten.adaptive_avg_pool1d.default", "aten.mean.dim"),
