@@ -1,6 +1,6 @@
 """BatchNorm in every position: after conv/linear (folded), after an activation, at the network input,
 affine=False, conv without bias, feeding two consumers, in a residual branch, after a pool, as the
-output, BatchNorm1d after Conv1d and Linear. Each model runs with random BN statistics; the fold log
+output, BatchNorm1d after Conv1d and Linear, BatchNorm1d kept on a feature vector after Linear -> ReLU. Each model runs with random BN statistics; the fold log
 must say, per BN, what happened (SPEC.md section 1): "folded" into the conv/linear right before it,
 "folded-forward" into the unpadded conv/linear that alone reads it, or "kept-affine" (a 1x1
 depthwise conv) with the reason. torch float vs emulator (SQNR) and host C == emulator on every int8.
@@ -89,6 +89,12 @@ CASES = {
                                     (1, 3, 6, 6), ["kept-affine", "folded"]),
     "at_input_before_linear": (lambda: nn.Sequential(nn.BatchNorm1d(10), nn.Linear(10, 4)), (1, 10),
                                ["folded-forward"]),
+    # issue 10: a BatchNorm1d kept on a feature vector (rank 2), as the last layer and in the middle
+    "linear_relu_bn1d_as_output": (lambda: nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.BatchNorm1d(8)),
+                                   (1, 12), ["kept-affine"]),
+    "linear_relu_bn1d_before_relu6": (lambda: nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.BatchNorm1d(8),
+                                                            nn.ReLU6(), nn.Linear(8, 3)),
+                                      (1, 12), ["kept-affine"]),
     "after_pool": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(4),
                                          nn.Conv2d(4, 4, 1)), (1, 3, 8, 8), ["folded-forward"]),
     "after_pool_then_pool": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AvgPool2d(2),
