@@ -85,6 +85,13 @@ CASES = {
     "dw5x5_pad2": (lambda: conv_graph(7, 11, 3, 3, 5, pad=2, groups=3, zp_in=-77), "dwconv"),
     "dw3x3_tall_narrow": (lambda: conv_graph(9, 3, 6, 6, 3, pad=1, groups=6, act=(-20, 100)), "dwconv"),
     "dw_mult2_wide": (lambda: conv_graph(4, 10, 2, 4, 3, pad=1, groups=2), "dwconv"),
+    # maps narrower than the window (issue 10: late 5x5/7x7 depthwise layers): padding-only taps
+    # that no output reads, so their weights must not be loaded (-Werror: unused variable)
+    "dw5x5_pad2_on_2x2": (lambda: conv_graph(2, 2, 8, 8, 5, pad=2, groups=8, zp_in=-9), "dwconv"),
+    "dw5x5_stride2_pad2_on_3x3": (lambda: conv_graph(3, 3, 4, 4, 5, stride=2, pad=2, groups=4), "dwconv"),
+    "dw7x7_pad3_on_3x2": (lambda: conv_graph(3, 2, 4, 4, 7, pad=3, groups=4, zp_in=100), "dwconv"),
+    "dw3x3_stride2_pad1_on_2x2": (lambda: conv_graph(2, 2, 6, 6, 3, stride=2, pad=1, groups=6), "dwconv"),
+    "dw5x5_mult2_on_1x1": (lambda: conv_graph(1, 1, 3, 6, 5, pad=2, groups=3, zp_in=-128), "dwconv"),
     # the single-rounding requantisation (every m0 > 2^30, every shift <= -2), activations clamped
     "rqf_3x3_pad1_relu": (lambda: conv_graph(6, 7, 9, 7, 3, pad=1, shift_lo=-9, shift_hi=-2, act=(-5, 127),
                                              zp_out=-5, bias_scale=30000), "conv2d_kxk"),

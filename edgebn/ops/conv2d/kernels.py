@@ -184,5 +184,22 @@ def _dw_context(node: Node, g: Graph, bias: np.ndarray) -> dict:
         for s in range(0, len(part), size):
             segments.append(_dw_block([pixel[ox] for ox in part[s:s + size]], kh, kw, sw, pl, cin))
     needs_zrow = any(r["n"] < kh for r in rows)
+    # the taps some output reads: on a map narrower than the window (5x5 or 7x7 late in a net, 3x3
+    # stride 2 on 2x2) a padding-only column is never read, and its weight is not loaded at all
+    taps = set(range(kh * kw)) if loop is not None else \
+        {wi for seg in segments for ld in seg["loads"] for _, wi in ld["uses"]}
     return {"dw_segments": segments, "dw_col_bias": np.stack(col_bias, axis=1).astype(np.int32).ravel(),
-            "dw_ncols": len(cols), "dw_zrow": np.full(wd * cin if needs_zrow else 0, zp, np.int8)}
+            "dw_ncols": len(cols), "dw_zrow": np.full(wd * cin if needs_zrow else 0, zp, np.int8),
+            "dw_taps": sorted(taps), "dw_loop_loads": _loop_loads(kw, sw)}
+
+
+def _loop_loads(kw: int, sw: int) -> list[dict]:
+    """The 4-pixel loop's loads along one kernel row: input column t (t * CIN bytes past the first
+    pixel's window) feeds pixel j with tap kx = t - j * SW; a column no pixel reads (a window
+    narrower than the stride, e.g. 1x1 at stride 2) is not loaded."""
+    loads = []
+    for t in range(3 * sw + kw):
+        uses = [(j, t - j * sw) for j in range(BLOCK) if 0 <= t - j * sw < kw]
+        if uses:
+            loads.append({"t": t, "uses": uses})
+    return loads
