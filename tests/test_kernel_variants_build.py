@@ -1,0 +1,141 @@
+"""Every C kernel of every operator, in every shape class, builds with `gcc -std=c99 -Wall -Wextra
+-Werror -pedantic` (issue 10 part 3): depthwise 3x3/5x5/7x7 at stride 1 and 2 on maps wider and
+narrower than the window, channel multiplier 2, dilation, grouped, 1x1 and KxK dense with borders,
+Cout a multiple of 4 or not, both requantisation forms, the zero-point fold refused, linear blocks,
+add tables, pools, pad, cat, lut, permute, in both kernel sets. Each layer is rendered from its
+op's records exactly as in a model, under a prefix of its own, and one gcc call compiles them all
+(with a function calling every one, so none is unused). Bit-exactness of the same shape classes is
+tests/test_kernels.py's job; this file fails on a warning, and on a kernel record no case reaches."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+
+from edgebn.emit import environment, layer_contexts
+from edgebn.ir import Graph, Node
+from edgebn.kernels import KERNEL_SETS
+from edgebn.ops import OPS, QParams
+from edgebn.plan import plan_arena
+from helpers import STRICT
+from test_kernels import ADDS, linear_graph
+
+
+def _graph(nodes, shapes, inputs=("x",)):
+    return Graph(inputs=list(inputs), outputs=[nodes[-1].name], nodes=nodes, shapes=shapes,
+                 torch_layouts={t: "NCHW" if len(s) == 3 else "NF" for t, s in shapes.items()},
+                 qparams={t: QParams(1.0, 0) for t in shapes})
+
+
+def conv(h, w, cin, cout, k, stride=1, pad=0, groups=1, dil=1, rqf=False, huge_bias=False, seed=0):
+    rng = np.random.default_rng(seed)
+    eff = dil * (k - 1) + 1
+    oh, ow = (h + 2 * pad - eff) // stride + 1, (w + 2 * pad - eff) // stride + 1
+    shift = rng.integers(-9, -1, cout) if rqf else rng.integers(-12, 1, cout)
+    bias = rng.integers(-2 ** 31, 2 ** 31 - 1, cout) if huge_bias else rng.integers(-3000, 3000, cout)
+    node = Node("layer", "conv2d", ["x"],
+                {"stride": (stride, stride), "padding": (pad,) * 4, "dilation": (dil, dil), "groups": groups,
+                 "act": None, "zp_in": int(rng.integers(-128, 128)), "zp_out": -3, "act_min": -128,
+                 "act_max": 127, "acc_bound": 0},
+                {"weight": rng.integers(-127, 128, (cout, k, k, cin // groups)).astype(np.int8),
+                 "bias": bias.astype(np.int32), "m0": rng.integers(2 ** 30 + 1, 2 ** 31 - 1, cout).astype(np.int32),
+                 "shift": shift.astype(np.int32)})
+    return _graph([node], {"x": (h, w, cin), "layer": (oh, ow, cout)})
+
+
+def conv_classes():
+    """(name, graph) per conv shape class."""
+    out, i = [], 0
+    for k in (1, 3, 5, 7):
+        for stride in (1, 2):
+            for h, w in ((1, 1), (2, 2), (3, 5), (7, 13)):
+                for pad in sorted({0, k // 2}):
+                    if h + 2 * pad < k or w + 2 * pad < k:
+                        continue
+                    i += 1
+                    rqf = bool(i % 2)
+                    tag = f"k{k}s{stride}p{pad}_{h}x{w}{'_rqf' if rqf else ''}"
+                    out.append((f"dw_{tag}", conv(h, w, 4, 4, k, stride, pad, groups=4, rqf=rqf, seed=i)))
+                    out.append((f"dwmult2_{tag}", conv(h, w, 2, 4, k, stride, pad, groups=2, rqf=not rqf, seed=i)))
+                    out.append((f"dense_{tag}", conv(h, w, 3, 8 if rqf else 6, k, stride, pad, rqf=rqf, seed=i)))
+    out += [
+        ("dw_dilated", conv(9, 9, 4, 4, 3, pad=2, groups=4, dil=2)),
+        ("dense_dilated", conv(9, 9, 3, 5, 3, pad=1, dil=3)),
+        ("grouped", conv(6, 6, 8, 8, 3, pad=1, groups=2)),
+        ("dense_fold_refused", conv(5, 5, 3, 4, 3, pad=1, huge_bias=True)),
+        ("dw_fold_refused", conv(5, 9, 4, 4, 3, pad=1, groups=4, huge_bias=True)),
+    ]
+    return out
+
+
+def _pool(op, h, w, c, k, s, p, ceil=False, include_pad=True):
+    oh = -(-(h + 2 * p - k) // s) + 1 if ceil else (h + 2 * p - k) // s + 1
+    ow = -(-(w + 2 * p - k) // s) + 1 if ceil else (w + 2 * p - k) // s + 1
+    node = Node("layer", op, ["x"], {"kernel": (k, k), "stride": (s, s), "padding": (p, p), "out_hw": (oh, ow),
+                                     "ceil_mode": ceil, "count_include_pad": include_pad, "zp": -5,
+                                     "act_min": -128, "act_max": 127})
+    return _graph([node], {"x": (h, w, c), "layer": (oh, ow, c)})
+
+
+def other_classes():
+    rng = np.random.default_rng(3)
+    lut = rng.integers(-128, 128, 256).astype(np.int8)
+    index = rng.permutation(4 * 3 * 5)
+    cat_luts = rng.integers(-128, 128, (2, 256)).astype(np.int8)
+    out = [(f"linear_{i}x{o}_{lo}", linear_graph(i, o, shift=(lo, lo + 4), seed=i))
+           for i, o, lo in ((1, 3, -12), (33, 10, -9), (19, 17, -5), (40, 8, -12), (6, 8, -3))]
+    out.append(("linear_fold_refused", _huge_linear()))
+    out += [(name, make()) for name, make in sorted(ADDS.items())]
+    out += [
+        ("max_pool_3x3s2p1_ceil", _pool("max_pool2d", 7, 8, 3, 3, 2, 1, ceil=True)),
+        ("max_pool_2x2", _pool("max_pool2d", 4, 4, 5, 2, 2, 0)),
+        ("avg_pool_3x3s1p1_exclude_pad", _pool("avg_pool2d", 5, 6, 3, 3, 1, 1, include_pad=False)),
+        ("avg_pool_global", _pool("avg_pool2d", 4, 4, 6, 4, 4, 0)),
+        ("pad", _graph([Node("layer", "pad", ["x"], {"padding": (1, 0, 2, 1), "zp": 7})],
+                       {"x": (3, 4, 2), "layer": (6, 5, 2)})),
+        ("lut", _graph([Node("layer", "lut", ["x"], {"fn": "sigmoid"}, {"lut": lut})],
+                       {"x": (3, 4, 2), "layer": (3, 4, 2)})),
+        ("permute", _graph([Node("layer", "permute", ["x"], {"shape": (60,)}, {"index": index})],
+                           {"x": (4, 3, 5), "layer": (60,)})),
+        ("cat_copy_and_table", _graph([Node("layer", "cat", ["x", "y"], {"copy": [True, False]}, {"luts": cat_luts})],
+                                      {"x": (3, 4, 2), "y": (3, 4, 5), "layer": (3, 4, 7)}, inputs=("x", "y"))),
+    ]
+    return out
+
+
+def _huge_linear():
+    g = linear_graph(12, 5, seed=4)
+    g.nodes[0].params["bias"] = np.full(5, 2 ** 31 - 10, np.int32)
+    return g
+
+
+def test_every_kernel_variant_builds_with_werror(tmp_path):
+    env = environment()
+    parts, calls, used = [], [], set()
+    cases = conv_classes() + other_classes()
+    n = 0
+    for name, g in cases:
+        for kernels in KERNEL_SETS:
+            for layer in layer_contexts(g, plan_arena(g), kernels):
+                n += 1
+                layer["p"] = f"v{n:03d}"
+                layer["fn"] = f"v{n:03d}_{layer['template']}_s8"
+                used.add(layer["template"])
+                parts.append(f"/* case {name}, {kernels} set */\n" + env.get_template(layer["template_path"]).render(layer=layer))
+                args = ", ".join(["in"] * len(layer["srcs"]) + ["out"])
+                calls.append(f"    {layer['fn']}({args});")
+    records = {r.name for op in OPS.values() for r in op.kernels + op.fast_kernels}
+    assert records <= used, f"kernel records no case renders: {sorted(records - used)}"
+
+    ops_h = env.get_template("model/edgebn_ops.h.j2").render(model_name="variants", version="test")
+    (tmp_path / "edgebn_ops.h").write_text(ops_h)
+    src = "\n".join(["#include <stdint.h>", "#include <string.h>", '#include "edgebn_ops.h"', ""] + parts + [
+        "static int8_t in[65536], out[65536];",
+        "void edgebn_variants_run(void);",
+        "void edgebn_variants_run(void)",
+        "{"] + calls + ["}", ""])
+    (tmp_path / "variants.c").write_text(src)
+    res = subprocess.run(["gcc", *STRICT, "-O2", "-c", f"-I{tmp_path}", str(tmp_path / "variants.c"),
+                          "-o", str(tmp_path / "variants.o")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[:4000]
+    assert n >= 2 * len(cases)
