@@ -20,7 +20,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${EDGEBN_CACHE:-$HOME/.cache/edgebn}/toolchains
+HOME_DIR=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
+CACHE=${EDGEBN_CACHE:-$HOME_DIR/.cache/edgebn}/toolchains
 SHARED=${EDGEBN_SHARED_TOOLCHAINS:-$ROOT/../shared/toolchains}
 GCC_TARBALL=xtensa-esp-elf-gcc12.2-binutils2.40-x86_64.tar.zst
 QEMU_TARBALL=qemu-system-xtensa-7.2-esp32s3-esp32-x86_64.tar.zst
