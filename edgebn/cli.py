@@ -109,7 +109,8 @@ def _shape(text: str) -> tuple[int, ...]:
               help="Per-channel weight scale: max |w| or the MSE-minimizing clip.")
 @click.option("--ranges", "ranges_path", type=click.Path(dir_okay=False, exists=True),
               help="Activation ranges JSON (from edgebn.qat) used instead of calibrating.")
-@click.option("--force", is_flag=True, help="Replace OUT even if it is not an earlier edgebn output.")
+@click.option("--force", is_flag=True,
+              help="Write into OUT even if it is not an earlier edgebn output (every file already there is kept).")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
                 weight_method, ranges_path, force, quiet):

@@ -55,52 +55,126 @@ class Graph:
     notes: list[str] = field(default_factory=list)   # pass messages (fusions, permutations)
     qparams: dict = field(default_factory=dict)       # tensor -> QParams, once quantized
 
-    # -- queries -------------------------------------------------------------------------------
+    # -- the index ------------------------------------------------------------------------------
+    # Every query below is O(1) (or O(readers)): a name index and use-lists, built lazily and kept
+    # right by the rewriting helpers, so a pass over n nodes is O(n), not O(n^2). Nodes may be
+    # appended to `nodes` directly (the importer, quantize do); a node's `inputs` and `name` change
+    # only through the helpers. `remove` leaves a tombstone that `nodes` sweeps out on its next read,
+    # so removing k nodes costs O(n + k), not O(n * k).
+    def _index(self) -> None:
+        d = self.__dict__
+        nodes = d["_nodes"]
+        if d.get("_indexed") is None or d["_indexed"] > len(nodes):
+            d.update(_by_name={}, _users={}, _uses={}, _order={}, _indexed=0, _next=0)
+        by_name, users, uses, order = d["_by_name"], d["_users"], d["_uses"], d["_order"]
+        dead = d["_dead"]
+        for n in nodes[d["_indexed"]:]:
+            if id(n) in dead:
+                continue
+            by_name[n.name] = n
+            order[id(n)] = d["_next"]
+            d["_next"] += 1
+            for t in n.inputs:
+                uses[t] = uses.get(t, 0) + 1
+            for t in dict.fromkeys(n.inputs):
+                users.setdefault(t, []).append(n)
+        d["_indexed"] = len(nodes)
+
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        self._index()
+        return self._by_name[name]
 
     def producer(self, tensor: str) -> Node | None:
-        for n in self.nodes:
-            if n.name == tensor:
-                return n
-        return None
+        self._index()
+        return self._by_name.get(tensor)
 
     def consumers(self, tensor: str) -> list[Node]:
-        return [n for n in self.nodes if tensor in n.inputs]
+        """The nodes reading `tensor`, each once, in graph order."""
+        self._index()
+        found = self._users.get(tensor, [])
+        return sorted(found, key=lambda n: self._order[id(n)]) if len(found) > 1 else list(found)
 
     def use_count(self, tensor: str) -> int:
-        return sum(n.inputs.count(tensor) for n in self.nodes) + self.outputs.count(tensor)
+        self._index()
+        return self._uses.get(tensor, 0) + self.outputs.count(tensor)
 
     # -- rewriting helpers (passes copy the graph first and stay pure) --------------------------
     def copy(self) -> "Graph":
         return copy.deepcopy(self)
 
+    def __deepcopy__(self, memo) -> "Graph":
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k == "_nodes":
+                new.__dict__[k] = copy.deepcopy(self.nodes, memo)      # self.nodes: swept
+            elif k not in _INDEX_ATTRS:
+                new.__dict__[k] = copy.deepcopy(v, memo)
+        new.__dict__.update(_dead=set(), _indexed=None)
+        return new
+
     def replace_uses(self, old: str, new: str) -> None:
-        for n in self.nodes:
+        self._index()
+        moved = self._users.pop(old, [])
+        for n in moved:
             n.inputs = [new if t == old else t for t in n.inputs]
+        if moved:
+            have = {id(n) for n in self._users.get(new, [])}
+            self._users.setdefault(new, []).extend(n for n in moved if id(n) not in have)
+        count = self._uses.pop(old, 0)
+        if count:
+            self._uses[new] = self._uses.get(new, 0) + count
         self.outputs = [new if t == old else t for t in self.outputs]
         if old in self.torch_layouts and old in self.outputs:
             self.torch_layouts[new] = self.torch_layouts.pop(old)
 
     def remove(self, node: Node, replacement: str) -> None:
         """Drop `node`, pointing its consumers at tensor `replacement`."""
+        self._index()
+        if self._by_name.get(node.name) is not node:
+            raise KeyError(node.name)
         if node.name in self.outputs and node.name in self.torch_layouts:
             self.torch_layouts[replacement] = self.torch_layouts.pop(node.name)
-        self.nodes.remove(node)
+        del self._by_name[node.name]
+        for t in node.inputs:
+            self._uses[t] -= 1
+        for t in dict.fromkeys(node.inputs):
+            self._users[t] = [n for n in self._users[t] if n is not node]
+        self._dead.add(id(node))
         self.replace_uses(node.name, replacement)
         self.shapes.pop(node.name, None)
 
     def rename(self, old: str, new: str) -> None:
         """Rename a node (and its tensor), keeping every reference."""
         node = self.node(old)
+        del self._by_name[old]
         node.name = new
+        self._by_name[new] = node
         self.shapes[new] = self.shapes.pop(old)
         self.replace_uses(old, new)
         if old in self.torch_layouts:
             self.torch_layouts[new] = self.torch_layouts.pop(old)
+
+
+_INDEX_ATTRS = ("_by_name", "_users", "_uses", "_order", "_indexed", "_next", "_dead")
+
+
+def _get_nodes(self: Graph) -> list[Node]:
+    d = self.__dict__
+    if d["_dead"]:                  # sweep the tombstones `remove` left, in one pass
+        dead = d["_dead"]
+        d["_nodes"] = [n for n in d["_nodes"] if id(n) not in dead]
+        d["_dead"] = set()
+        d["_indexed"] = None       # positions moved: the index is rebuilt on the next query
+    return d["_nodes"]
+
+
+def _set_nodes(self: Graph, nodes: list[Node]) -> None:
+    self.__dict__.update(_nodes=nodes, _dead=set(), _indexed=None)
+
+
+# `nodes` stays a dataclass field (Graph(nodes=...), repr, ==) read through the sweep above
+Graph.nodes = property(_get_nodes, _set_nodes)
 
 
 def image_view(shape: tuple[int, ...]) -> tuple[int, int, int]:
