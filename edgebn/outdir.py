@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -311,8 +312,6 @@ class OutputDir:
 
     # -- the lock --------------------------------------------------------------------------------
     def __enter__(self) -> "OutputDir":
-        import fcntl
-
         with signals_deferred():
             for _ in range(10):
                 try:
@@ -323,24 +322,9 @@ class OutputDir:
                     pass
                 except OSError as e:
                     raise EdgebnError(f"cannot create {self.path}: {e.strerror}") from e
-                fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as e:
-                    os.close(fd)
-                    if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                        raise EdgebnError(f"{self.path} is being written by another edgebn compile; wait for "
-                                          "it to finish (or choose another -o)") from None
-                    raise
-                # the folder may have been removed (a failed first compile) between open and flock
-                try:
-                    same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-                except OSError:
-                    same = False
-                if same:
-                    self._fd = fd
+                self._fd = _try_lock(self.path)
+                if self._fd is not None:
                     break
-                os.close(fd)
             else:
                 raise EdgebnError(f"{self.path}: cannot lock it (it keeps being replaced)")
         self._remove_leftovers()
@@ -415,6 +399,57 @@ class OutputDir:
             _remove_tree(staging)
             self._staging = None
         return result
+
+
+def _try_lock(path: Path) -> int | None:
+    """flock(LOCK_EX|LOCK_NB) on the folder PATH; its fd, or None if PATH was replaced meanwhile.
+    A lock held by another process is an EdgebnError (a concurrent compile is refused, not awaited:
+    it would overwrite the first one's result anyway)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise EdgebnError(f"{path} is being written by another edgebn compile; wait for it to finish "
+                              "(or choose another -o)") from None
+        raise
+    # the folder may have been removed (a failed first compile) between open and flock
+    try:
+        same = os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        same = False
+    if not same:
+        os.close(fd)
+        return None
+    return fd
+
+
+def update_files(out_dir, files: dict[str, bytes]) -> None:
+    """Rewrite files of an existing OUT after its compile (`bench --update-report`): under OUT's
+    lock, each whole or not at all. A file that was edgebn's stays edgebn's in the manifest, with
+    its new hash, so the next compile still replaces it."""
+    out = Path(os.path.abspath(out_dir))
+    fd = _try_lock(out)
+    if fd is None:
+        raise EdgebnError(f"{out} changed while edgebn was opening it; try again")
+    try:
+        with signals_deferred():
+            known = read_manifest(out)
+            tracked = (out / MANIFEST_NAME).is_file()
+            for rel, data in files.items():
+                path = out / rel
+                mine = not os.path.lexists(path) or (
+                    path.is_file() and not path.is_symlink() and fsio.file_sha256(path) in known.get(rel, ()))
+                fsio.write_bytes(path, data)
+                if mine:
+                    known[rel] = {hashlib.sha256(data).hexdigest()}
+            if tracked:
+                _write_manifest(out, {rel: sorted(d)[0] if len(d) == 1 else sorted(d) for rel, d in known.items()})
+    finally:
+        os.close(fd)
 
 
 def _prune_empty(folder: Path, stop: Path) -> None:

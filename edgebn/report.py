@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from .execute import execute, run_float
-from .fsio import write_text
+from .fsio import write_bytes
 from .ir import Graph
 from .numerics import dequantize
 from .ops import OPS
 from .ops.reshape import torch_to_device
 from .plan import ArenaPlan
 
-__all__ = ["build_report", "write_report", "format_table", "sqnr_db"]
+__all__ = ["build_report", "report_files", "write_report", "format_table", "sqnr_db"]
 
 
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
@@ -94,11 +94,16 @@ def _json_float(v):
     return round(float(v), 2)
 
 
-def write_report(report: dict, out_dir: Path) -> None:
+def report_files(report: dict) -> dict[str, bytes]:
+    """{file name in OUT: bytes} of the report: report.json and report.html."""
     from .report_html import render_html
 
-    write_text(Path(out_dir) / "report.json", json.dumps(report, indent=1))
-    write_text(Path(out_dir) / "report.html", render_html(report))
+    return {"report.json": json.dumps(report, indent=1).encode(), "report.html": render_html(report).encode()}
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    for name, data in report_files(report).items():
+        write_bytes(Path(out_dir) / name, data)
 
 
 def format_table(report: dict) -> str:

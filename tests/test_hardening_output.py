@@ -365,3 +365,20 @@ def test_failed_first_compile_removes_the_out_it_created(env, tmp_path):
     with pytest.raises(EdgebnError, match="NaN"):
         _compile(env, out, calib="bad.npy")
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_bench_update_report_keeps_the_report_edgebn_s(env, tmp_path):
+    """`bench --update-report` rewrites report.json/html in OUT after the compile: the manifest
+    follows, so the next compile replaces them instead of keeping them as the user's."""
+    from edgebn.device.bench import record_cost_in_report
+
+    out = tmp_path / "out"
+    compiled = _compile(env, out)
+    layers = [{"name": l["name"], "instructions": 100} for l in compiled.report["layers"]]
+    record_cost_in_report(out, {"board": "qemu_rv32", "instructions": 100 * len(layers), "macs": 1,
+                                "layers": layers})
+    assert "cost" in (out / "report.json").read_text()
+    assert manifest(out)["files"]["report.json"] == tree(out)["report.json"]
+    compiled = _compile(env, out)
+    assert compiled.commit.kept_changed == [] and "report.json" in compiled.commit.written
+    assert not list(out.glob("*.edgebn-new"))

@@ -247,7 +247,8 @@ def format_table(rec: dict) -> str:
 def record_cost_in_report(out: Path, rec: dict) -> None:
     """Record the bench's per-layer costs in OUT/report.json ("cost") and re-render report.html,
     which then shows them as a column."""
-    from ..report import write_report
+    from ..outdir import update_files
+    from ..report import report_files
 
     path = out / "report.json"
     try:
@@ -261,7 +262,7 @@ def record_cost_in_report(out: Path, rec: dict) -> None:
         "layers": {l["name"]: l[unit] for l in rec["layers"]},
         "command": "edgebn bench" + (f" --port {rec['port']}" if "port" in rec else f" --board {rec['board']}"),
     }
-    write_report(report, out)
+    update_files(out, report_files(report))    # under OUT's lock; report.* stay edgebn's in its manifest
 
 
 @click.command("bench")
