@@ -111,14 +111,22 @@ def _shape(text: str) -> tuple[int, ...]:
               help="Activation ranges JSON (from edgebn.qat) used instead of calibrating.")
 @click.option("--force", is_flag=True,
               help="Write into OUT even if it is not an earlier edgebn output (every file already there is kept).")
+@click.option("--name", "lib_name", help="C name of the model library: prefixes every symbol, macro and file "
+              "(kws -> lib/kws/kws_model.h, kws_run, KWS_INPUT_SIZE). Default: from the checkpoint's name.")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
+              help="Class labels, one per line, one per output element: NAME_labels[] in the library.")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
-                weight_method, ranges_path, force, quiet):
+                weight_method, ranges_path, force, lib_name, labels_path, quiet):
     """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
     from .compiler import compile_model
+    from .library import check_name, load_labels
     from .report import format_table
 
     t0 = time.perf_counter()
+    if lib_name is not None:
+        check_name(lib_name)  # a bad --name is refused before the checkpoint is read
+    labels = load_labels(labels_path) if labels_path else None
     if bool(model_pt2) == bool(model_spec):
         raise click.UsageError("give either MODEL_PT2 or --model (with --weights and --input-shape)")
     if model_spec:
@@ -131,12 +139,13 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
         model, name = model_pt2, Path(model_pt2).stem
     compiled = compile_model(model, calib, out_dir, target=target, calibration=calibration,
                              percentile=percentile, weight_method=weight_method, ranges=ranges_path, force=force,
-                             progress=not quiet, model_name=name)
+                             progress=not quiet, model_name=name, name=lib_name, labels=labels)
     if not quiet:
         click.echo(format_table(compiled.report))
     for line in compiled.commit.messages() if compiled.commit else ():
         click.echo(f"edgebn: note: {line}", err=True)
-    click.echo(f"wrote {out_dir} ({time.perf_counter() - t0:.2f} s): lib/edgebn_model/, platformio.ini, "
+    lib = compiled.report.get("library", {}).get("dir", "lib/edgebn_model")
+    click.echo(f"wrote {out_dir} ({time.perf_counter() - t0:.2f} s): {lib}/ (the model library), platformio.ini, "
                f"report.json, report.html")
 
 

@@ -26,6 +26,7 @@ from .emulator import Emulator
 from .evaluate import save_float_graph
 from .errors import BudgetError, CalibrationError, EdgebnError
 from .ir import Graph
+from .library import SPEC4_NAME, LibraryNames, default_name, load_labels
 from .ops import OPS
 from .outdir import CommitResult, OutputDir
 from .passes import run_passes
@@ -138,15 +139,22 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                   calibration: str = "minmax", percentile: float = 99.99, weight_method: str = "max",
                   ranges=None, force: bool = False,
                   progress: bool = False, model_name: str | None = None,
-                  check_budget: bool = True) -> CompiledModel:
+                  check_budget: bool = True, name: str | None = None, labels=None) -> CompiledModel:
     """Compile `model` (a .pt2 path, an ExportedProgram, or an nn.Module with example_input) into OUT.
 
     `ranges` (a ranges file path or dict, see edgebn/ranges.py; edgebn.qat writes them) replaces
     calibration: every tensor's range is taken from it, so a QAT-trained model compiles bit-exactly to
-    its integer forward. `calib` is then only used for the report and the self-test vectors."""
+    its integer forward. `calib` is then only used for the report and the self-test vectors.
+
+    name: the C name of the model library (--name; every symbol, macro and file carries it), by default
+    from model_name, the checkpoint's file name or the module's class. labels: class labels, one per
+    output element (a list of str, or a labels.txt path, one per line)."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     tgt = get_target(target)
+    model_name = model_name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else type(model).__name__)
+    names = LibraryNames.for_name(name if name is not None else default_name(model_name))
+    labels = load_labels(labels) if labels is not None else None
     out_dir = Path(out_dir)
     # refuses a wrong OUT before the slow stages and locks it against a concurrent compile of it
     with OutputDir(out_dir, force) as output:
@@ -183,27 +191,39 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                 for n in qgraph.nodes}
         const_bytes = sum(int(np.asarray(v).nbytes) for n in qgraph.nodes for k, v in n.params.items()
                           if k != "weight_scale")
+        arena_in_psram = plan.arena_bytes > tgt.ram_bytes and plan.arena_bytes <= tgt.psram_bytes
         if check_budget:
-            if plan.arena_bytes > tgt.ram_bytes:
+            if plan.arena_bytes > tgt.ram_bytes and not arena_in_psram:
+                psram = f" and {tgt.psram_bytes:,} bytes of PSRAM" if tgt.psram_bytes else ""
                 raise BudgetError(f"model needs a {plan.arena_bytes:,}-byte arena; {tgt.name} has {tgt.ram_bytes:,} "
-                                  f"bytes of RAM for it")
+                                  f"bytes of RAM{psram} for it")
             if const_bytes > tgt.flash_bytes:
                 raise BudgetError(f"model needs {const_bytes:,} bytes of weights; {tgt.name} has {tgt.flash_bytes:,} "
                                   f"bytes of flash for them")
 
-        name = model_name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else type(model).__name__)
+        name = model_name
         tmp = output.staging()
-        mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name,
+        mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name, "library": names.prefix,
                                                "torch_input_shape": list(tshape),
                                                "float_model": save_float_graph(float_graph, tmp)})
         emu = Emulator.load(tmp)
-        emit_model(qgraph, plan, mhash, tmp / "lib" / "edgebn_model", name, int(sum(macs.values())))
+        for lib_names in {names.prefix: names, SPEC4_NAME: LibraryNames.for_name(SPEC4_NAME)}.values():
+            # lib/NAME is the library; lib/edgebn_model the same model under SPEC section 4's names,
+            # which the harness (src/) and code written for those names use
+            emit_model(qgraph, plan, mhash, tmp / "lib" / lib_names.prefix, name, int(sum(macs.values())),
+                       names=lib_names, labels=labels, arena_in_psram=arena_in_psram, target_name=tgt.name)
         lap("emit")
         sample = np.asarray(calib[:REPORT_SAMPLES]) if tap is None else tap.sample()
         rng = np.random.default_rng(0)
         vectors = emu.quantize_input(sample[:SELFTEST_VECTORS]) if sample is not None else \
             rng.integers(-128, 128, (SELFTEST_VECTORS,) + emu.input_shape, dtype=np.int8)
-        _write_project(tmp, name, tgt, emu, vectors)
+        stack = _stack_report(tmp)
+        model_flash = stack.pop("model_flash_bytes", None) or const_bytes
+        fits = _board_fits(tgt, plan.arena_bytes, model_flash)
+        _write_project(tmp, name, tgt, emu, vectors, [f for f in fits if not f.fits], names.prefix)
+        _write_library(tmp, names, name, int(sum(macs.values())), plan.arena_bytes, emu,
+                       sample[:1] if sample is not None and len(sample) else np.zeros(tshape, np.float32),
+                       labels, tgt, fits)
         report = build_report(float_graph, qgraph, plan, macs, const_bytes, emu, sample, tgt,
                               [str(w.message) for w in caught])
         lap("report")
@@ -212,9 +232,14 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                                   "samples": int(tap.seen if tap is not None else len(calib))}
         if ranges_meta is not None:
             report["quantization"]["ranges_source"] = ranges_meta.get("source", "user")
+        report["library"] = {"name": names.prefix, "dir": f"lib/{names.prefix}", "header": names.header,
+                             "arena_placement": "psram" if arena_in_psram else "internal",
+                             "labels": len(labels) if labels is not None else 0}
+        report["model_flash_bytes"] = int(model_flash)
+        report["boards"] = [f.as_dict() for f in fits]
         report["compile_seconds"] = round(sum(timings.values()), 3)
         report["timings"] = {k: round(v, 3) for k, v in timings.items()}
-        report.update(_stack_report(tmp))
+        report.update(stack)
         write_report(report, tmp)
         commit = output.commit()
         for w in caught:
@@ -240,20 +265,57 @@ def _given_ranges(graph: Graph, ranges, calibration: str, weight_method: str):
 
 def _stack_report(out_dir: Path) -> dict:
     """Worst-case stack of edgebn_model_run, measured with the host gcc (-fstack-usage); without a
-    host gcc the report says so instead of guessing."""
+    host gcc the report says so instead of guessing. model_flash_bytes: the model object's code,
+    weights and data from that compile (x86-64 code, larger than the boards' 16/24-bit encodings)."""
     if shutil.which("gcc") is None:
         return {"stack_bytes": None, "stack_note": "not measured: no host gcc on PATH"}
     from .stack import stack_usage
 
     su = stack_usage(out_dir)
     return {"stack_bytes": su["stack_bytes"], "stack_functions": su["functions"],
-            "stack_note": "host gcc -O2 -fstack-usage, heaviest call path from edgebn_model_run"}
+            "stack_note": "host gcc -O2 -fstack-usage, heaviest call path from edgebn_model_run",
+            "model_flash_bytes": su["flash_bytes"]}
 
 
-def _write_project(tmp: Path, name: str, tgt, emu: Emulator, vectors: np.ndarray) -> None:
+def _board_fits(tgt, arena_bytes: int, model_flash: int):
+    """Every board of the project against the model; the --target board is the default env and
+    always kept (its budget was checked before anything was written)."""
+    from .project import board_fits
+    from .targets import TARGETS
+
+    return [f if f.target.name != tgt.name or f.fits else type(f)(f.target, True, "internal", "")
+            for f in board_fits(list(TARGETS.values()), arena_bytes, model_flash)]
+
+
+def _write_project(tmp: Path, name: str, tgt, emu: Emulator, vectors: np.ndarray, left_out, library: str) -> None:
     from .device.selftest import selftest_header
     from .project import write_project
     from .targets import TARGETS
 
-    write_project(tmp, model_name=name, targets=list(TARGETS.values()), default_env=tgt.pio_env,
-                  selftest_header=selftest_header(emu, vectors))
+    gone = {f.target.name for f in left_out}
+    write_project(tmp, model_name=name, targets=[t for t in TARGETS.values() if t.name not in gone],
+                  default_env=tgt.pio_env, selftest_header=selftest_header(emu, vectors), left_out=left_out,
+                  library=library)
+
+
+def _write_library(tmp: Path, names, model_name: str, total_macs: int, arena_bytes: int, emu: Emulator,
+                   example, labels, tgt, fits) -> None:
+    """lib/NAME's metadata (ESP-IDF component, Arduino and PlatformIO library) and OUT/examples/;
+    example: one float input (PyTorch layout, batch axis of 1) for the examples."""
+    from . import __version__
+    from .library import LibraryInfo, write_examples, write_library
+    from .project import BOARD_SUPPORT, PLATFORM_SPECS
+
+    x = np.asarray(example, dtype=np.float32)
+    info = LibraryInfo(names, model_name, __version__, total_macs, arena_bytes, int(np.prod(emu.input_shape)),
+                       int(np.prod(emu.output_shape)), emu.input_layout,
+                       labels is not None, x[0], int(np.argmax(emu.predict(x, dequantize=False).reshape(-1))),
+                       tgt.idf_target or "esp32c3")
+    lib_dir = tmp / "lib" / names.prefix
+    write_library(lib_dir, info)
+    arduino = [f for f in fits if getattr(BOARD_SUPPORT.get(f.target.pio_board), "framework", None) == "arduino"]
+    envs = [{"name": f.target.pio_env, "description": f.target.description or f.target.name,
+             "platform": PLATFORM_SPECS[f.target.pio_platform], "board": f.target.pio_board}
+            for f in arduino if f.fits]
+    gone = [{"name": f.target.pio_env, "reason": f.reason} for f in arduino if not f.fits]
+    write_examples(tmp, info, envs, gone)

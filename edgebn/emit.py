@@ -1,4 +1,6 @@
-"""Emit C: quantized graph + arena plan -> lib/edgebn_model/{edgebn_model.h, edgebn_ops.h, edgebn_model.c}.
+"""Emit C: quantized graph + arena plan -> the model library's NAME_model.h, NAME_model.c, NAME_ops.h
+(file and symbol names from edgebn.library.LibraryNames; SPEC section 4's edgebn_model.h/.c for the
+default name "edgebn_model").
 
 Python decides (shapes, constants, which kernel, where each tensor lives); the Jinja templates hold
 all the C: templates/model/ (the model files), templates/ops/ (the macros kernels share) and each
@@ -14,18 +16,41 @@ import numpy as np
 
 from . import __version__
 from .fsio import write_text
-from .ir import Graph
+from .errors import EdgebnError
+from .ir import Graph, image_view
 from .kernels import choose_kernel, kernel_context
+from .library import ARENA_ALIGN, SPEC4_NAME, LibraryNames
 from .ops import OPS
 from .plan import ArenaPlan
 from .resources import ops_dir, templates_dir
 
-__all__ = ["emit_model", "render_model", "layer_contexts"]
+__all__ = ["emit_model", "render_model", "layer_contexts", "c_string"]
 
 
 def _c_rows(values, per_row: int = 16) -> str:
     vals = [str(int(v)) for v in np.asarray(values).ravel()]
     return ",\n".join("    " + ", ".join(vals[i:i + per_row]) for i in range(0, len(vals), per_row))
+
+
+def _c_float_rows(values, per_row: int = 8) -> str:
+    """float32 values as C float literals that parse back to the same float32 (shortest float64 repr
+    of each float32 value)."""
+    vals = [repr(float(v)) + "f" for v in np.asarray(values, dtype=np.float32).ravel()]
+    return ",\n".join("    " + ", ".join(vals[i:i + per_row]) for i in range(0, len(vals), per_row))
+
+
+def c_string(text: str) -> str:
+    """A C string literal holding `text` (UTF-8; quotes, backslashes, control bytes escaped)."""
+    out = []
+    for b in str(text).encode("utf-8"):
+        ch = chr(b)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 32 <= b < 127 and ch != "?":
+            out.append(ch)
+        else:
+            out.append(f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
 
 
 def environment() -> jinja2.Environment:
@@ -35,6 +60,8 @@ def environment() -> jinja2.Environment:
                              keep_trailing_newline=True)
     env.filters["c_rows"] = _c_rows
     env.filters["c_size"] = lambda values: int(np.asarray(values).size)
+    env.filters["c_string"] = c_string
+    env.filters["c_float_rows"] = _c_float_rows
     return env
 
 
@@ -55,7 +82,7 @@ def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast") -> list[dic
         srcs = []
         for t in node.inputs:
             loc = plan.location(t)
-            srcs.append("input" if loc == "input" else f"edgebn_arena + {loc}")
+            srcs.append("input" if loc == "input" else f"arena + {loc}")
         ctx = {
             "name": node.name, "op": node.op, "template": choice.template, "p": p,
             "template_path": choice.kernel.template,
@@ -71,35 +98,56 @@ def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast") -> list[dic
     return layers
 
 
+def _dims(shape) -> dict:
+    """Device shape without batch -> the C, H, W of the shape macros (1-D: 1 x L, features: 1 x 1 x F)."""
+    h, w, c = image_view(shape)
+    return {"C": c, "H": h, "W": w}
+
+
 def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, total_macs: int,
-                 kernels: str = "fast") -> dict[str, str]:
+                 kernels: str = "fast", names: LibraryNames | None = None, labels=None,
+                 arena_in_psram: bool = False, target_name: str = "target") -> dict[str, str]:
+    """The library's C files {file name: text}. names: the C prefix and file names (default: SPEC
+    section 4's edgebn_model); labels: one class label per output element, or None."""
+    names = names or LibraryNames.for_name(SPEC4_NAME)
     env = environment()
     qi, qo = g.qparams[g.inputs[0]], g.qparams[g.outputs[0]]
     layers = layer_contexts(g, plan, kernels)
+    out_size = int(np.prod(g.shapes[g.outputs[0]]))
+    if labels is not None and len(labels) != out_size:
+        raise EdgebnError(f"{len(labels)} labels for {out_size} outputs: give one label per output element")
     ctx = {
         "model_name": model_name, "version": __version__, "layers": layers, "model_hash": model_hash,
-        "input_size": int(np.prod(g.shapes[g.inputs[0]])), "output_size": int(np.prod(g.shapes[g.outputs[0]])),
+        "p": names.prefix, "P": names.macro, "base": names.base, "ops_header": names.ops_header,
+        "prefix": names.prefix,
+        "input_size": int(np.prod(g.shapes[g.inputs[0]])), "output_size": out_size,
         "input_scale": repr(float(np.float32(qi.scale))), "input_zp": qi.zero_point,
         "output_scale": repr(float(np.float32(qo.scale))), "output_zp": qo.zero_point,
         "arena_bytes": plan.arena_bytes, "output_offset": plan.location(g.outputs[0]),
+        "arena_align": ARENA_ALIGN, "arena_in_psram": arena_in_psram, "target_name": target_name,
         "total_macs": total_macs,
         "input_shape_str": _shape_str(g.shapes[g.inputs[0]]), "output_shape_str": _shape_str(g.shapes[g.outputs[0]]),
         "input_layout_note": "HWC" if len(g.shapes[g.inputs[0]]) == 3 else "features",
+        "input_layout": g.torch_layouts.get(g.inputs[0], "NF"), "output_layout": g.torch_layouts.get(g.outputs[0], "NF"),
+        "input_dims": _dims(g.shapes[g.inputs[0]]), "output_dims": _dims(g.shapes[g.outputs[0]]),
+        "labels": [c_string(label) for label in labels] if labels is not None else None,
     }
     if ctx["output_offset"] == "input":  # an identity model: the output aliases the input
         raise ValueError("the model output is its input")
     return {
-        "edgebn_model.h": env.get_template("model/edgebn_model.h.j2").render(ctx),
-        "edgebn_ops.h": env.get_template("model/edgebn_ops.h.j2").render(ctx),
-        "edgebn_model.c": env.get_template("model/edgebn_model.c.j2").render(ctx),
+        names.header: env.get_template("model/edgebn_model.h.j2").render(ctx),
+        names.ops_header: env.get_template("model/edgebn_ops.h.j2").render(ctx),
+        names.source: env.get_template("model/edgebn_model.c.j2").render(ctx),
     }
 
 
 def emit_model(g: Graph, plan: ArenaPlan, model_hash: int, lib_dir: Path, model_name: str,
-               total_macs: int, kernels: str = "fast") -> list[Path]:
+               total_macs: int, kernels: str = "fast", names: LibraryNames | None = None, labels=None,
+               arena_in_psram: bool = False, target_name: str = "target") -> list[Path]:
     lib_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render_model(g, plan, model_hash, model_name, total_macs, kernels).items():
+    for name, text in render_model(g, plan, model_hash, model_name, total_macs, kernels, names, labels,
+                                   arena_in_psram, target_name).items():
         path = lib_dir / name
         write_text(path, text)
         written.append(path)

@@ -33,8 +33,15 @@ def round_half_away(x):
 
 
 def quantize(x, scale: float, zero_point: int, qmin: int = -128, qmax: int = 127) -> np.ndarray:
-    q = round_half_away(np.asarray(x, dtype=np.float64) / scale) + zero_point
-    return np.clip(q, qmin, qmax).astype(np.int8)
+    """SPEC section 1: clamp(round_half_away(x / scale) + zero_point), the division in float32 (x and
+    scale as float32) as the device's NAME_quantize_input and TFLite Micro's AffineQuantize do it; the
+    rounding of that float32 quotient is exact in float64. +-Inf saturate; NaN gives the zero point
+    (real 0), as the generated C does (docs/LIBRARY.md)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        v = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    r = round_half_away(v)
+    q = np.clip(np.where(np.isnan(r), 0.0, r) + zero_point, qmin, qmax)
+    return q.astype(np.int8)
 
 
 def dequantize(q, scale: float, zero_point: int) -> np.ndarray:

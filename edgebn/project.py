@@ -22,7 +22,7 @@ from .errors import EdgebnError
 from .resources import firmware_dir, templates_dir
 from .targets import Target, get_target
 
-__all__ = ["BoardSupport", "BOARD_SUPPORT", "PLATFORM_DIR", "write_project"]
+__all__ = ["BoardSupport", "BOARD_SUPPORT", "PLATFORM_DIR", "BoardFit", "board_fits", "write_project"]
 
 # PlatformIO platform specs by Target.pio_platform. espressif32 6.x is Arduino-ESP32 2.0 on
 # ESP-IDF 4.4; the caret keeps bug-fix releases but not a new major (Arduino-ESP32 3 / IDF 5).
@@ -77,6 +77,38 @@ class _Env:
     app_partition_kib: int = 0
     platform_dir: str = ""
     target: Target | None = None
+
+
+@dataclass(frozen=True)
+class BoardFit:
+    """Whether the compiled model fits one target's board, and where its arena goes."""
+
+    target: Target
+    fits: bool
+    arena_placement: str    # "internal" RAM, "psram", or "" when it does not fit
+    reason: str             # why it does not fit ("" when it does)
+
+    def as_dict(self) -> dict:
+        return {"target": self.target.name, "env": self.target.pio_env, "fits": self.fits,
+                "arena_placement": self.arena_placement, "reason": self.reason,
+                "ram_bytes": self.target.ram_bytes, "psram_bytes": self.target.psram_bytes,
+                "flash_bytes": self.target.flash_bytes}
+
+
+def board_fits(targets: Sequence[Target], arena_bytes: int, flash_bytes: int) -> list[BoardFit]:
+    """Each target's verdict: the arena in its internal RAM budget (else its PSRAM budget), the code
+    and weights (flash_bytes) in its flash budget."""
+    fits = []
+    for t in targets:
+        why = []
+        placement = "internal" if arena_bytes <= t.ram_bytes else ("psram" if arena_bytes <= t.psram_bytes else "")
+        if not placement:
+            psram = f" + {t.psram_bytes:,} B PSRAM" if t.psram_bytes else ""
+            why.append(f"arena {arena_bytes:,} B > {t.ram_bytes:,} B RAM{psram}")
+        if flash_bytes > t.flash_bytes:
+            why.append(f"code + weights {flash_bytes:,} B > {t.flash_bytes:,} B flash")
+        fits.append(BoardFit(t, not why, placement if not why else "", "; ".join(why)))
+    return fits
 
 
 def _jinja() -> jinja2.Environment:
@@ -165,7 +197,8 @@ def _copy_qemu_platform(out_dir: Path) -> None:
 
 
 def write_project(out_dir: Path, *, model_name: str, targets: Sequence[Target | str],
-                  default_env: str, selftest_header: str | None) -> None:
+                  default_env: str, selftest_header: str | None, left_out: Sequence[BoardFit] = (),
+                  library: str = "edgebn_model") -> None:
     """Write the PlatformIO project files of OUT (everything but lib/edgebn_model/).
 
     targets: edgebn.targets.Target records (or their names); one env each, in the given order.
@@ -173,6 +206,9 @@ def write_project(out_dir: Path, *, model_name: str, targets: Sequence[Target | 
     selftest_header: text of src/edgebn_selftest.h (edgebn.device.selftest renders it; it may hold
     zero vectors). None leaves src/ without it, for a caller that writes it right after: the
     harness does not compile until it exists.
+
+    left_out: boards the model does not fit (board_fits), named in platformio.ini with the reason
+    instead of an env.
 
     OUT/src/ and OUT/.edgebn/ are edgebn's and are replaced wholesale, so files of an earlier compile
     (a port no longer targeted, old vectors) never linger.
@@ -217,6 +253,9 @@ def write_project(out_dir: Path, *, model_name: str, targets: Sequence[Target | 
                        board_envs[0] if board_envs else None),
         emulated_env=next((e for e in envs if not e.framework), None),
         partition_tables=list({e.partitions_csv: e for e in board_envs}.values()),
+        library=library,
+        left_out=[{"name": f.target.pio_env, "description": f.target.description or f.target.name,
+                   "reason": f.reason} for f in left_out],
     )
     (out_dir / "platformio.ini").write_text(
         jinja.get_template("platformio.ini.j2").render(**context), encoding="utf-8")

@@ -71,6 +71,7 @@ def stack_usage(out_dir, cc: str = "gcc", opt: str = "-O2", extra_flags=()) -> d
     flags = ["-std=c99", opt, "-fstack-usage", "-fcallgraph-info=su", *extra_flags]
     frames: dict[str, int] = {}
     calls: dict[str, set[str]] = {}
+    code_bytes = 0
     with tempfile.TemporaryDirectory(prefix="edgebn-su-") as tmp:
         for i, src in enumerate(srcs):
             obj = Path(tmp) / f"u{i}.o"
@@ -85,8 +86,40 @@ def stack_usage(out_dir, cc: str = "gcc", opt: str = "-O2", extra_flags=()) -> d
                 frames[name] = size
             for k, v in parse_callgraph(obj.with_suffix(".ci").read_text()).items():
                 calls.setdefault(k, set()).update(v)
+            code_bytes += object_flash_bytes(obj)
     roots = [r for r in ROOT_FUNCTIONS if r in frames]
     if not roots:
         raise EdgebnError(f"{lib}: no edgebn_model_run in the generated C")
     return {"stack_bytes": max(worst_path(r, frames, calls) for r in roots),
-            "functions": dict(sorted(frames.items())), "compiler": cc, "flags": flags}
+            "functions": dict(sorted(frames.items())), "compiler": cc, "flags": flags,
+            "flash_bytes": code_bytes}
+
+
+def object_flash_bytes(obj: Path) -> int:
+    """Bytes an object puts in flash: its code, read-only data (the weights) and initialised data,
+    from the ELF section headers (SHF_ALLOC sections that are not NOBITS)."""
+    import struct
+
+    data = obj.read_bytes()
+    if data[:4] != b"\x7fELF":
+        raise EdgebnError(f"{obj}: not an ELF object")
+    is64, little = data[4] == 2, data[5] == 1
+    e = "<" if little else ">"
+    if is64:
+        shoff, = struct.unpack_from(e + "Q", data, 0x28)
+        shentsize, shnum = struct.unpack_from(e + "HH", data, 0x3A)
+    else:
+        shoff, = struct.unpack_from(e + "I", data, 0x20)
+        shentsize, shnum = struct.unpack_from(e + "HH", data, 0x2E)
+    total = 0
+    for i in range(shnum):
+        off = shoff + i * shentsize
+        if is64:
+            _name, sh_type, flags = struct.unpack_from(e + "IIQ", data, off)
+            size, = struct.unpack_from(e + "Q", data, off + 0x20)
+        else:
+            _name, sh_type, flags = struct.unpack_from(e + "III", data, off)
+            size, = struct.unpack_from(e + "I", data, off + 0x14)
+        if flags & 0x2 and sh_type != 8:  # SHF_ALLOC, not SHT_NOBITS (.bss)
+            total += size
+    return total

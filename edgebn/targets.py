@@ -108,8 +108,10 @@ class Target:
     pio_board: str       # PlatformIO board id
     pio_platform: str    # PlatformIO platform ("espressif32", or the offline emulated board)
     description: str = ""
-    psram_bytes: int = 0        # PSRAM on the PlatformIO board's module (WROOM-32, S3-WROOM-1-N8: none)
+    # PSRAM an arena too large for ram_bytes may use instead (0: none; docs/LIBRARY.md "Where the arena lives")
+    psram_bytes: int = 0
     bench_board: str = ""       # the emulated board (BOARDS) running this target's ISA
+    idf_target: str = ""        # `idf.py set-target` name of the chip ("" for a board ESP-IDF does not build)
 
     @property
     def isa_facts(self) -> Isa:
@@ -121,13 +123,16 @@ TARGETS: dict[str, Target] = {
     for t in (
         Target("esp32", "xtensa-lx6", 240, 160 * 1024, 3 * 1024 * 1024, "esp32dev", "esp32dev",
                "espressif32", "ESP32 (Xtensa LX6, 520 KiB SRAM of which ~160 KiB is a safe arena)",
-               psram_bytes=0, bench_board="qemu_esp32"),
+               psram_bytes=0, bench_board="qemu_esp32", idf_target="esp32"),
+        # PSRAM: 2 MiB, the smallest S3 module with it (N8R2). The devkitc-1 PlatformIO builds for
+        # comes as N8 (none) or N8R2/N8R8: only a model whose arena exceeds internal RAM counts on it,
+        # and the report says so (arena_placement "psram").
         Target("esp32s3", "xtensa-lx7", 240, 320 * 1024, 7 * 1024 * 1024, "esp32s3",
                "esp32-s3-devkitc-1", "espressif32", "ESP32-S3 (Xtensa LX7, 512 KiB SRAM)",
-               psram_bytes=0, bench_board="qemu_esp32s3"),
+               psram_bytes=2 * 1024 * 1024, bench_board="qemu_esp32s3", idf_target="esp32s3"),
         Target("esp32c3", "rv32imc", 160, 256 * 1024, 3 * 1024 * 1024, "esp32c3",
                "esp32-c3-devkitm-1", "espressif32", "ESP32-C3 (RV32IMC, 400 KiB SRAM)",
-               bench_board="qemu_rv32"),
+               bench_board="qemu_rv32", idf_target="esp32c3"),
         Target("qemu-rv32", "rv32imc", 160, 2 * 1024 * 1024 - 256 * 1024, 4 * 1024 * 1024,
                "qemu_rv32", "qemu_rv32", "edgebn-qemu-rv32",
                "Emulated RV32IMC board (QEMU virt), the ESP32-C3's ISA", bench_board="qemu_rv32"),
