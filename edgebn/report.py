@@ -118,6 +118,10 @@ def format_table(report: dict) -> str:
     lines.append("-" * len(head))
     lines.append(f"total {report['macs']:,} MACs, weights {report['flash_bytes']:,} B (flash), arena "
                  f"{report['arena_bytes']:,} B (lower bound {report['arena_lower_bound']:,} B), target {report['target']}")
+    for b in report.get("boards", ()):
+        where = "" if b["arena_placement"] in ("internal", "") else f" (arena in {b['arena_placement']})"
+        lines.append(f"board {b['target']} (env:{b['env']}): " + (f"fits{where}" if b["fits"] else
+                                                                   f"left out of platformio.ini: {b['reason']}"))
     for f in report["fold_log"]:
         lines.append(f"BN {f['bn']}: {f['action']}" + (f" -> {f['into']}" if f["into"] and f["into"] != f["bn"] else "")
                      + f" ({f['reason']})")

@@ -4,36 +4,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-LABELS = ["zero", "one", "two \"quoted\"", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-def compile_small(out: Path, name: str | None, seed: int, channels: int = 3, labels=None, **kwargs):
-    """A small BN-CNN (NCHW 1 x channels x 8 x 8 -> 10 classes), compiled under `name`."""
-    import torch
-    from torch import nn
-
-    import edgebn
-
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10)).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    calib = np.random.default_rng(seed).standard_normal((16, channels, 8, 8)).astype(np.float32)
-    compiled = edgebn.compile(model, calib, out, example_input=torch.from_numpy(calib[:1]), name=name,
-                              labels=labels, **kwargs)
-    compiled.calib = calib  # the examples' input is its first sample
-    return compiled
+from lib_models import LABELS, compile_small  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import LABELS
+from lib_models import LABELS
 from lib_build import HERE, STRICT, run_rv32
 
 from edgebn.device.qemu import CROSS_CC, qemu_flags
