@@ -132,7 +132,7 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
     batches = iter_batches(data, batch_size)
     total = (len(data) + batch_size - 1) // batch_size if isinstance(data, np.ndarray) else None
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget in notebooks, a text bar in a terminal
         batches = tqdm(batches, total=total, desc="calibrate", unit="batch", leave=False)
     seen = 0
     for batch in batches:

@@ -115,9 +115,11 @@ def _shape(text: str) -> tuple[int, ...]:
               "(kws -> lib/kws/kws_model.h, kws_run, KWS_INPUT_SIZE). Default: from the checkpoint's name.")
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
               help="Class labels, one per line, one per output element: NAME_labels[] in the library.")
+@click.option("--max-samples", type=click.IntRange(1), help="Use at most this many calibration samples "
+              "(the report says how many were used).")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
-                weight_method, ranges_path, force, lib_name, labels_path, quiet):
+                weight_method, ranges_path, force, lib_name, labels_path, max_samples, quiet):
     """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
     from .compiler import compile_model
     from .library import check_name, load_labels
@@ -139,7 +141,8 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
         model, name = model_pt2, Path(model_pt2).stem
     compiled = compile_model(model, calib, out_dir, target=target, calibration=calibration,
                              percentile=percentile, weight_method=weight_method, ranges=ranges_path, force=force,
-                             progress=not quiet, model_name=name, name=lib_name, labels=labels)
+                             progress=not quiet, model_name=name, name=lib_name, labels=labels,
+                             max_samples=max_samples)
     if not quiet:
         click.echo(format_table(compiled.report))
     for line in compiled.commit.messages() if compiled.commit else ():

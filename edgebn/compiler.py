@@ -61,6 +61,50 @@ class CompiledModel:
         """Float (or int8) input in model layout -> the board's outputs, in model layout."""
         return self.emulator.predict(x, channels_last=channels_last, dequantize=dequantize)
 
+    def evaluate(self, x: np.ndarray, labels: np.ndarray | None = None) -> dict:
+        """Float vs int8 on inputs x (model layout): top-1 agreement, accuracy against labels, SQNR of
+        the logits and of every layer (the record `edgebn evaluate --json` writes)."""
+        from .evaluate import evaluate
+
+        return evaluate(self.path, x, labels)
+
+    def compare(self, x: np.ndarray | None = None, *, port: str | None = None, qemu: bool = False,
+                count: int = 100, seed: int = 0, channels_last: bool = False, **link_options):
+        """Run inputs (float in model layout, or int8 device layout; default `count` random int8
+        inputs) on a board: `port=` a serial port of a board flashed with `edgebn flash`, or
+        `qemu=True` for the emulated RV32IMC board. Returns the CompareReport (`.ok`, `.summary()`,
+        `.mismatches`); link_options: board (with qemu: qemu_rv32, qemu_lx106, qemu_esp32,
+        qemu_esp32s3), baud, timeout, retries."""
+        from .device.commands import compare_out
+
+        return compare_out(self.path, x, port=port, qemu=qemu, count=count, seed=seed,
+                           channels_last=channels_last, **link_options)
+
+    def bench(self, kernels: str = "fast", *, board: str | None = None, timeout: float = 60.0) -> dict:
+        """Instruction counts per layer and in total on an emulated board (`edgebn bench`; default the
+        RV32IMC one, or qemu_lx106 / qemu_esp32 / qemu_esp32s3)."""
+        from .device.bench import bench_model
+
+        return bench_model(self.path, kernels, timeout=timeout, **({"board": board} if board else {}))
+
+    def __repr__(self) -> str:
+        r = self.report
+        lib = r.get("library", {}).get("name") or self.emulator.doc.get("name", "model")
+        parts = [f"target={r.get('target', self.emulator.doc.get('target', '?'))}"]
+        if "macs" in r:
+            parts.append(f"{r['macs']:,} MACs")
+        if "arena_bytes" in r:
+            parts.append(f"arena {r['arena_bytes']:,} B")
+        if "model_flash_bytes" in r or "flash_bytes" in r:
+            parts.append(f"flash {r.get('model_flash_bytes', r.get('flash_bytes')):,} B")
+        return f"CompiledModel({lib} at {str(self.path)!r}, {', '.join(parts)})"
+
+    def _repr_html_(self) -> str:
+        """The report cards (report.html) as a notebook's rich output."""
+        from .report_html import render_html
+
+        return render_html(self.report) if self.report.get("layers") is not None else f"<pre>{repr(self)}</pre>"
+
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
@@ -121,8 +165,66 @@ def _import(model, example_input):
     if hasattr(model, "graph_signature"):
         return importer.import_program(model)
     if example_input is None:
-        raise EdgebnError("compiling an nn.Module needs example_input (a tensor of the input shape)")
+        raise EdgebnError("compiling an nn.Module needs example_input (a tensor of the input shape) or "
+                          "calibration data to take it from")
     return importer.import_module(model, example_input)
+
+
+def _needs_example(model) -> bool:
+    return not isinstance(model, (str, os.PathLike)) and not hasattr(model, "graph_signature")
+
+
+def _example_from_calibration(calib):
+    """(example input of batch 1 as a float32 tensor, calib) from the first calibration batch; a
+    one-pass iterator (a generator) gets that batch put back in front."""
+    import itertools
+
+    import torch
+
+    from .calibrate import iter_batches
+
+    if hasattr(calib, "detach"):
+        calib = calib.detach().cpu().numpy()
+    if isinstance(calib, np.ndarray):
+        first, rest = (np.asarray(calib[:1]) if calib.ndim > 0 else calib), calib
+    else:
+        if not hasattr(calib, "__iter__") or isinstance(calib, (str, bytes, dict)):
+            raise CalibrationError("calibration data must be an array, a .npy/.npz path or an iterable of batches")
+        items = iter(calib)
+        try:
+            item = next(items)
+        except StopIteration:
+            raise CalibrationError("calibration data is empty") from None
+        rest = itertools.chain([item], items) if items is calib else calib
+        first = next(iter(iter_batches([item], 1)))
+        first = first[:1] if first.ndim > 0 else first
+    if first.dtype.kind != "f" or first.ndim < 2 or len(first) == 0:
+        raise CalibrationError(f"the first calibration batch ({first.dtype} {tuple(first.shape)}) gives no example "
+                               "input: expected float32 with a leading batch axis")
+    return torch.from_numpy(np.ascontiguousarray(first, dtype=np.float32)), rest
+
+
+def _cap_samples(calib, max_samples: int | None):
+    """At most max_samples calibration samples (arrays sliced, iterables cut mid-batch)."""
+    if max_samples is None:
+        return calib
+    if int(max_samples) < 1:
+        raise CalibrationError(f"max_samples={max_samples}: must be at least 1")
+    if isinstance(calib, np.ndarray):
+        return calib[:int(max_samples)]
+
+    def capped():
+        from .calibrate import iter_batches
+
+        left = int(max_samples)
+        for batch in iter_batches(calib, 64):
+            if left <= 0:
+                return
+            batch = batch[:left] if batch.ndim > 0 else batch
+            left -= len(batch) if batch.ndim > 0 else 1
+            yield batch
+
+    return capped()
 
 
 def torch_input_shape(g: Graph) -> tuple[int, ...]:
@@ -139,7 +241,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                   calibration: str = "minmax", percentile: float = 99.99, weight_method: str = "max",
                   ranges=None, force: bool = False,
                   progress: bool = False, model_name: str | None = None,
-                  check_budget: bool = True, name: str | None = None, labels=None) -> CompiledModel:
+                  check_budget: bool = True, name: str | None = None, labels=None,
+                  max_samples: int | None = None) -> CompiledModel:
     """Compile `model` (a .pt2 path, an ExportedProgram, or an nn.Module with example_input) into OUT.
 
     `ranges` (a ranges file path or dict, see edgebn/ranges.py; edgebn.qat writes them) replaces
@@ -165,6 +268,13 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             timings[stage] = now - t0
             t0 = now
 
+        if isinstance(calib, (str, os.PathLike)):
+            calib = load_calibration(calib)
+        if hasattr(calib, "detach"):
+            calib = calib.detach().cpu().numpy()
+        calib = _cap_samples(calib, max_samples)
+        if example_input is None and _needs_example(model):
+            example_input, calib = _example_from_calibration(calib)
         float_graph = run_passes(_import(model, example_input))
         lap("import")
         tshape = torch_input_shape(float_graph)
@@ -229,7 +339,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         lap("report")
         report["quantization"] = {"calibration": calibration if ranges_meta is None else "given ranges",
                                   "weight_method": weight_method,
-                                  "samples": int(tap.seen if tap is not None else len(calib))}
+                                  "samples": int(tap.seen if tap is not None else len(calib)),
+                                  "max_samples": None if max_samples is None else int(max_samples)}
         if ranges_meta is not None:
             report["quantization"]["ranges_source"] = ranges_meta.get("source", "user")
         report["library"] = {"name": names.prefix, "dir": f"lib/{names.prefix}", "header": names.header,

@@ -146,6 +146,16 @@ def render_html(report: dict) -> str:
         cards.append((f"{cost['unit']} ({cost['board']})", f"{cost['total']:,}{per_mac}"))
     if "compile_seconds" in report:
         cards.append(("compile time", f"{report['compile_seconds']:.1f} s"))
+    lib = report.get("library")
+    if lib:
+        cards.insert(0, ("C library", f"{lib['dir']}/{lib['header']}"))
+    boards = report.get("boards", [])
+    if boards:
+        fit = [b["target"] + (" (PSRAM)" if b["arena_placement"] == "psram" else "") for b in boards if b["fits"]]
+        cards.append(("fits", ", ".join(fit) or "no board"))
+        gone = [b for b in boards if not b["fits"]]
+        if gone:
+            cards.append(("left out", "; ".join(f"{b['target']}: {b['reason']}" for b in gone)))
     qline = ""
     if qz:
         qline = (f" · activations <b>{html.escape(str(qz.get('calibration')))}</b>, weights per channel by "

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..errors import EdgebnError
 from ..fsio import write_text
@@ -17,7 +18,30 @@ from ..targets import BOARDS
 from .qemu import DEFAULT_BOARD, qemu_link
 from .selftest import selftest_header, selftest_inputs
 
-__all__ = ["compare", "load_emulator"]
+__all__ = ["compare", "compare_out", "load_emulator"]
+
+
+def compare_out(out, x=None, *, port: str | None = None, qemu: bool = False, board: str = DEFAULT_BOARD,
+                count: int = 100, seed: int = 0, channels_last: bool = False, baud: int = DEFAULT_BAUD,
+                timeout: float = 10.0, retries: int = 3, emulator=None, log=None):
+    """Run inputs on a board (port) or an emulated board (qemu, `board`) and compare every output
+    int8 with OUT's emulator. x: float (model layout) or int8 (device layout); None: `count` random
+    int8 inputs from `seed`. Returns the CompareReport (the CLI's `edgebn compare` and
+    CompiledModel.compare both use this)."""
+    out = Path(out)
+    if (port is None) == (not qemu):
+        raise EdgebnError("compare needs exactly one of port=PORT or qemu=True")
+    emu = emulator if emulator is not None else load_emulator(out)
+    if x is None:
+        x = random_inputs(emu, count, seed)
+    else:
+        x = np.asarray(emu.as_device_input(np.asarray(x), channels_last)).astype(np.int8, copy=False)
+    if qemu:
+        header = selftest_header(emu, selftest_inputs(emu))
+        with qemu_link(out / "lib" / "edgebn_model", header, reply_timeout=timeout, board=board) as link:
+            return compare_on_link(link, emu, x, target=board.replace("_", "-"), out=out, retries=retries, log=log)
+    with Link.open_serial(port, baud, reply_timeout=timeout) as link:
+        return compare_on_link(link, emu, x, target=port, out=out, retries=retries, log=log)
 
 
 def load_emulator(out: Path):
@@ -57,17 +81,9 @@ def compare(out: Path, port: str | None, baud: int, qemu: bool, board: str, inpu
         raise click.UsageError("--board applies to --qemu (a board on --port runs what was flashed)")
     try:
         emu = load_emulator(out)
-        x = load_inputs(inputs, emu, channels_last) if inputs else random_inputs(emu, count, seed)
-        if qemu:
-            header = selftest_header(emu, selftest_inputs(emu))
-            with qemu_link(out / "lib" / "edgebn_model", header, reply_timeout=timeout,
-                           board=board) as link:
-                report = compare_on_link(link, emu, x, target=board.replace("_", "-"), out=out,
-                                         retries=retries, log=_warn)
-        else:
-            with Link.open_serial(port, baud, reply_timeout=timeout) as link:
-                report = compare_on_link(link, emu, x, target=port, out=out, retries=retries,
-                                         log=_warn)
+        x = load_inputs(inputs, emu, channels_last) if inputs else None
+        report = compare_out(out, x, port=port, qemu=qemu, board=board, count=count, seed=seed, baud=baud,
+                             timeout=timeout, retries=retries, emulator=emu, log=_warn)
     except EdgebnError as e:
         raise click.ClickException(str(e)) from None
 
