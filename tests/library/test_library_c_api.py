@@ -177,3 +177,49 @@ def test_run_with_arena_labels_and_shape_macros(tiny, tmp_path, caller_only):
     assert out[2 * size:].decode() == f'two "quoted"|10|3|8|8|10|{tiny.report["macs"]}'
     nm = subprocess.run(["nm", str(exe)], capture_output=True, text=True, check=True).stdout
     assert ("tiny_arena" in nm) != caller_only
+
+
+RV32_QUANTIZE = r"""
+#include <stdio.h>
+#include <string.h>
+#include "tiny_model.h"
+#define COUNT %(count)d
+static const uint32_t bits[COUNT] = {%(bits)s};
+static const int8_t want[COUNT] = {%(want)s};
+int board_main(void);
+int board_main(void)
+{
+    static float x[TINY_INPUT_SIZE];
+    static int8_t q[TINY_INPUT_SIZE];
+    int i, j, bad = 0;
+    for (i = 0; i < COUNT; i += TINY_INPUT_SIZE) {
+        for (j = 0; j < TINY_INPUT_SIZE; ++j) {
+            memcpy(&x[j], &bits[i + j], sizeof x[j]);
+        }
+        tiny_quantize_input_nhwc(x, q);
+        for (j = 0; j < TINY_INPUT_SIZE; ++j) {
+            bad += q[j] != want[i + j];
+        }
+    }
+    printf("checked=%%d mismatches=%%d\n", COUNT, bad);
+    return 0;
+}
+"""
+
+
+def test_quantize_input_on_the_emulated_rv32_board(tiny, tmp_path):
+    """The same C under QEMU (RV32IMC, soft-float division from libgcc): 24,576 probe values of the
+    model's scale (ties, saturation, specials, random bit patterns) against the emulator."""
+    from lib_build import rv32, run_rv32
+
+    qp = tiny.emulator.input_qparams
+    size = int(np.prod(tiny.emulator.input_shape))
+    x = probe_values(qp.scale, np.random.default_rng(7), 128 * size)
+    want = quantize(x, qp.scale, qp.zero_point)
+    src = tmp_path / "rv32_quantize.c"
+    src.write_text(RV32_QUANTIZE % {"count": x.size, "bits": ",".join(f"0x{b:08x}u" for b in x.view(np.uint32)),
+                                    "want": ",".join(str(int(v)) for v in want)})
+    lib = tiny.path / "lib" / "tiny"
+    elf = rv32([lib / "tiny_model.c", src], tmp_path / "q.elf", [lib])
+    assert f"checked={x.size} mismatches=0" in run_rv32(elf)
+    assert exact_ties(x, qp.scale) > 20
