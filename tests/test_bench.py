@@ -64,3 +64,14 @@ def test_bench_on_the_esp32s3_core_json_and_baseline(out, tmp_path):
     assert rec["instructions"] <= base["instructions"] * 1.02, (rec["instructions"], base["instructions"])
     for layer in rec["layers"]:
         assert layer["instructions"] <= base["layers"][layer["name"]] * 1.02, layer["name"]
+
+
+def test_compiled_model_bit_exact_on_the_lx106_core(out):
+    """A real compiled model on the lx106 core, whose requantisation's 64-bit products and the
+    harness's divisions go through the libgcc helpers the port supplies (compare --qemu --board)."""
+    from edgebn.device import commands
+
+    res = CliRunner().invoke(commands.compare, [str(out), "--qemu", "--board", "qemu_lx106", "--count", "3"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1].startswith("3/3 inputs bit-exact, ")
+    assert "instructions/inference (qemu-lx106)" in res.output
