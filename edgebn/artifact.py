@@ -10,14 +10,15 @@ import numpy as np
 
 from .errors import EdgebnError
 from .fsio import save_npz, write_text
-from .ir import FoldRecord, Graph, Node
-from .ops import QParams
+from .ir import Graph
+from .outcheck import OutError, check_quantized, read_json, read_npz
 
 __all__ = ["FORMAT", "graph_to_json", "save_graph", "load_graph", "model_hash"]
 
 FORMAT = "edgebn/1"
 JSON_NAME = "edgebn.json"
 WEIGHTS_NAME = "edgebn_weights.npz"
+FLOAT_NAME = "edgebn_float.npz"      # the float graph's weights (edgebn.evaluate)
 
 
 def _plain(v):
@@ -47,51 +48,54 @@ def _weights(g: Graph) -> dict[str, np.ndarray]:
     return {f"{n.name}/{k}": np.ascontiguousarray(v) for n in g.nodes for k, v in sorted(n.params.items())}
 
 
-def model_hash(model_json: dict, weights: dict[str, np.ndarray]) -> int:
-    """CRC32 over the canonical model JSON and every weight array: EDGEBN_MODEL_HASH on the device."""
-    crc = zlib.crc32(json.dumps(model_json, sort_keys=True).encode())
-    for k in sorted(weights):
-        crc = zlib.crc32(k.encode(), crc)
-        crc = zlib.crc32(np.ascontiguousarray(weights[k]).tobytes(), crc)
+def model_hash(doc: dict, weights: dict[str, np.ndarray], float_weights: dict[str, np.ndarray] | None = None) -> int:
+    """CRC32 over every field of edgebn.json but the hash itself (canonical JSON: the graph, name,
+    target, input shape, float graph, ...), every weight array and every float-graph array:
+    EDGEBN_MODEL_HASH on the device. An integrity check against mixed-up or edited files, not a
+    signature: load_graph validates the contents on their own (edgebn.outcheck)."""
+    body = {k: v for k, v in doc.items() if k != "model_hash"}
+    crc = zlib.crc32(json.dumps(body, sort_keys=True).encode())
+    for arrays in (weights, float_weights or {}):
+        for k in sorted(arrays):
+            crc = zlib.crc32(k.encode(), crc)
+            crc = zlib.crc32(np.ascontiguousarray(arrays[k]).tobytes(), crc)
     return crc & 0xFFFFFFFF
 
 
+def _float_weights(out_dir: Path, doc: dict) -> dict[str, np.ndarray] | None:
+    sec = doc.get("float_model")
+    if sec is None:
+        return None
+    if not isinstance(sec, dict) or sec.get("file") != FLOAT_NAME:
+        raise OutError(f"{out_dir / JSON_NAME}: float_model.file is not {FLOAT_NAME!r}")
+    return read_npz(out_dir / FLOAT_NAME, "float weights")
+
+
 def save_graph(g: Graph, out_dir: Path, extra: dict | None = None) -> int:
-    model = graph_to_json(g)
+    """Write edgebn.json and edgebn_weights.npz (extra["float_model"], if given, was written first)."""
     weights = _weights(g)
-    h = model_hash(model, weights)
-    doc = {"format": FORMAT, "model_hash": h, "model": model, **(extra or {})}
+    doc = {"format": FORMAT, "model_hash": 0, "model": graph_to_json(g), **(extra or {})}
+    doc = json.loads(json.dumps(doc))            # exactly what a reader gets back (tuples -> lists)
+    h = doc["model_hash"] = model_hash(doc, weights, _float_weights(Path(out_dir), doc))
     write_text(out_dir / JSON_NAME, json.dumps(doc, indent=1, sort_keys=False))
     save_npz(out_dir / WEIGHTS_NAME, weights)
     return h
 
 
 def load_graph(out_dir: Path) -> tuple[Graph, dict]:
+    """OUT -> (Graph, edgebn.json document), every file and field checked (edgebn.outcheck)."""
     out_dir = Path(out_dir)
     jpath, wpath = out_dir / JSON_NAME, out_dir / WEIGHTS_NAME
-    if not jpath.is_file() or not wpath.is_file():
+    if not jpath.exists() or not wpath.exists():
         raise EdgebnError(f"{out_dir}: not an edgebn output (missing {JSON_NAME} or {WEIGHTS_NAME})")
-    try:
-        doc = json.loads(jpath.read_text())
-        weights = dict(np.load(wpath, allow_pickle=False))
-    except (ValueError, OSError, zipfile_error()) as e:
-        raise EdgebnError(f"{out_dir}: corrupt compiled model ({e})") from e
+    doc = read_json(jpath)
     if doc.get("format") != FORMAT:
-        raise EdgebnError(f"{jpath}: format {doc.get('format')!r}, this edgebn reads {FORMAT!r}")
-    m = doc["model"]
-    if model_hash(m, weights) != doc["model_hash"]:
-        raise EdgebnError(f"{out_dir}: model hash mismatch: edgebn.json and the weights do not belong together")
-    nodes = [Node(n["name"], n["op"], n["inputs"], n["attrs"],
-                  {k: weights[f"{n['name']}/{k}"] for k in n["params"]}, n.get("source", ""))
-             for n in m["nodes"]]
-    g = Graph(inputs=m["inputs"], outputs=m["outputs"], nodes=nodes,
-              shapes={t: tuple(v["shape"]) for t, v in m["tensors"].items()},
-              torch_layouts=m["torch_layouts"],
-              fold_log=[FoldRecord(**r) for r in m["fold_log"]], notes=m.get("notes", []),
-              qparams={t: QParams(v["scale"], v["zero_point"]) for t, v in m["tensors"].items()})
-    return g, doc
-
-
-def zipfile_error():
-    import zipfile
-    return zipfile.BadZipFile
+        raise OutError(f"{jpath}: format {str(doc.get('format'))[:40]!r}, this edgebn reads {FORMAT!r}")
+    h = doc.get("model_hash")
+    if type(h) is not int or not 0 <= h < 1 << 32:
+        raise OutError(f"{jpath}: model_hash is {str(h)[:40]!r}, not a 32-bit unsigned integer")
+    weights = read_npz(wpath)
+    if model_hash(doc, weights, _float_weights(out_dir, doc)) != h:
+        raise OutError(f"{out_dir}: model hash mismatch: edgebn.json, {WEIGHTS_NAME} and {FLOAT_NAME} "
+                       "do not belong together (edited or mixed up)")
+    return check_quantized(doc, weights, str(jpath)), doc

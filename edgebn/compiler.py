@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import save_graph
+from .outcheck import safe_model_name
 from .calibrate import SampleTap, calibrate, validate_batch
 from .emit import emit_model
 from .emulator import Emulator
@@ -311,7 +312,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                 raise BudgetError(f"model needs {const_bytes:,} bytes of weights; {tgt.name} has {tgt.flash_bytes:,} "
                                   f"bytes of flash for them")
 
-        name = model_name
+        name = safe_model_name(model_name)   # the display name: comments, platformio.ini, report
         tmp = output.staging()
         mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name, "library": names.prefix,
                                                "torch_input_shape": list(tshape),

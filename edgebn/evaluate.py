@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import JSON_NAME, _plain
+from .artifact import FLOAT_NAME, JSON_NAME, _plain
 from .errors import EdgebnError
 from .execute import execute, run_float, run_int8
 from .fsio import save_npz, write_text
-from .ir import Graph, Node
+from .ir import Graph
 from .numerics import dequantize, quantize
 from .ops import OPS
 from .ops.reshape import device_to_torch, torch_to_device
@@ -29,7 +29,6 @@ from .ops.reshape import device_to_torch, torch_to_device
 __all__ = ["FLOAT_NAME", "float_graph_section", "save_float_graph", "load_float_graph", "evaluate",
            "format_evaluation", "evaluate_command"]
 
-FLOAT_NAME = "edgebn_float.npz"
 CHUNK = 128
 
 
@@ -64,20 +63,22 @@ def save_float_graph(g: Graph, out_dir: Path) -> dict:
 
 
 def load_float_graph(out_dir) -> Graph:
+    """The float graph of OUT, checked like the int8 one (edgebn.outcheck); load_graph has already
+    matched edgebn_float.npz against the model hash when the caller loaded OUT through it."""
+    from .outcheck import check_float, read_json, read_npz
+
     out_dir = Path(out_dir)
-    try:
-        doc = json.loads((out_dir / JSON_NAME).read_text())
-    except (OSError, ValueError) as e:
-        raise EdgebnError(f"{out_dir}: not an edgebn output ({e})") from e
+    doc = read_json(out_dir / JSON_NAME)
     sec = doc.get("float_model")
-    if sec is None or not (out_dir / FLOAT_NAME).is_file():
+    if sec is None or not (out_dir / FLOAT_NAME).exists():
         raise EdgebnError(f"{out_dir}: no float graph stored (compiled by an older edgebn); recompile, "
                           "or pass --model MODEL.pt2")
-    w = dict(np.load(out_dir / FLOAT_NAME, allow_pickle=False))
-    nodes = [Node(n["name"], n["op"], list(n["inputs"]), n["attrs"],
-                  {k: w[f"{n['name']}/{k}"] for k in n["params"]}) for n in sec["nodes"]]
-    return Graph(inputs=sec["inputs"], outputs=sec["outputs"], nodes=nodes,
-                 shapes={t: tuple(s) for t, s in sec["shapes"].items()}, torch_layouts=sec["torch_layouts"])
+    if not isinstance(sec, dict):
+        raise EdgebnError(f"{out_dir / JSON_NAME}: float_model is not an object")
+    from .targets import TARGETS
+
+    ram = TARGETS[doc["target"]].ram_bytes if doc.get("target") in TARGETS else None
+    return check_float(sec, read_npz(out_dir / FLOAT_NAME, "float weights"), f"{out_dir / JSON_NAME} float_model", ram)
 
 
 # ---------------------------------------------------------------------------------------------
