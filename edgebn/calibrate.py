@@ -122,6 +122,9 @@ class SampleTap:
         return np.concatenate(self.kept) if self.kept else None
 
 
+VALUE_LIMIT = 1e30   # |real value| a float32 scale (range / 255) and its multipliers still represent
+
+
 def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", percentile: float = 99.99,
               batch_size: int = 64, progress: bool = False) -> dict[str, tuple[float, float]]:
     """Real [lo, hi] per tensor of `graph` over the calibration data."""
@@ -146,4 +149,11 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
             observers.setdefault(name, Observer()).update(v, rng, method != "minmax")
     if seen == 0:
         raise CalibrationError("calibration data is empty")
-    return {name: obs.range(method, percentile) for name, obs in observers.items()}
+    ranges = {name: obs.range(method, percentile) for name, obs in observers.items()}
+    for name, (lo, hi) in ranges.items():
+        peak = max(abs(lo), abs(hi))
+        if peak > VALUE_LIMIT:
+            raise CalibrationError(f"tensor {name!r} reaches {peak:.3g} on the calibration data; int8 scales are "
+                                   f"float32, so edgebn quantizes values up to ±{VALUE_LIMIT:g} (check the "
+                                   "calibration data's units and the input scaling)")
+    return ranges

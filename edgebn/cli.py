@@ -10,13 +10,34 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .errors import EdgebnError
+from .errors import EdgebnError, input_file
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130   # docs/REFUSALS.md "Exit codes"
+
+
 class _Group(click.Group):
-    """Turns EdgebnError (and a few well-known user errors) into a one-line message, exit 1."""
+    """Turns EdgebnError (and a few well-known user errors) into a one-line message, exit 1; click's
+    usage errors (a missing option, a bad choice, no such command) into one line too, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "edgebn"
+            click.echo(f"edgebn: error: {' '.join(e.format_message().split())} (see '{where} --help')", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as e:   # e.g. a bad file for click.Path, raised before invoke
+            click.echo(f"edgebn: error: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("edgebn: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
     def invoke(self, ctx):
         debug = bool(ctx.params.get("debug"))
@@ -163,6 +184,7 @@ def emulate_cmd(out_dir, input_path, output_path, dequantize, channels_last):
     from .emulator import Emulator
 
     emu = Emulator.load(out_dir)
+    input_path = input_file(input_path, "--input")
     try:
         x = np.load(input_path, allow_pickle=False)
     except Exception as e:

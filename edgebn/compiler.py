@@ -25,7 +25,7 @@ from .calibrate import SampleTap, calibrate, validate_batch
 from .emit import emit_model
 from .emulator import Emulator
 from .evaluate import save_float_graph
-from .errors import BudgetError, CalibrationError, EdgebnError
+from .errors import BudgetError, CalibrationError, EdgebnError, input_file
 from .ir import Graph
 from .library import SPEC4_NAME, LibraryNames, default_name, load_labels
 from .ops import OPS
@@ -112,9 +112,7 @@ class CompiledModel:
 
 def load_calibration(path) -> np.ndarray:
     """CALIB.npy (memory-mapped) or .npz (array 'x', or its only array)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"{path}: no such file")
+    path = input_file(path, "calibration data", CalibrationError)
     if path.stat().st_size == 0:
         raise CalibrationError(f"{path}: empty file")
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import FLOAT_NAME, JSON_NAME, _plain
-from .errors import EdgebnError
+from .errors import EdgebnError, input_file
 from .execute import execute, run_float, run_int8
 from .fsio import save_npz, write_text
 from .ir import Graph
@@ -233,6 +233,7 @@ def _jsonable(r: dict) -> dict:
 
 
 def _load_npy(path, what):
+    path = input_file(path, what)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - reported as a one-line cause

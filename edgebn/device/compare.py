@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgebnError
+from ..errors import EdgebnError, input_file
 from . import protocol as P
 from .link import DeviceErrorReply, DeviceReset, DeviceTimeout, Link, LinkError
 
@@ -169,6 +169,7 @@ def load_inputs(path: str | Path, emu, channels_last: bool = False) -> np.ndarra
     """X.npy -> int8 ``[N, *emu.input_shape]`` device layout, by the emulator's own rules
     (``emu.as_device_input``, shared with ``edgebn emulate``): float32 in PyTorch layout (device
     layout with ``channels_last``) is quantized; int8 is taken as already quantized."""
+    path = input_file(path, "--inputs")
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:

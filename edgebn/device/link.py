@@ -36,6 +36,7 @@ _READ_POLL_S = 0.02          # the transport's own read timeout
 _STALL_S = 0.25              # a frame with no new byte for this long is given up on
 MAX_EXTRA_FRAMES = 32        # frames per request that are not its answer (stale replies, stray LAYERs)
 MAX_PORT_NAME = 64           # INFO's trailing port name, bytes (the harness sends a short one)
+RAW_PREVIEW = 32             # bytes of unexplained input quoted (hex + text) in a "no answer" error
 FRAME_OVERHEAD = 14          # header + CRC bytes per frame
 
 
@@ -88,6 +89,8 @@ class Link:
         self.last_reply_seq: int | None = None
         self.last_refused: str | None = None      # why the last bad frame was dropped, for errors
         self._events: deque = deque()
+        self.bytes_received = 0
+        self._raw_tail: deque[int] = deque(maxlen=RAW_PREVIEW)   # the last bytes read, for error messages
         self._seq = 0
         self._last_byte_at = time.monotonic()   # last byte of any kind (for stall detection)
 
@@ -133,6 +136,7 @@ class Link:
         harness adopts as the start of the session."""
         deadline = time.monotonic() + timeout
         received_before = self.decoder.skipped_bytes
+        self._sync_bytes_before = self.bytes_received
         while True:
             seq = self._send(P.Msg.INFO_REQ)
             wait = min(retry_interval, max(0.05, deadline - time.monotonic()))
@@ -293,9 +297,12 @@ class Link:
     def _read(self) -> bytes:
         try:
             waiting = getattr(self.transport, "in_waiting", 0) or 0
-            return bytes(self.transport.read(max(1, min(waiting, 1 << 16))))
+            data = bytes(self.transport.read(max(1, min(waiting, 1 << 16))))
         except Exception as e:  # the port vanished (board unplugged, QEMU died)
             raise LinkError(f"{self.name}: reading from the board failed: {e}") from None
+        self.bytes_received += len(data)
+        self._raw_tail.extend(data)
+        return data
 
     def _note_text(self, text: str) -> None:
         self.lines.append(text)
@@ -304,13 +311,22 @@ class Link:
         elif text.startswith(P.SELFTEST_PREFIX):
             self.selftest_line = text.strip()
 
+    def _received(self, count: int) -> str:
+        """What came in, readable: `N bytes, the last K: hex 47 0a ff = text "G.."` (bounded)."""
+        tail = bytes(self._raw_tail)[-min(count, RAW_PREVIEW):] if count > 0 else b""
+        if not tail:
+            return "no bytes"
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in tail)
+        return f"{count} bytes, the last {len(tail)}: hex {tail.hex(' ')} = text \"{text}\""
+
     def _no_answer(self, timeout: float, received_before: int) -> str:
         noise = self.decoder.skipped_bytes - received_before
         where = f"no answer from {self.name} within {timeout:g} s"
+        got = self.bytes_received - getattr(self, "_sync_bytes_before", 0)
         if self.lines:
-            return (f"{where}: it printed {self.lines[-1]!r} but never answered an INFO request; "
-                    f"is the edgebn harness flashed on it?")
+            return (f"{where}: it printed {self.lines[-1][:80]!r} but never answered an INFO request "
+                    f"({self._received(got)}); is the edgebn harness flashed on it?")
         if noise or self.bad_frames:
-            return (f"{where}: received {noise} bytes that were not protocol frames; wrong baud "
-                    f"rate (the harness uses {DEFAULT_BAUD} unless built otherwise)?")
+            return (f"{where}: received {noise} bytes that were not protocol frames ({self._received(got)}); "
+                    f"wrong baud rate (the harness uses {DEFAULT_BAUD} unless built otherwise)?")
         return f"{where}: nothing was received; is the board connected and flashed with edgebn?"

@@ -261,3 +261,17 @@ def test_debug_run_gets_more_layers_than_info_says_refused(fake_emu):
     with pytest.raises(LinkError, match=rf"keeps sending LAYER frames \({info.num_layers + 1} so far\) in "
                                         rf"answer to a debug RUN of a {info.num_layers}-layer model"):
         link.run(bytes(32), debug=True)
+
+
+def test_garbage_from_a_board_is_shown_readably():
+    """Issue 13: a board sending garbage was reported as "it printed 'G'"; the error now quotes what
+    came in as hex and text (the last 32 bytes at most)."""
+    ser = FakeSerial()
+    ser.rx += b"G\r\n" + bytes(range(0xF0, 0x100)) * 8 + b"\x00\x01AB"
+    with pytest.raises(LinkError) as e:
+        Link(ser, name="/dev/ttyUSB0").sync(0.5, retry_interval=0.2)
+    msg = str(e.value)
+    assert "hex " in msg and "fc fd fe ff 00 01 41 42" in msg, msg
+    assert 'text "' in msg and '..AB"' in msg, msg
+    assert f"{3 + 16 * 8 + 4} bytes" in msg and "the last 32" in msg, msg
+    assert len(msg) < 400 and "\n" not in msg
