@@ -129,6 +129,13 @@ def run_program(ep, x):
     with its stored parameters, buffers and constants. Never `ep.module()`, which builds and exec()s a
     guard function from strings in the archive."""
     torch = _torch()
+    runnable = set(supported_aten_ops()) | SKIP_OPS | {"<built-in function getitem>"}
+    for n in ep.graph.nodes:     # nothing but the ops edgebn compiles is run on the archive's arguments
+        if n.op == "call_function" and str(n.target) not in runnable:
+            raise UnsupportedOpError(f"the program calls {str(n.target)[:80]} (node {n.name!r}), which edgebn does "
+                                     "not compile; it runs only programs it can compile")
+        if n.op in ("call_module", "call_method"):
+            raise UnsupportedOpError(f"the program has a {n.op} node {n.name!r}; edgebn runs aten graphs only")
     args = []
     for spec in ep.graph_signature.input_specs:
         kind = spec.kind.name

@@ -79,8 +79,13 @@ _SYMBOL_NAME = re.compile(_SYMBOL)
 
 # Graph node targets torch.export writes for the models edgebn compiles (and the shape arithmetic
 # of dynamic ones, which the importer then refuses by name).
+# The plain functions are listed one by one: `_operator` also holds call/attrgetter/methodcaller,
+# which chained on a graph's values would reach any Python callable.
 _TARGET = re.compile(r"torch\.ops\.aten\.[A-Za-z_][A-Za-z0-9_]{0,63}\.[A-Za-z_][A-Za-z0-9_]{0,63}"
-                     r"|_operator\.[a-z_]{1,32}|math\.[a-z_0-9]{1,32}|torch\.sym_[a-z_]{1,32}")
+                     r"|_operator\.(getitem|add|sub|mul|floordiv|truediv|mod|neg|pos|abs|eq|ne|lt|le|gt|ge"
+                     r"|and_|or_|not_|xor)"
+                     r"|math\.(ceil|floor|trunc|sqrt)"
+                     r"|torch\.sym_(not|float|int|max|min|sqrt|ite|sum)")
 
 
 class _Refused(ImportError_):
@@ -195,6 +200,10 @@ def _classify(infos: list[zipfile.ZipInfo], path: Path) -> tuple[str, list[tuple
         if info.flag_bits & 0x1:
             raise _Refused(f"refused: member {name!r} is encrypted")
         mode = info.external_attr >> 16
+        if _CODE_MEMBER.search(name):
+            raise _Refused(f"refused: the archive carries compiled code or build instructions "
+                           f"(member {name!r}: AOTInductor/ExecuTorch output); edgebn loads only the "
+                           "exported graph and never runs, builds or unpacks code from a .pt2")
         if info.is_dir():
             if info.file_size:
                 raise _Refused(f"refused: directory entry {name!r} carries data")
@@ -208,10 +217,6 @@ def _classify(infos: list[zipfile.ZipInfo], path: Path) -> tuple[str, list[tuple
     roots = {i.filename.split("/", 1)[0] for i in files}
     names = [i.filename.split("/", 1)[1] if "/" in i.filename else "" for i in files]
     for info, rel in zip(files, names):
-        if _CODE_MEMBER.search(info.filename):
-            raise _Refused(f"refused: the archive carries compiled code or build instructions "
-                           f"(member {info.filename!r}: AOTInductor/ExecuTorch output); edgebn loads only the "
-                           "exported graph and never runs, builds or unpacks code from a .pt2")
         if _PICKLE_MEMBER.match(rel):
             raise _Refused(f"refused: the archive holds pickled Python objects (member {info.filename!r}, a "
                            "custom or opaque object constant); edgebn never unpickles code")

@@ -337,3 +337,24 @@ def test_limits_are_documented():
     doc = (Path(__file__).parents[1] / "docs" / "REFUSALS.md").read_text()
     for needle in ("models/model.json", "aotinductor", "guards", "expr_str", f"{LIMITS['members']:,}"):
         assert needle.lower() in doc.lower(), needle
+
+
+@pytest.mark.parametrize("target", ["_operator.call", "_operator.attrgetter", "_operator.methodcaller",
+                                    "math.factorial", "torch.sym_fresh_size", "builtins.exec"])
+def test_operator_functions_that_reach_callables_are_refused(work, tmp_path, target):
+    def edit(doc):
+        doc["graph_module"]["graph"]["nodes"][0]["target"] = target
+    with pytest.raises(ImportError_, match="not an aten operator"):
+        read_pt2(rewrite(work / "good.pt2", tmp_path / "t.pt2", edit))
+
+
+def test_run_program_runs_only_ops_edgebn_compiles(work):
+    from edgebn.errors import UnsupportedOpError
+    from edgebn.importer import load_program, run_program
+
+    ep = load_program(work / "good.pt2")
+    assert tuple(run_program(ep, torch.zeros(1, 3, 8, 8)).shape) == (1, 5)
+    node = next(n for n in ep.graph.nodes if n.op == "call_function" and "relu" in str(n.target))
+    node.target = torch.ops.aten.exp.default       # an aten op edgebn does not compile
+    with pytest.raises(UnsupportedOpError, match="aten.exp.default"):
+        run_program(ep, torch.zeros(1, 3, 8, 8))
