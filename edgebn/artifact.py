@@ -48,35 +48,28 @@ def _weights(g: Graph) -> dict[str, np.ndarray]:
     return {f"{n.name}/{k}": np.ascontiguousarray(v) for n in g.nodes for k, v in sorted(n.params.items())}
 
 
-def model_hash(doc: dict, weights: dict[str, np.ndarray], float_weights: dict[str, np.ndarray] | None = None) -> int:
-    """CRC32 over every field of edgebn.json but the hash itself (canonical JSON: the graph, name,
-    target, input shape, float graph, ...), every weight array and every float-graph array:
-    EDGEBN_MODEL_HASH on the device. An integrity check against mixed-up or edited files, not a
-    signature: load_graph validates the contents on their own (edgebn.outcheck)."""
-    body = {k: v for k, v in doc.items() if k != "model_hash"}
-    crc = zlib.crc32(json.dumps(body, sort_keys=True).encode())
-    for arrays in (weights, float_weights or {}):
-        for k in sorted(arrays):
-            crc = zlib.crc32(k.encode(), crc)
-            crc = zlib.crc32(np.ascontiguousarray(arrays[k]).tobytes(), crc)
+def arrays_crc32(arrays: dict[str, np.ndarray], crc: int = 0) -> int:
+    """CRC32 over names and bytes of every array, in name order."""
+    for k in sorted(arrays):
+        crc = zlib.crc32(k.encode(), crc)
+        crc = zlib.crc32(np.ascontiguousarray(arrays[k]).tobytes(), crc)
     return crc & 0xFFFFFFFF
 
 
-def _float_weights(out_dir: Path, doc: dict) -> dict[str, np.ndarray] | None:
-    sec = doc.get("float_model")
-    if sec is None:
-        return None
-    if not isinstance(sec, dict) or sec.get("file") != FLOAT_NAME:
-        raise OutError(f"{out_dir / JSON_NAME}: float_model.file is not {FLOAT_NAME!r}")
-    return read_npz(out_dir / FLOAT_NAME, "float weights")
+def model_hash(doc: dict, weights: dict[str, np.ndarray]) -> int:
+    """CRC32 over every field of edgebn.json but the hash itself (canonical JSON: the graph, name,
+    target, input shape, the float graph with its weights' own CRC, ...) and every weight array:
+    EDGEBN_MODEL_HASH on the device. An integrity check against mixed-up or edited files, not a
+    signature: load_graph validates the contents on their own (edgebn.outcheck)."""
+    body = {k: v for k, v in doc.items() if k != "model_hash"}
+    return arrays_crc32(weights, zlib.crc32(json.dumps(body, sort_keys=True).encode()))
 
 
 def save_graph(g: Graph, out_dir: Path, extra: dict | None = None) -> int:
-    """Write edgebn.json and edgebn_weights.npz (extra["float_model"], if given, was written first)."""
     weights = _weights(g)
     doc = {"format": FORMAT, "model_hash": 0, "model": graph_to_json(g), **(extra or {})}
     doc = json.loads(json.dumps(doc))            # exactly what a reader gets back (tuples -> lists)
-    h = doc["model_hash"] = model_hash(doc, weights, _float_weights(Path(out_dir), doc))
+    h = doc["model_hash"] = model_hash(doc, weights)
     write_text(out_dir / JSON_NAME, json.dumps(doc, indent=1, sort_keys=False))
     save_npz(out_dir / WEIGHTS_NAME, weights)
     return h
@@ -95,7 +88,7 @@ def load_graph(out_dir: Path) -> tuple[Graph, dict]:
     if type(h) is not int or not 0 <= h < 1 << 32:
         raise OutError(f"{jpath}: model_hash is {str(h)[:40]!r}, not a 32-bit unsigned integer")
     weights = read_npz(wpath)
-    if model_hash(doc, weights, _float_weights(out_dir, doc)) != h:
-        raise OutError(f"{out_dir}: model hash mismatch: edgebn.json, {WEIGHTS_NAME} and {FLOAT_NAME} "
-                       "do not belong together (edited or mixed up)")
+    if model_hash(doc, weights) != h:
+        raise OutError(f"{out_dir}: model hash mismatch: {JSON_NAME} and {WEIGHTS_NAME} do not belong together "
+                       "(edited or mixed up, or written by an older edgebn: recompile)")
     return check_quantized(doc, weights, str(jpath)), doc

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import FLOAT_NAME, JSON_NAME, _plain
+from .artifact import FLOAT_NAME, JSON_NAME, _plain, arrays_crc32
 from .errors import EdgebnError, input_file
 from .execute import execute, run_float, run_int8
 from .fsio import save_npz, write_text
@@ -59,12 +59,13 @@ def float_graph_section(g: Graph) -> dict:
 def save_float_graph(g: Graph, out_dir: Path) -> dict:
     arrays = {f"{n.name}/{k}": np.asarray(v) for n in g.nodes for k, v in n.params.items()}
     save_npz(Path(out_dir) / FLOAT_NAME, arrays)
-    return float_graph_section(g)
+    # the weights' CRC sits in edgebn.json, so the model hash covers them too
+    return {**float_graph_section(g), "weights_crc32": arrays_crc32(arrays)}
 
 
 def load_float_graph(out_dir) -> Graph:
-    """The float graph of OUT, checked like the int8 one (edgebn.outcheck); load_graph has already
-    matched edgebn_float.npz against the model hash when the caller loaded OUT through it."""
+    """The float graph of OUT, checked like the int8 one (edgebn.outcheck), its weights matched
+    against the CRC edgebn.json records for them (which the model hash covers)."""
     from .outcheck import check_float, read_json, read_npz
 
     out_dir = Path(out_dir)
@@ -78,7 +79,11 @@ def load_float_graph(out_dir) -> Graph:
     from .targets import TARGETS
 
     ram = TARGETS[doc["target"]].ram_bytes if doc.get("target") in TARGETS else None
-    return check_float(sec, read_npz(out_dir / FLOAT_NAME, "float weights"), f"{out_dir / JSON_NAME} float_model", ram)
+    weights = read_npz(out_dir / FLOAT_NAME, "float weights")
+    if sec.get("weights_crc32") != arrays_crc32(weights):
+        raise EdgebnError(f"{out_dir / FLOAT_NAME}: does not match the CRC recorded in {JSON_NAME} "
+                          "(edited or mixed up, or written by an older edgebn: recompile)")
+    return check_float(sec, weights, f"{out_dir / JSON_NAME} float_model", ram)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 import edgebn
-from edgebn.artifact import FLOAT_NAME, WEIGHTS_NAME, load_graph, model_hash
+from edgebn.artifact import FLOAT_NAME, WEIGHTS_NAME, arrays_crc32, load_graph, model_hash
 from edgebn.cli import main
 from edgebn.errors import EdgebnError
 
@@ -74,8 +74,10 @@ def tamper(compiled, tmp_path, edit_doc=None, edit_weights=None, edit_float=None
     if edit_float:
         edit_float(fw)
         _savez(out / FLOAT_NAME, fw)
+        if rehash:
+            doc["float_model"]["weights_crc32"] = arrays_crc32(fw)
     if rehash:
-        doc["model_hash"] = model_hash(doc, w, fw)
+        doc["model_hash"] = model_hash(doc, w)
     (out / "edgebn.json").write_text(json.dumps(doc))
     return out
 
@@ -191,11 +193,18 @@ def test_model_hash_covers_every_field(compiled, tmp_path, field):
 
 
 def test_model_hash_covers_the_float_weights(compiled, tmp_path):
+    """edgebn.json records the float weights' CRC (under the model hash): editing them is caught by
+    evaluate; recording a new CRC changes the model hash."""
     out = tamper(compiled, tmp_path)
     fw = _npz(out / FLOAT_NAME)
     k = next(iter(fw))
     fw[k] = fw[k] + 1.0
     _savez(out / FLOAT_NAME, fw)
+    res = CliRunner().invoke(main, ["evaluate", str(out), "--inputs", str(compiled / "x.npy")])
+    assert res.exit_code == 1 and "does not match the crc recorded" in res.stderr.lower(), res.output
+    doc = json.loads((out / "edgebn.json").read_text())
+    doc["float_model"]["weights_crc32"] = arrays_crc32(fw)
+    (out / "edgebn.json").write_text(json.dumps(doc))
     refused(out, "model hash mismatch")
 
 
