@@ -295,6 +295,7 @@ def test_compile_writes_a_safe_model_name(tmp_path):
                        model_name="evil */\n#error pwned\n/* x")
     doc = json.loads((tmp_path / "out" / "edgebn.json").read_text())
     assert doc["name"] == "evil_____error_pwned____x"
-    for f in (tmp_path / "out" / "lib" / "edgebn_model").iterdir():
-        assert "#error" not in f.read_text()
+    for f in (tmp_path / "out").rglob("*"):
+        if f.is_file() and f.suffix in (".c", ".h", ".ini", ".md", ".json", ".cpp"):
+            assert "#error pwned" not in f.read_text(), f
     assert c.emulator is not None
