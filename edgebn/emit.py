@@ -126,6 +126,8 @@ def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, to
         "arena_bytes": plan.arena_bytes, "output_offset": plan.location(g.outputs[0]),
         "arena_align": ARENA_ALIGN, "arena_in_psram": arena_in_psram, "target_name": target_name,
         "total_macs": total_macs,
+        # C helpers some ops need (softmax's fixed point), once each, in the ops header
+        "c_helpers": sorted({OPS[n.op].c_helpers for n in g.nodes if OPS[n.op].c_helpers}),
         "input_shape_str": _shape_str(g.shapes[g.inputs[0]]), "output_shape_str": _shape_str(g.shapes[g.outputs[0]]),
         "input_layout_note": "HWC" if len(g.shapes[g.inputs[0]]) == 3 else "features",
         "input_layout": g.torch_layouts.get(g.inputs[0], "NF"), "output_layout": g.torch_layouts.get(g.outputs[0], "NF"),

@@ -20,7 +20,10 @@ def assign_qparams(graph: Graph, ranges: dict[str, tuple[float, float]]) -> dict
     for t in graph.inputs:
         qp[t] = QParams(*choose_qparams(*ranges[t]))
     for node in graph.nodes:
-        if OPS[node.op].output_qparams == "input":
+        rule = OPS[node.op].output_qparams
+        if callable(rule):      # fixed by the op (softmax: TFLite's 1/256, -128)
+            qp[node.name] = rule(node)
+        elif rule == "input":
             qp[node.name] = qp[node.inputs[0]]
         else:
             qp[node.name] = QParams(*choose_qparams(*ranges[node.name]))

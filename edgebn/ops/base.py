@@ -99,7 +99,7 @@ class OpDef:
     macs: Callable[[Node, list[tuple], tuple], int] = lambda node, ins, out: 0
     # How the output's (scale, zero_point) is chosen: "calibrated" from observed ranges, or "input":
     # equal to the first input's (pools, padding, reshapes keep the input's quantization as in TFLite).
-    output_qparams: str = "calibrated"
+    output_qparams: str | Callable[[Node], "QParams"] = "calibrated"   # or the op's fixed (scale, zp)
     alias: bool = False                       # output shares the input's bytes (reshape): no code
     aten: tuple[str, ...] = ()
     from_aten: Callable[[str, dict, "AtenContext"], Node] | None = None
@@ -110,6 +110,7 @@ class OpDef:
     fast_kernels: tuple[KernelRecord, ...] = ()
     # --- ONNX QDQ form (edgebn/onnx_export.py passes its builder)
     onnx: Callable[[Any, Node], None] | None = None
+    c_helpers: str | None = None      # Jinja path of C helpers included once in the ops header when used
     # --- traits the passes and reports read (never op names)
     weighted: bool = False            # params weight [Cout, ...] + bias [Cout]: BN folds in, weight scales apply
     fusable_activation: bool = False  # a clamp activation that alone reads it fuses into its requantisation
