@@ -414,7 +414,10 @@ def import_program(ep) -> Graph:
         if in_place and isinstance(args[0], Ref) and args[0].name in buffer_of:
             raise ImportError_(f"{target} at {where} updates the buffer {buffer_of[args[0].name]!r} in place: "
                                "the model was exported in training mode (call model.eval() before torch.export)")
-        if not args or not isinstance(args[0], (Ref, list)) or (isinstance(args[0], Ref) and args[0].name in consts):
+        def computed(a):
+            return (isinstance(a, Ref) and a.name not in consts) or (isinstance(a, list) and any(map(computed, a)))
+
+        if not any(computed(a) for a in args):
             raise UnsupportedOpError(f"{target} at {where} computes on constants only; fold it into the weights")
         named = _named_arguments(n.target, args, {k: convert(v) for k, v in n.kwargs.items()}, target, where)
         out_tshape = tshapes.get(n.name)

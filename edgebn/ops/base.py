@@ -110,6 +110,8 @@ class OpDef:
     fast_kernels: tuple[KernelRecord, ...] = ()
     # --- ONNX QDQ form (edgebn/onnx_export.py passes its builder)
     onnx: Callable[[Any, Node], None] | None = None
+    broadcasts: bool = False          # reads inputs of smaller shapes broadcast (an expand before it can fold)
+    broadcast_view: bool = False      # its output is its input broadcast (expand): broadcasting readers skip it
     c_helpers: str | None = None      # Jinja path of C helpers included once in the ops header when used
     # --- traits the passes and reports read (never op names)
     weighted: bool = False            # params weight [Cout, ...] + bias [Cout]: BN folds in, weight scales apply

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from ..ir import Graph
 from .fold_batchnorm import fold_batchnorm
+from .fold_expand import fold_expand
+from .merge_affine import merge_affine
 from .fold_permute import fold_permute_into_linear
 from .fuse_activation import fuse_activation
 
-__all__ = ["PIPELINE", "run_passes", "fold_batchnorm", "fuse_activation", "fold_permute_into_linear"]
+__all__ = ["PIPELINE", "run_passes", "fold_expand", "merge_affine", "fold_batchnorm", "fuse_activation", "fold_permute_into_linear"]
 
-PIPELINE = (fold_batchnorm, fuse_activation, fold_permute_into_linear)
+PIPELINE = (fold_expand, merge_affine, fold_batchnorm, fuse_activation, fold_permute_into_linear)
 
 
 def run_passes(graph: Graph) -> Graph:

@@ -41,10 +41,12 @@ def emulate(node, xs):
 
 def from_aten(target, args, ctx):
     x, y, alpha = args["self"], args["other"], args["alpha"]
-    if not (hasattr(x, "name") and hasattr(y, "name")) or ctx.const(x) is not None or ctx.const(y) is not None:
-        raise UnsupportedOpError("add of a constant (only tensor + tensor residual adds are supported)")
     if alpha != 1:
         raise UnsupportedOpError(f"add with alpha={alpha}")
+    if not (hasattr(x, "name") and hasattr(y, "name")) or ctx.const(x) is not None or ctx.const(y) is not None:
+        from ..affine import from_constant_operand   # x + k: a per-channel affine, folded like a BN
+
+        return from_constant_operand("add", x, y, ctx)
     if tuple(ctx.shape(x)) != tuple(ctx.shape(y)):
         raise UnsupportedOpError(f"add with broadcasting {tuple(ctx.shape(x))} + {tuple(ctx.shape(y))}")
     return Node(ctx.name, "add", [x.name, y.name], {"act": None}, {}, ctx.source)
