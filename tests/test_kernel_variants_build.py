@@ -2,7 +2,8 @@
 -Werror -pedantic` (issue 10 part 3): depthwise 3x3/5x5/7x7 at stride 1 and 2 on maps wider and
 narrower than the window, channel multiplier 2, dilation, grouped, 1x1 and KxK dense with borders,
 Cout a multiple of 4 or not, both requantisation forms, the zero-point fold refused, linear blocks,
-add tables, pools, pad, cat, lut, permute, in both kernel sets. Each layer is rendered from its
+add tables, pools, pad, cat, lut, permute, mul (same shape, broadcast gate, vectors), expand,
+softmax and log_softmax, in both kernel sets. Each layer is rendered from its
 op's records exactly as in a model, under a prefix of its own, and one gcc call compiles them all
 (with a function calling every one, so none is unused). Bit-exactness of the same shape classes is
 tests/test_kernels.py's job; this file fails on a warning, and on a kernel record no case reaches."""
@@ -97,10 +98,39 @@ def other_classes():
                        {"x": (3, 4, 2), "layer": (3, 4, 2)})),
         ("permute", _graph([Node("layer", "permute", ["x"], {"shape": (60,)}, {"index": index})],
                            {"x": (4, 3, 5), "layer": (60,)})),
+        ("mul_same_shape", _graph([Node("layer", "mul", ["x", "y"], _mul_attrs((3, 4, 2)))],
+                                  {"x": (3, 4, 2), "y": (3, 4, 2), "layer": (3, 4, 2)}, inputs=("x", "y"))),
+        ("mul_gate_broadcast", _graph([Node("layer", "mul", ["x", "y"], _mul_attrs((3, 4, 6)))],
+                                      {"x": (3, 4, 6), "y": (1, 1, 6), "layer": (3, 4, 6)}, inputs=("x", "y"))),
+        ("mul_vectors", _graph([Node("layer", "mul", ["x", "y"], _mul_attrs((9,)))],
+                               {"x": (9,), "y": (9,), "layer": (9,)}, inputs=("x", "y"))),
+        ("expand_gate", _graph([Node("layer", "expand", ["x"], {"shape": (3, 4, 6)})],
+                               {"x": (1, 1, 6), "layer": (3, 4, 6)})),
+        ("softmax_channels", _graph([Node("layer", "softmax", ["x"], _softmax_attrs(False), _softmax_params())],
+                                    {"x": (3, 4, 10), "layer": (3, 4, 10)})),
+        ("log_softmax_vector", _graph([Node("layer", "softmax", ["x"], _softmax_attrs(True), _softmax_params())],
+                                      {"x": (35,), "layer": (35,)})),
         ("cat_copy_and_table", _graph([Node("layer", "cat", ["x", "y"], {"copy": [True, False]}, {"luts": cat_luts})],
                                       {"x": (3, 4, 2), "y": (3, 4, 5), "layer": (3, 4, 7)}, inputs=("x", "y"))),
     ]
     return out
+
+
+def _mul_attrs(shape):
+    return {"act": None, "shape": shape, "zp_a": -3, "zp_b": 7, "zp_out": 1, "m0": 1518500250, "shift": -7,
+            "act_min": -128, "act_max": 127}
+
+
+def _softmax_attrs(log):
+    from edgebn.ops.softmax.fixedpoint import log_softmax_params
+
+    return {"log": log, "axis": -1, **log_softmax_params(0.1)}
+
+
+def _softmax_params():
+    from edgebn.ops.softmax.fixedpoint import softmax_exp_table, softmax_params
+
+    return {"exp_table": softmax_exp_table(softmax_params(0.1))}
 
 
 def _huge_linear():
@@ -127,7 +157,8 @@ def test_every_kernel_variant_builds_with_werror(tmp_path):
     records = {r.name for op in OPS.values() for r in op.kernels + op.fast_kernels}
     assert records <= used, f"kernel records no case renders: {sorted(records - used)}"
 
-    ops_h = env.get_template("model/edgebn_ops.h.j2").render(model_name="variants", version="test")
+    helpers = sorted({op.c_helpers for op in OPS.values() if op.c_helpers})
+    ops_h = env.get_template("model/edgebn_ops.h.j2").render(model_name="variants", version="test", c_helpers=helpers)
     (tmp_path / "edgebn_ops.h").write_text(ops_h)
     src = "\n".join(["#include <stdint.h>", "#include <string.h>", '#include "edgebn_ops.h"', ""] + parts + [
         "static int8_t in[65536], out[65536];",

@@ -18,21 +18,16 @@ def _folds_backward(g: Graph, node: Node) -> bool:
 
 def merge_affine(graph: Graph) -> Graph:
     g = graph.copy()
-    i = 0
-    while i < len(g.nodes):         # a merged node is revisited: chains of three or more compose
-        first = g.nodes[i]
-        second = None
-        if OPS[first.op].affine_form is not None and first.name not in g.outputs and g.use_count(first.name) == 1 \
-                and not _folds_backward(g, first):
-            second = g.consumers(first.name)[0]
-        if second is None or OPS[second.op].affine_form is None:
-            i += 1
+    for first in list(g.nodes):     # the merged node is the later one: chains compose as the loop reaches it
+        if OPS[first.op].affine_form is None or first.name in g.outputs or g.use_count(first.name) != 1 \
+                or _folds_backward(g, first):
+            continue
+        second = g.consumers(first.name)[0]
+        if OPS[second.op].affine_form is None:
             continue
         a1, c1 = OPS[first.op].affine_form(first)
         a2, c2 = OPS[second.op].affine_form(second)
-        merged = Node(second.name, "affine", list(first.inputs), {"kind": "merged"},
-                      {"a": a2 * a1, "c": a2 * c1 + c2}, second.source)
-        g.nodes[g.nodes.index(second)] = merged
+        second.op, second.attrs, second.params = "affine", {"kind": "merged"}, {"a": a2 * a1, "c": a2 * c1 + c2}
         g.fold_log.append(FoldRecord(first.name, "merged", second.name,
                                      "per-channel affine read only by another one: composed into it"))
         g.remove(first, first.inputs[0])
