@@ -27,9 +27,22 @@ from .resources import ops_dir, templates_dir
 __all__ = ["emit_model", "render_model", "layer_contexts", "c_string"]
 
 
+_INT8_TEXT = np.array([str(i) for i in range(-128, 128)], dtype=object)
+
+
 def _c_rows(values, per_row: int = 16) -> str:
-    vals = [str(int(v)) for v in np.asarray(values).ravel()]
-    return ",\n".join("    " + ", ".join(vals[i:i + per_row]) for i in range(0, len(vals), per_row))
+    """A constant array's initializer, per_row values a line. Weights are most of a model's C text
+    (int8: one table lookup per value instead of a str() call)."""
+    v = np.asarray(values).ravel()
+    if v.dtype == np.int8:
+        text = _INT8_TEXT[v.astype(np.int16) + 128]
+    else:
+        text = np.array([str(x) for x in v.tolist()], dtype=object)
+    full = len(text) - len(text) % per_row
+    lines = ["    " + ", ".join(row) for row in text[:full].reshape(-1, per_row).tolist()]
+    if full < len(text):
+        lines.append("    " + ", ".join(text[full:].tolist()))
+    return ",\n".join(lines)
 
 
 def _c_float_rows(values, per_row: int = 8) -> str:

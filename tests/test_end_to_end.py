@@ -68,6 +68,9 @@ def test_out_layout_and_report_fields(digits):
     assert report["macs"] == sum(r["macs"] for r in report["layers"]) > 0
     assert len(report["fold_log"]) == 4 and all(f["action"] == "folded" for f in report["fold_log"])
     assert 0 < report["stack_bytes"] < 1024, report.get("stack_functions")
+    # every stage's seconds, the stack measurement's unoverlapped part included
+    assert list(report["timings"]) == ["import", "calibrate", "quantize", "emit", "report", "stack", "project"]
+    assert abs(report["compile_seconds"] - sum(report["timings"].values())) < 0.01
 
 
 def test_wrong_out_is_refused_before_import_and_calibration(tmp_path):

@@ -277,3 +277,20 @@ def test_fast_kernels_on_the_emulated_board(tmp_path):
         ["conv2d_kxk", "dwconv", "conv2d_1x1", "linear_fast"]
     assert fast["macs"] == ref["macs"] == sum(l["macs"] for l in fast["layers"]) > 0
     assert fast["instructions"] < ref["instructions"]
+
+
+def test_c_rows_formats_every_value_as_c_does():
+    """emit._c_rows (a table lookup per int8, the bulk of a model's C text) == str() of each value,
+    16 a line, for int8 / int32 / uint16 arrays of every remainder length."""
+    from edgebn.emit import _c_rows
+
+    def plain(values):
+        vals = [str(int(v)) for v in np.asarray(values).ravel()]
+        return ",\n".join("    " + ", ".join(vals[i:i + 16]) for i in range(0, len(vals), 16))
+
+    rng = np.random.default_rng(5)
+    for dtype, lo, hi in ((np.int8, -128, 128), (np.int32, -2 ** 31, 2 ** 31), (np.uint16, 0, 2 ** 16)):
+        for n in (0, 1, 15, 16, 17, 33, 257):
+            v = rng.integers(lo, hi, n, dtype=np.int64).astype(dtype)
+            assert _c_rows(v) == plain(v), (dtype, n)
+    assert _c_rows(np.arange(-128, 128, dtype=np.int8).reshape(16, 16)) == plain(np.arange(-128, 128))
