@@ -54,8 +54,9 @@ def test_timm_without_torchvision_compiles_bit_exact(tmp_path):
     """mobilenetv2_035 from timm (random weights, calibrated BN) at 64x64: compiles, host C ==
     emulator on every int8, logit SQNR >= ONNX Runtime's static QDQ per-channel int8 - 0.5 dB, and
     every layer equals TFLite Micro's kernel.
-    (At 32x32 its generated C does not build with -Werror today: unused w0/w3/w6 in a 3x3 depthwise
-    over a 1-pixel-wide map, the issue-10 -Werror item.)"""
+    (At 32x32 its generated C used to fail -Werror, unused w0/w3/w6 in a 3x3 depthwise over a
+    1-pixel-wide map; dwconv now loads only the taps some output reads, and
+    tests/test_kernel_variants_build.py builds that shape class.)"""
     from timm_models import create, import_timm
 
     import_timm()
