@@ -78,7 +78,8 @@ def load_float_graph(out_dir) -> Graph:
         raise EdgebnError(f"{out_dir / JSON_NAME}: float_model is not an object")
     from .targets import TARGETS
 
-    ram = TARGETS[doc["target"]].ram_bytes if doc.get("target") in TARGETS else None
+    tgt = TARGETS.get(doc.get("target")) if isinstance(doc.get("target"), str) else None
+    ram = max(tgt.ram_bytes, tgt.psram_bytes) if tgt else None
     weights = read_npz(out_dir / FLOAT_NAME, "float weights")
     if sec.get("weights_crc32") != arrays_crc32(weights):
         raise EdgebnError(f"{out_dir / FLOAT_NAME}: does not match the CRC recorded in {JSON_NAME} "

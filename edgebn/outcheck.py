@@ -169,7 +169,7 @@ def _shape(v, where: str, ram: int | None) -> tuple[int, ...]:
         raise OutError(f"{where}: shape {str(v)[:80]} is not 1 to {LIMITS['rank']} positive integers")
     size = math.prod(v)
     if ram is not None and size > ram:
-        raise OutError(f"{where}: shape {v} holds {size:,} int8 values, more than the target's {ram:,} bytes of RAM")
+        raise OutError(f"{where}: shape {v} holds {size:,} int8 values, more than the target's {ram:,} bytes of RAM (PSRAM included)")
     return tuple(v)
 
 
@@ -268,7 +268,7 @@ def check_quantized(doc: dict, weights: dict, where: str):
     target = _get(doc, "target", str, where)
     if target not in TARGETS:
         raise OutError(f"{where}: unknown target {target[:40]!r}")
-    ram = TARGETS[target].ram_bytes
+    ram = max(TARGETS[target].ram_bytes, TARGETS[target].psram_bytes)   # the arena may live in PSRAM
     check_model_name(_get(doc, "name", str, where), where)
     if "library" in doc:       # the C prefix of lib/NAME (compile --name): a lowercase C identifier
         from .library import check_name
