@@ -151,17 +151,20 @@ def _never_replace(out_dir: Path) -> str | None:
 
 
 def check_output(out_dir, force: bool) -> Path:
-    """Refuse an OUT that is a file, a folder edgebn never writes into, or (without force) a
-    non-empty folder that is not an earlier edgebn output. Returns OUT as an absolute path."""
+    """Refuse an OUT that is a file, or a non-empty folder that is not an earlier edgebn output
+    (without force; with force, still the root, home, current folder or one of its parents: a stray
+    `-o ~` must not scatter a project among the user's files). Returns OUT as an absolute path."""
     out_dir = Path(os.path.abspath(out_dir))
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise EdgebnError(f"{out_dir} exists and is not a directory")
-    why = _never_replace(out_dir)
-    if why:
-        raise EdgebnError(f"{out_dir} is {why}; edgebn never writes its output there, even with --force")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_edgebn_output(out_dir) and not force:
-        raise EdgebnError(f"{out_dir} exists and is not an edgebn output; choose another -o or pass --force "
-                          "(which keeps every file already there)")
+        hint = " (a symlink: give its target as -o)" if out_dir.is_symlink() and out_dir.is_dir() else ""
+        raise EdgebnError(f"{out_dir} exists and is not a directory{hint}")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_edgebn_output(out_dir):
+        if not force:
+            raise EdgebnError(f"{out_dir} exists and is not an edgebn output; choose another -o or pass --force "
+                              "(which keeps every file already there)")
+        why = _never_replace(out_dir)
+        if why:
+            raise EdgebnError(f"{out_dir} is {why}; edgebn never writes its output there, even with --force")
     return out_dir
 
 

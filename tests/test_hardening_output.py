@@ -382,3 +382,18 @@ def test_bench_update_report_keeps_the_report_edgebn_s(env, tmp_path):
     compiled = _compile(env, out)
     assert compiled.commit.kept_changed == [] and "report.json" in compiled.commit.written
     assert not list(out.glob("*.edgebn-new"))
+
+
+def test_recompile_from_inside_out_and_a_symlinked_out(env, tmp_path, monkeypatch):
+    """`-o .` inside an earlier output is fine (nothing is swapped away any more); a symlink as OUT
+    is refused, naming its target as the way out."""
+    out = tmp_path / "out"
+    _compile(env, out)
+    monkeypatch.chdir(out)
+    (out / "notes.txt").write_text("mine")
+    compiled = _compile(env, ".")
+    assert compiled.commit.kept_foreign == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    link = tmp_path / "link"
+    link.symlink_to(out, target_is_directory=True)
+    with pytest.raises(EdgebnError, match="is not a directory \\(a symlink: give its target as -o\\)"):
+        _compile(env, link)
