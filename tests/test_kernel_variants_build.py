@@ -110,6 +110,9 @@ def other_classes():
                                     {"x": (3, 4, 10), "layer": (3, 4, 10)})),
         ("log_softmax_vector", _graph([Node("layer", "softmax", ["x"], _softmax_attrs(True), _softmax_params())],
                                       {"x": (35,), "layer": (35,)})),
+        ("upsample_nearest_2x", _graph([Node("layer", "upsample_nearest", ["x"], {"shape": (6, 8, 3)},
+                                             {"rows": np.arange(6) >> 1, "cols": np.arange(8) >> 1})],
+                                       {"x": (3, 4, 3), "layer": (6, 8, 3)})),
         ("cat_copy_and_table", _graph([Node("layer", "cat", ["x", "y"], {"copy": [True, False]}, {"luts": cat_luts})],
                                       {"x": (3, 4, 2), "y": (3, 4, 5), "layer": (3, 4, 7)}, inputs=("x", "y"))),
     ]

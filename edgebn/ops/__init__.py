@@ -19,5 +19,6 @@ from . import softmax  # noqa: F401,E402
 from . import mul  # noqa: F401,E402
 from . import affine  # noqa: F401,E402
 from . import expand  # noqa: F401,E402
+from . import upsample  # noqa: F401,E402
 
 __all__ = ["OPS", "ATEN_RULES", "OpDef", "KernelRecord", "QParams", "Ref", "AtenContext"]
