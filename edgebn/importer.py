@@ -340,6 +340,8 @@ def import_program(ep) -> Graph:
     fx_nodes = list(ep.graph.nodes)
     tshapes: dict[str, tuple] = {}
     aliases: dict[str, str] = {}
+    several: dict[str, tuple] = {}      # multi-tensor op (split) -> (rule, target, named args)
+    pending: dict[str, tuple] = {}      # rank-5+ data movement -> (source tensor, its torch shape, move)
     for n in fx_nodes:
         val = n.meta.get("val")
         if hasattr(val, "shape"):
@@ -390,24 +392,32 @@ def import_program(ep) -> Graph:
         where = f"node {n.name!r}" + (f" at {source}" if source else "")
         if target in SKIP_OPS:
             continue
+        multi = None     # (rule, target, named args, index): element `index` of a multi-tensor op
         if target == "<built-in function getitem>":
             src, idx = n.args
             if str(src.target) == "aten.max_pool2d_with_indices.default" and idx == 0:
                 aliases[n.name] = resolve(src.name)
                 continue
-            raise UnsupportedOpError(f"unsupported getitem on {src.target} at {where}")
+            if src.name not in several:
+                raise UnsupportedOpError(f"unsupported getitem on {src.target} at {where}")
+            multi = several[src.name] + (int(idx),)
         if target in IDENTITY_OPS:
             aliases[n.name] = resolve(n.args[0].name)
             continue
-        rule = ATEN_RULES.get(target)
+        rule = ATEN_RULES.get(target) if multi is None else multi[0]
         if target == "aten.max_pool2d_with_indices.default":
             rule = ATEN_RULES["aten.max_pool2d.default"]
         if rule is None:
             raise UnsupportedOpError(
                 f"unsupported op {target} at {where}; supported: "
                 + ", ".join(t.replace("aten.", "") for t in supported_aten_ops()))
-        args = [convert(a) for a in n.args]
+        args = [convert(a) for a in n.args] if multi is None else [a for a in multi[2].values() if isinstance(a, Ref)]
         for a in args:
+            if isinstance(a, Ref) and a.name in pending and ATEN_RULES.get(target, rule).layout_move is None:
+                raise UnsupportedOpError(f"{target} at {where} reads a tensor of shape {tshapes[a.name]}: only "
+                                         "rank 2 (N,F), 3 (N,C,L) and 4 (N,C,H,W) are supported")
+            if isinstance(a, Ref) and a.name in pending:
+                continue
             if isinstance(a, Ref) and a.name not in graph.shapes and a.name not in consts:
                 raise UnsupportedOpError(f"{target} at {where} reads {a.name!r}, which edgebn did not compute")
         in_place = target.count(".") >= 2 and target.split(".")[1].endswith("_")
@@ -419,8 +429,12 @@ def import_program(ep) -> Graph:
 
         if not any(computed(a) for a in args):
             raise UnsupportedOpError(f"{target} at {where} computes on constants only; fold it into the weights")
-        named = _named_arguments(n.target, args, {k: convert(v) for k, v in n.kwargs.items()}, target, where)
+        named = _named_arguments(n.target, args, {k: convert(v) for k, v in n.kwargs.items()}, target, where) \
+            if multi is None else multi[2]
         out_tshape = tshapes.get(n.name)
+        if out_tshape is None and rule.getitem is not None and isinstance(n.meta.get("val"), (list, tuple)):
+            several[n.name] = (rule, target, named)      # its getitem nodes make one node each
+            continue
         if out_tshape is None:
             raise UnsupportedOpError(f"{target} at {where} does not produce a single tensor")
         ctx = AtenContext(
@@ -430,9 +444,25 @@ def import_program(ep) -> Graph:
             else (1, 1) + graph.shapes[r.name],
             source=source, name=n.name)
         ctx.out_shape = out_tshape
+        if rule.layout_move is not None and multi is None:
+            # data movement: composed with the movements before it while a tensor has no device layout
+            x = named["self"]
+            src, tsrc, move = pending.pop(x.name, None) or (x.name, tshapes[x.name], None)
+            step = rule.layout_move(target, named, tshapes[x.name], out_tshape)
+            composed = step if move is None else (lambda a, m=move, s=step: s(m(a)))
+            if len(out_tshape) not in _LAYOUT:
+                pending[n.name] = (src, tsrc, composed)
+                continue
+            try:
+                node = rule.gather_node(n.name, src, tsrc, out_tshape, composed, _device_shape(out_tshape), source)
+            except UnsupportedOpError as e:
+                raise UnsupportedOpError(f"{e} at {where}") from None
+            graph.nodes.append(node)
+            graph.shapes[node.name] = _device_shape(out_tshape)
+            continue
         ctx.out_device_shape = _device_shape(out_tshape)
         try:
-            node = rule.from_aten(target, named, ctx)
+            node = rule.from_aten(target, named, ctx) if multi is None else rule.getitem(multi[1], named, multi[3], ctx)
         except UnsupportedOpError as e:
             raise UnsupportedOpError(f"{e} at {where}") from None
         except (ImportError_,):

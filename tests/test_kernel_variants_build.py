@@ -113,6 +113,12 @@ def other_classes():
         ("upsample_nearest_2x", _graph([Node("layer", "upsample_nearest", ["x"], {"shape": (6, 8, 3)},
                                              {"rows": np.arange(6) >> 1, "cols": np.arange(8) >> 1})],
                                        {"x": (3, 4, 3), "layer": (6, 8, 3)})),
+        ("slice_channels", _graph([Node("layer", "slice", ["x"], {"start": (0, 0, 3), "step": (1, 1, 1),
+                                                             "shape": (3, 4, 2)})],
+                                  {"x": (3, 4, 6), "layer": (3, 4, 2)})),
+        ("slice_strided_rows", _graph([Node("layer", "slice", ["x"], {"start": (1, 0, 0), "step": (2, 2, 1),
+                                                                 "shape": (2, 3, 6)})],
+                                      {"x": (5, 6, 6), "layer": (2, 3, 6)})),
         ("cat_copy_and_table", _graph([Node("layer", "cat", ["x", "y"], {"copy": [True, False]}, {"luts": cat_luts})],
                                       {"x": (3, 4, 2), "y": (3, 4, 5), "layer": (3, 4, 7)}, inputs=("x", "y"))),
     ]

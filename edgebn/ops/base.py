@@ -112,6 +112,11 @@ class OpDef:
     onnx: Callable[[Any, Node], None] | None = None
     broadcasts: bool = False          # reads inputs of smaller shapes broadcast (an expand before it can fold)
     broadcast_view: bool = False      # its output is its input broadcast (expand): broadcasting readers skip it
+    getitem: Callable[[str, dict, int, "AtenContext"], Node] | None = None   # element i of a multi-tensor op
+    # pure data movement (view, permute, transpose): its move on a PyTorch-layout array, and the node
+    # for a composed chain of them (the importer composes through ranks the device has no layout for)
+    layout_move: Callable | None = None
+    gather_node: Callable | None = None
     c_helpers: str | None = None      # Jinja path of C helpers included once in the ops header when used
     # --- traits the passes and reports read (never op names)
     weighted: bool = False            # params weight [Cout, ...] + bias [Cout]: BN folds in, weight scales apply

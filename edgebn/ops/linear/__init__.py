@@ -13,7 +13,8 @@ from .._fast import RQ_CONSTANTS, fold_is_exact, folded_bias, weighted_fast_cont
 
 
 def output_shape(node, ins):
-    return (node.params["weight"].shape[0],)
+    # (F,), or (1, F, 1) for a Linear over L of an (N, 1, L) tensor: the same bytes either way
+    return tuple(node.attrs.get("shape", (node.params["weight"].shape[0],)))
 
 
 def run_float(node, xs):
@@ -42,10 +43,13 @@ def from_aten(target, args, ctx):
     wt = ctx.const(w)
     if wt is None:
         raise UnsupportedOpError("linear weights must be parameters, not computed tensors")
-    if len(ctx.shape(x)) != 2:
-        raise UnsupportedOpError(f"linear over a rank-{len(ctx.shape(x))} tensor (flatten first)")
+    tin = tuple(ctx.shape(x))
+    # (N, F), or (N, 1, L) (a Linear over L after a permute, as torchaudio's M5 does): one vector either way
+    if not (len(tin) == 2 or (len(tin) == 3 and tin[1] == 1)):
+        raise UnsupportedOpError(f"linear over a {tin} tensor (flatten first)")
     bias = np.zeros(wt.shape[0]) if b is None else ctx.const(b)
-    return Node(ctx.name, "linear", [x.name], {"act": None},
+    attrs = {"act": None} if len(tin) == 2 else {"act": None, "shape": tuple(ctx.out_device_shape)}
+    return Node(ctx.name, "linear", [x.name], attrs,
                 {"weight": np.asarray(wt, np.float64), "bias": np.asarray(bias, np.float64)}, ctx.source)
 
 
