@@ -33,6 +33,8 @@ def output_shape(node: Node, ins):
     sh, sw = node.attrs["stride"]
     pt, pl, pb, pr = node.attrs["padding"]
     dh, dw = node.attrs["dilation"]
+    if len(ins[0]) == 1 and kh == kw == 1 and not any(node.attrs["padding"]):
+        return (cout,)        # a per-feature affine (a BatchNorm1d kept on a vector) stays a vector
     return (conv_out_size(h, kh, sh, pt, pb, dh), conv_out_size(w, kw, sw, pl, pr, dw), cout)
 
 
