@@ -4,8 +4,13 @@ Methods (SPEC.md section 1 allows better range choices; the int8 arithmetic neve
   minmax      the observed [min, max] (default, as SPEC.md)
   percentile  the [100-p, p] percentiles of the observed values (p = 99.99 by default)
   mse         the clipping range minimizing the int8 quantization MSE of the observed values
+  histogram   every observed value binned into a streaming histogram (fixed bin width, doubled as
+              the range grows, so no value is ever dropped), then the [lo, hi] minimizing the
+              expected int8 error over the histogram: rounding error scale^2/12 inside the range,
+              the squared clipping distance outside it (the search PyTorch's HistogramObserver, which
+              PT2E uses, does over its histogram)
 Percentile and MSE work on a bounded, deterministic sample per tensor, so memory stays flat
-however large the calibration set is.
+however large the calibration set is; the histogram holds at most HIST_BINS bins per tensor.
 """
 from __future__ import annotations
 
@@ -22,8 +27,85 @@ from .ops.reshape import torch_to_device
 
 __all__ = ["METHODS", "Observer", "SampleTap", "calibrate", "iter_batches", "validate_batch"]
 
-METHODS = ("minmax", "percentile", "mse")
+METHODS = ("minmax", "percentile", "mse", "histogram")
 SAMPLE_PER_TENSOR = 1 << 16
+HIST_BINS = 4096          # the histogram's bin width doubles whenever more bins would be needed
+
+
+class Histogram:
+    """Counts of values in bins [k*w, (k+1)*w) for integer k in [k0, k0 + len(counts)): exact
+    streaming, since merging bins pairwise when the range outgrows HIST_BINS loses no value."""
+
+    def __init__(self):
+        self.w = 0.0               # 0 until a non-zero value is seen
+        self.zeros = 0             # values seen before then (all exactly 0)
+        self.k0 = 0
+        self.counts = np.zeros(0, np.int64)
+
+    def update(self, v: np.ndarray) -> None:
+        v = np.asarray(v, np.float64).ravel()
+        if self.w == 0.0:
+            amax = float(np.abs(v).max()) if v.size else 0.0
+            if amax == 0.0:
+                self.zeros += v.size
+                return
+            self.w = amax / (HIST_BINS // 4)
+            v = np.concatenate([v, np.zeros(self.zeros)])
+        k = np.floor(v / self.w).astype(np.int64)
+        lo, hi = int(k.min()), int(k.max())
+        if self.counts.size:
+            lo, hi = min(lo, self.k0), max(hi, self.k0 + self.counts.size - 1)
+        while hi - lo + 1 > HIST_BINS:
+            self._merge()
+            k = np.floor(v / self.w).astype(np.int64)
+            lo, hi = min(int(k.min()), self.k0), max(int(k.max()), self.k0 + self.counts.size - 1)
+        grown = np.zeros(hi - lo + 1, np.int64)
+        if self.counts.size:
+            grown[self.k0 - lo:self.k0 - lo + self.counts.size] = self.counts
+        grown += np.bincount(k - lo, minlength=grown.size)
+        self.k0, self.counts = lo, grown
+
+    def _merge(self) -> None:
+        """Double the bin width: bin k becomes bin floor(k / 2)."""
+        ks = np.arange(self.k0, self.k0 + self.counts.size) // 2
+        new0 = int(ks[0])
+        merged = np.zeros(int(ks[-1]) - new0 + 1, np.int64)
+        np.add.at(merged, ks - new0, self.counts)
+        self.k0, self.counts, self.w = new0, merged, self.w * 2.0
+
+    def coarse(self, bins: int) -> "Histogram":
+        h = Histogram()
+        h.w, h.k0, h.counts = self.w, self.k0, self.counts.copy()
+        while h.counts.size > bins:
+            h._merge()
+        return h
+
+    def best_range(self, lo: float, hi: float, grid: int = 64) -> tuple[float, float]:
+        """The [a, b] (a = f*lo, b = g*hi, f, g in (0, 1]) minimizing the expected int8 error of the
+        histogram's values: n_inside * scale^2/12 + sum over outside bins of n * ((c - bound)^2 + w^2/12)."""
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        if self.w == 0.0 or hi == lo:
+            return lo, hi
+        if self.counts.size > HIST_BINS // 4:
+            return self.coarse(HIST_BINS // 4).best_range(lo, hi, grid)
+        n = self.counts.astype(np.float64)
+        keep = n > 0
+        centers = ((np.arange(self.k0, self.k0 + n.size) + 0.5) * self.w)[keep]
+        n = n[keep]
+        fs = np.linspace(1.0 / grid, 1.0, grid)
+        cand_lo = np.unique(lo * fs) if lo < 0 else np.array([0.0])
+        cand_hi = np.unique(hi * fs) if hi > 0 else np.array([0.0])
+        a = cand_lo[:, None, None]
+        b = cand_hi[None, :, None]
+        scale = (b - a) / 255.0
+        c = centers[None, None, :]
+        below = np.clip(a - c, 0.0, None)
+        above = np.clip(c - b, 0.0, None)
+        outside = (below > 0) | (above > 0)
+        err = np.where(outside, below ** 2 + above ** 2 + self.w ** 2 / 12.0, scale ** 2 / 12.0)
+        total = (err * n).sum(axis=2)
+        i, j = np.unravel_index(int(np.argmin(total)), total.shape)
+        return float(cand_lo[i]), float(cand_hi[j])
 
 
 @dataclass
@@ -32,10 +114,15 @@ class Observer:
     hi: float = -np.inf
     sample: list = field(default_factory=list)
     kept: int = 0
+    hist: Histogram | None = None
 
-    def update(self, v: np.ndarray, rng: np.random.Generator, want_sample: bool) -> None:
+    def update(self, v: np.ndarray, rng: np.random.Generator, want_sample: bool, want_hist: bool = False) -> None:
         self.lo = min(self.lo, float(v.min()))
         self.hi = max(self.hi, float(v.max()))
+        if want_hist:
+            if self.hist is None:
+                self.hist = Histogram()
+            self.hist.update(v)
         if want_sample and self.kept < 8 * SAMPLE_PER_TENSOR:
             flat = v.ravel()
             take = min(flat.size, SAMPLE_PER_TENSOR // 4)
@@ -44,6 +131,8 @@ class Observer:
             self.kept += pick.size
 
     def range(self, method: str, percentile: float) -> tuple[float, float]:
+        if method == "histogram" and self.hist is not None:
+            return self.hist.best_range(self.lo, self.hi)
         if method == "minmax" or not self.sample:
             return self.lo, self.hi
         s = np.concatenate(self.sample).astype(np.float64)
@@ -146,7 +235,8 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
             if not np.isfinite(v).all():
                 raise CalibrationError(f"tensor {name!r} became NaN/Inf on the calibration data "
                                        "(check the weights and input scaling)")
-            observers.setdefault(name, Observer()).update(v, rng, method != "minmax")
+            observers.setdefault(name, Observer()).update(v, rng, method in ("percentile", "mse"),
+                                                          method == "histogram")
     if seen == 0:
         raise CalibrationError("calibration data is empty")
     ranges = {name: obs.range(method, percentile) for name, obs in observers.items()}

@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from .errors import EdgebnError, input_file
+from .quantize import PTQ_DEFAULTS as DEFAULTS
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -124,12 +125,20 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--model", "model_spec", help="pkg.module:Factory building the nn.Module (instead of a .pt2).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict for --model (loaded weights_only).")
 @click.option("--input-shape", help="Input shape for --model, e.g. 1,3,32,32.")
-@click.option("--calibration", default="minmax", show_default=True, type=click.Choice(["minmax", "percentile", "mse"]))
+@click.option("--calibration", default=DEFAULTS["calibration"], show_default=True,
+              type=click.Choice(["minmax", "percentile", "mse", "histogram"]),
+              help="How activation ranges are chosen (docs/QUANTIZATION.md).")
 @click.option("--percentile", default=99.99, show_default=True, help="Percentile for --calibration percentile.")
-@click.option("--weight-method", default="max", show_default=True, type=click.Choice(["max", "mse"]),
+@click.option("--weight-method", default=DEFAULTS["weight_method"], show_default=True, type=click.Choice(["max", "mse"]),
               help="Per-channel weight scale: max |w| or the MSE-minimizing clip.")
 @click.option("--ranges", "ranges_path", type=click.Path(dir_okay=False, exists=True),
               help="Activation ranges JSON (from edgebn.qat) used instead of calibrating.")
+@click.option("--bias-correction/--no-bias-correction", default=DEFAULTS["bias_correction"], show_default=True,
+              help="Correct each layer's int32 bias for the mean error int8 adds (measured with the emulator).")
+@click.option("--equalize/--no-equalize", default=DEFAULTS["equalize"], show_default=True,
+              help="Cross-layer equalization of conv/linear pairs before calibration.")
+@click.option("--fold-pool/--no-fold-pool", default=DEFAULTS["fold_pool"], show_default=True,
+              help="Fold a global average pool into the linear after it (finer logits, bigger linear).")
 @click.option("--force", is_flag=True,
               help="Write into OUT even if it is not an earlier edgebn output (every file already there is kept).")
 @click.option("--name", "lib_name", help="C name of the model library: prefixes every symbol, macro and file "
@@ -140,7 +149,7 @@ def _shape(text: str) -> tuple[int, ...]:
               "(the report says how many were used).")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
-                weight_method, ranges_path, force, lib_name, labels_path, max_samples, quiet):
+                weight_method, ranges_path, bias_correction, equalize, fold_pool, force, lib_name, labels_path, max_samples, quiet):
     """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
     from .compiler import compile_model
     from .library import check_name, load_labels
@@ -161,7 +170,8 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
     else:
         model, name = model_pt2, Path(model_pt2).stem
     compiled = compile_model(model, calib, out_dir, target=target, calibration=calibration,
-                             percentile=percentile, weight_method=weight_method, ranges=ranges_path, force=force,
+                             percentile=percentile, weight_method=weight_method, ranges=ranges_path,
+                             bias_correction=bias_correction, equalize=equalize, fold_pool=fold_pool, force=force,
                              progress=not quiet, model_name=name, name=lib_name, labels=labels,
                              max_samples=max_samples)
     if not quiet:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import save_graph
+from .bn_stats import check_bn_statistics
 from .outcheck import safe_model_name
 from .calibrate import SampleTap, calibrate, validate_batch
 from .emit import emit_model
@@ -32,8 +33,10 @@ from .library import SPEC4_NAME, LibraryNames, default_name, load_labels
 from .ops import OPS
 from .outdir import CommitResult, OutputDir
 from .passes import run_passes
+from .passes.equalize import equalize as equalize_graph
+from .passes.fold_pool import fold_pool_into_linear
 from .plan import plan_arena
-from .quantize import assign_qparams, quantize_graph
+from .quantize import PTQ_DEFAULTS, assign_qparams, quantize_graph
 from .report import build_report, write_report
 from .targets import get_target
 from .weights import check_fold_ranges
@@ -42,6 +45,7 @@ __all__ = ["compile_model", "CompiledModel", "load_calibration"]
 
 SELFTEST_VECTORS = 4
 REPORT_SAMPLES = 256   # calibration samples used for the per-layer SQNR in the report
+BIAS_CORRECTION_SAMPLES = 256   # calibration samples the bias correction measures each layer's mean error on
 
 
 @dataclass
@@ -238,7 +242,10 @@ def torch_input_shape(g: Graph) -> tuple[int, ...]:
 
 
 def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_input=None,
-                  calibration: str = "minmax", percentile: float = 99.99, weight_method: str = "max",
+                  calibration: str = PTQ_DEFAULTS["calibration"], percentile: float = 99.99,
+                  weight_method: str = PTQ_DEFAULTS["weight_method"],
+                  bias_correction: bool = PTQ_DEFAULTS["bias_correction"], equalize: bool = PTQ_DEFAULTS["equalize"],
+                  fold_pool: bool = PTQ_DEFAULTS["fold_pool"],
                   ranges=None, force: bool = False,
                   progress: bool = False, model_name: str | None = None,
                   check_budget: bool = True, name: str | None = None, labels=None,
@@ -251,7 +258,14 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
 
     name: the C name of the model library (--name; every symbol, macro and file carries it), by default
     from model_name, the checkpoint's file name or the module's class. labels: class labels, one per
-    output element (a list of str, or a labels.txt path, one per line)."""
+    output element (a list of str, or a labels.txt path, one per line).
+
+    Quantization choices (the int8 arithmetic is the same for all): `calibration` picks activation
+    ranges (minmax | percentile | mse | histogram), `weight_method` the per-channel weight scales
+    (max | mse), `fold_pool` folds a global average pool into the linear reading it
+    (passes/fold_pool.py), `equalize` runs cross-layer equalization on the folded float graph, and
+    `bias_correction` corrects each weighted layer's int32 bias for the mean error quantization adds
+    (measured layer by layer with the emulator on the first BIAS_CORRECTION_SAMPLES calibration inputs)."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     tgt = get_target(target)
@@ -275,16 +289,25 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         calib = _cap_samples(calib, max_samples)
         if example_input is None and _needs_example(model):
             example_input, calib = _example_from_calibration(calib)
-        float_graph = run_passes(_import(model, example_input))
+        imported = _import(model, example_input)
+        float_graph = run_passes(imported)
+        # given ranges (QAT) name the tensors of the plain folded graph and fix its arithmetic:
+        # the PTQ-only rewrites and the bias correction stay off then
+        fold_pool, equalize = fold_pool and ranges is None, equalize and ranges is None
+        if fold_pool:
+            float_graph = fold_pool_into_linear(float_graph)
+        if equalize:
+            float_graph = equalize_graph(float_graph)
         lap("import")
         tshape = torch_input_shape(float_graph)
         if isinstance(calib, (str, os.PathLike)):
             calib = load_calibration(calib)
         calib = _first_batch(calib, tshape)
-        tap = None if isinstance(calib, np.ndarray) else SampleTap(calib, REPORT_SAMPLES)
+        tap = None if isinstance(calib, np.ndarray) else SampleTap(calib, max(REPORT_SAMPLES, BIAS_CORRECTION_SAMPLES))
         ranges_meta = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            check_bn_statistics(imported)
             check_fold_ranges(float_graph)
             if ranges is None:
                 ranges = calibrate(float_graph, calib if tap is None else tap, tshape, method=calibration,
@@ -294,7 +317,13 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                 for batch in (tap or ()):  # the report's sample and the self-test vectors
                     validate_batch(batch, tshape)
             lap("calibrate")
-            qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges), weight_method)
+            bc_data = None
+            if bias_correction and ranges_meta is None:
+                bc_data = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if tap is None \
+                    else tap.sample()[:BIAS_CORRECTION_SAMPLES]
+            bc_log: list = []
+            qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges), weight_method,
+                                    bias_correction_data=bc_data, log=bc_log)
             lap("quantize")
         plan = plan_arena(qgraph)
         macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
@@ -324,6 +353,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                        names=lib_names, labels=labels, arena_in_psram=arena_in_psram, target_name=tgt.name)
         lap("emit")
         sample = np.asarray(calib[:REPORT_SAMPLES]) if tap is None else tap.sample()
+        sample = None if sample is None else sample[:REPORT_SAMPLES]
         rng = np.random.default_rng(0)
         vectors = emu.quantize_input(sample[:SELFTEST_VECTORS]) if sample is not None else \
             rng.integers(-128, 128, (SELFTEST_VECTORS,) + emu.input_shape, dtype=np.int8)
@@ -346,10 +376,15 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                        sample[:1] if sample is not None and len(sample) else np.zeros(tshape, np.float32),
                        labels, tgt, fits)
         lap("project")
-        report["quantization"] = {"calibration": calibration if ranges_meta is None else "given ranges",
-                                  "weight_method": weight_method,
-                                  "samples": int(tap.seen if tap is not None else len(calib)),
-                                  "max_samples": None if max_samples is None else int(max_samples)}
+        report["quantization"] = {
+            "calibration": calibration if ranges_meta is None else "given ranges",
+            "weight_method": weight_method,
+            "samples": int(tap.seen if tap is not None else len(calib)),
+            "max_samples": None if max_samples is None else int(max_samples),
+            "equalize": bool(equalize), "bias_correction": bool(bc_data is not None), "fold_pool": bool(fold_pool),
+            "bias_correction_layers": [{"layer": r.layer, "mean_abs_error_before": r.mean_abs_error_before,
+                                        "mean_abs_error_after": r.mean_abs_error_after, "max_shift": r.max_shift}
+                                       for r in bc_log]}
         if ranges_meta is not None:
             report["quantization"]["ranges_source"] = ranges_meta.get("source", "user")
         report["library"] = {"name": names.prefix, "dir": f"lib/{names.prefix}", "header": names.header,

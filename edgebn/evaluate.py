@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import FLOAT_NAME, JSON_NAME, _plain, arrays_crc32
+from .bn_stats import SHIFT_WARN, VAR_RATIO_WARN, ShiftCheck
 from .errors import EdgebnError, input_file
 from .execute import execute, run_float, run_int8
 from .fsio import save_npz, write_text
-from .ir import Graph
+from .ir import FoldRecord, Graph
 from .numerics import dequantize, quantize
 from .ops import OPS
 from .ops.reshape import device_to_torch, torch_to_device
@@ -53,11 +54,22 @@ def float_graph_section(g: Graph) -> dict:
         "shapes": {t: list(s) for t, s in g.shapes.items()},
         "nodes": [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "attrs": _json_attr(n.attrs),
                    "params": sorted(n.params)} for n in g.nodes],
+        # each BatchNorm's running statistics (arrays in the .npz under "bn:NAME/...") and where its
+        # input is in this graph, for evaluate's distribution-shift check
+        "batchnorms": [{"bn": r.bn, "action": r.action, "into": r.into, "reason": r.reason, "tensor": r.tensor,
+                        "eps": r.stats["eps"], "module": r.stats.get("module"),
+                        "num_batches_tracked": r.stats.get("num_batches_tracked")}
+                       for r in g.fold_log if r.stats is not None],
     }
+
+
+BN_ARRAYS = ("mean", "var", "gamma", "beta")
 
 
 def save_float_graph(g: Graph, out_dir: Path) -> dict:
     arrays = {f"{n.name}/{k}": np.asarray(v) for n in g.nodes for k, v in n.params.items()}
+    arrays.update({f"bn:{r.bn}/{k}": np.asarray(r.stats[k], np.float64)
+                   for r in g.fold_log if r.stats is not None for k in BN_ARRAYS})
     save_npz(Path(out_dir) / FLOAT_NAME, arrays)
     # the weights' CRC sits in edgebn.json, so the model hash covers them too
     return {**float_graph_section(g), "weights_crc32": arrays_crc32(arrays)}
@@ -84,7 +96,32 @@ def load_float_graph(out_dir) -> Graph:
     if sec.get("weights_crc32") != arrays_crc32(weights):
         raise EdgebnError(f"{out_dir / FLOAT_NAME}: does not match the CRC recorded in {JSON_NAME} "
                           "(edited or mixed up, or written by an older edgebn: recompile)")
-    return check_float(sec, weights, f"{out_dir / JSON_NAME} float_model", ram)
+    g = check_float(sec, weights, f"{out_dir / JSON_NAME} float_model", ram)
+    g.fold_log = _bn_records(sec.get("batchnorms", []), weights, g, f"{out_dir / JSON_NAME} float_model")
+    return g
+
+
+def _bn_records(recs, weights: dict, g: Graph, where: str) -> list[FoldRecord]:
+    """The BatchNorms' running statistics (for evaluate's distribution-shift check), checked."""
+    out = []
+    if not isinstance(recs, list):
+        raise EdgebnError(f"{where}: batchnorms is not a list")
+    for b in recs:
+        try:
+            arrays = {k: np.asarray(weights[f"bn:{b['bn']}/{k}"], np.float64) for k in BN_ARRAYS}
+            c = arrays["mean"].shape
+            ok = (len(c) == 1 and all(a.shape == c for a in arrays.values())
+                  and (b["tensor"] is None or b["tensor"] in g.shapes)
+                  and (b["into"] is None or any(n.name == b["into"] for n in g.nodes))
+                  and isinstance(b["eps"], (int, float)))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise EdgebnError(f"{where}: batchnorms entry {str(b)[:80]} does not match the float graph")
+        out.append(FoldRecord(str(b["bn"]), str(b["action"]), b["into"], str(b["reason"]), b["tensor"],
+                              {"eps": float(b["eps"]), "module": b.get("module"),
+                               "num_batches_tracked": b.get("num_batches_tracked"), **arrays}))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,6 +197,7 @@ def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=Non
         if len(labels) != len(x):
             raise EdgebnError(f"labels: {len(labels)} labels for {len(x)} inputs")
     out = qg.outputs[0]
+    bn_shift = ShiftCheck(fg)
     layers = [n for n in qg.nodes if not OPS[n.op].alias]
     iso = {n.name: _Acc() for n in layers}
     acc = {n.name: _Acc() for n in layers}
@@ -172,6 +210,7 @@ def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=Non
         xb = x[i:i + chunk]
         dev = emu.quantize_input(xb)                       # also checks the shape
         fvals = execute(fg, torch_to_device(np.asarray(xb, np.float64)), run_float)
+        bn_shift.add(fvals)
         y, qlayers = emu.run(dev, return_layers=True)
         for name, qv in qlayers:
             acc[name].add(fvals[name], _dq(qg, name, qv))
@@ -180,6 +219,7 @@ def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=Non
             iso[n.name].add(fvals[n.name], _dq(qg, n.name, run_int8(n, ins)))
         f_logits.append(device_to_torch(fvals[out], fg.torch_layouts[out]))
         q_logits.append(emu.to_torch_layout(_dq(qg, out, y)))
+    bn_report = bn_shift.result()
     f_logits = np.concatenate(f_logits)
     q_logits = np.concatenate(q_logits)
     if model is not None:
@@ -200,6 +240,7 @@ def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=Non
         "layers": sorted(({"name": n.name, "op": n.op, "sqnr_isolated_db": iso[n.name].db(),
                            "sqnr_accumulated_db": acc[n.name].db()} for n in layers),
                          key=lambda r: (r["sqnr_isolated_db"], r["sqnr_accumulated_db"])),
+        "batchnorms": bn_report,
     }
     return res
 
@@ -223,6 +264,26 @@ def format_evaluation(r: dict) -> str:
     for l in r["layers"]:
         lines.append(f"{l['name'][:28]:<28} {l['op'][:11]:<11} {_fmt(l['sqnr_isolated_db']):>12} "
                      f"{_fmt(l['sqnr_accumulated_db']):>15}")
+    if r.get("batchnorms"):
+        lines += ["", "BatchNorm statistics: these inputs' batch statistics of each BN's input vs its running "
+                  "statistics", "(mean shift in running std units, avg / max [channel]; batch var / running var, "
+                  "median / worst [channel])"]
+        head = f"{'BatchNorm':<28} {'batches':>7} {'mean shift':>20} {'var ratio':>22}"
+        lines += [head, "-" * len(head)]
+        flagged = []
+        for b in r["batchnorms"]:
+            name = b["module"] or b["bn"]
+            nbt = "-" if b["num_batches_tracked"] is None else str(b["num_batches_tracked"])
+            shift = f"{b['mean_shift_avg']:.2f} / {b['mean_shift_max']:.2f} [{b['mean_shift_channel']}]"
+            ratio = f"{b['var_ratio_median']:.2f} / {b['var_ratio_worst']:.2f} [{b['var_ratio_channel']}]"
+            lines.append(f"{name[:28]:<28} {nbt:>7} {shift:>20} {ratio:>22}" + ("  <- shifted" if b["flagged"] else ""))
+            if b["flagged"]:
+                flagged.append(name)
+        if flagged:
+            lines.append(f"{len(flagged)} BatchNorm(s) see data unlike the data their statistics came from "
+                         f"(mean shift > {SHIFT_WARN} std or variance off by > {VAR_RATIO_WARN:g}x): check the "
+                         "input preprocessing, or re-estimate the statistics on representative data and save the "
+                         "moving averages after training")
     return "\n".join(lines)
 
 

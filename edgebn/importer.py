@@ -444,6 +444,10 @@ def import_program(ep) -> Graph:
             else (1, 1) + graph.shapes[r.name],
             source=source, name=n.name)
         ctx.out_shape = out_tshape
+        # state_dict key of a parameter/buffer argument, and other state_dict entries (a BatchNorm's
+        # num_batches_tracked is no argument of the aten call, but says how its statistics were made)
+        ctx.state_key = lambda r: buffer_of.get(r.name) if isinstance(r, Ref) else None
+        ctx.state_value = lambda key: _state_value(ep, key)
         if rule.layout_move is not None and multi is None:
             # data movement: composed with the movements before it while a tensor has no device layout
             x = named["self"]
@@ -500,3 +504,9 @@ def _named_arguments(overload, args: list, kwargs: dict, target: str, where: str
                 raise UnsupportedOpError(f"{target} at {where}: missing argument {a.name!r}")
             named[a.name] = a.default_value
     return named
+
+
+def _state_value(ep, key: str):
+    """A state_dict entry of the exported program as numpy, or None."""
+    v = ep.state_dict.get(key) if key in ep.state_dict else ep.constants.get(key)
+    return None if v is None else v.detach().cpu().numpy()

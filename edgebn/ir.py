@@ -39,6 +39,10 @@ class FoldRecord:
     action: str          # "folded" | "folded-forward" | "kept-affine"
     into: str | None
     reason: str
+    # The BN's input in the folded graph: a tensor name (kept current by Graph.replace_uses), or None
+    # when it is `into`'s output before the BN was folded into it (recovered by undoing the fold).
+    tensor: str | None = None
+    stats: dict | None = None     # running statistics and affine parameters (bn_stats.bn_stats_of)
 
     def as_dict(self) -> dict:
         return {"bn": self.bn, "action": self.action, "into": self.into, "reason": self.reason}
@@ -125,6 +129,9 @@ class Graph:
         if count:
             self._uses[new] = self._uses.get(new, 0) + count
         self.outputs = [new if t == old else t for t in self.outputs]
+        for rec in self.fold_log:
+            if rec.tensor == old:
+                rec.tensor = new
         if old in self.torch_layouts and old in self.outputs:
             self.torch_layouts[new] = self.torch_layouts.pop(old)
 

@@ -6,13 +6,20 @@ operator's `quantize` (per-channel int8 weights, int32 bias, multipliers, lookup
 """
 from __future__ import annotations
 
+import numpy as np
+
+from .bias_correction import BiasCorrection, bias_correct
 from .errors import EdgebnError
 from .ir import Graph
 from .numerics import choose_qparams
 from .ops import OPS, QParams
 from .weights import WEIGHT_METHODS, set_weight_scales
 
-__all__ = ["assign_qparams", "quantize_graph"]
+__all__ = ["PTQ_DEFAULTS", "assign_qparams", "quantize_graph"]
+
+# The defaults of `edgebn compile` and edgebn.compile (docs/QUANTIZATION.md gives the evidence).
+PTQ_DEFAULTS = {"calibration": "minmax", "weight_method": "max", "bias_correction": False, "equalize": False,
+                "fold_pool": False}
 
 
 def assign_qparams(graph: Graph, ranges: dict[str, tuple[float, float]]) -> dict[str, QParams]:
@@ -30,18 +37,33 @@ def assign_qparams(graph: Graph, ranges: dict[str, tuple[float, float]]) -> dict
     return qp
 
 
-def quantize_graph(graph: Graph, qp: dict[str, QParams], weight_method: str = "max") -> Graph:
-    """Quantize every node; weight_method "max" (SPEC.md) or "mse" picks the per-channel weight scales."""
+def _quantize_node(node, graph: Graph, qp: dict[str, QParams]):
+    op = OPS[node.op]
+    if op.quantize is None:
+        raise EdgebnError(f"{node.where()}: op {node.op!r} has no int8 form (a pass should have removed it)")
+    return op.quantize(node, graph, qp)
+
+
+def quantize_graph(graph: Graph, qp: dict[str, QParams], weight_method: str = "max",
+                   bias_correction_data: np.ndarray | None = None,
+                   log: list[BiasCorrection] | None = None) -> Graph:
+    """Quantize every node; weight_method "max" (SPEC.md) or "mse" picks the per-channel weight scales.
+    With `bias_correction_data` (calibration inputs, model layout) each weighted layer's int32 bias is
+    corrected for the mean error int8 quantization adds to its output (edgebn/bias_correction.py);
+    the per-layer record goes into `log` when given."""
     if weight_method not in WEIGHT_METHODS:
         raise EdgebnError(f"unknown weight method {weight_method!r}; choose one of {', '.join(WEIGHT_METHODS)}")
     if weight_method != "max":
         graph = set_weight_scales(graph, weight_method)
+    if bias_correction_data is not None:
+        _, q, records = bias_correct(graph, qp, bias_correction_data,
+                                     lambda node, g: _quantize_node(node, g, qp))
+        if log is not None:
+            log.extend(records)
+        return q
     q = Graph(inputs=list(graph.inputs), outputs=list(graph.outputs), nodes=[], shapes=dict(graph.shapes),
               torch_layouts=dict(graph.torch_layouts), fold_log=list(graph.fold_log), notes=list(graph.notes),
               qparams=dict(qp))
     for node in graph.nodes:
-        op = OPS[node.op]
-        if op.quantize is None:
-            raise EdgebnError(f"{node.where()}: op {node.op!r} has no int8 form (a pass should have removed it)")
-        q.nodes.append(op.quantize(node, graph, qp))
+        q.nodes.append(_quantize_node(node, graph, qp))
     return q

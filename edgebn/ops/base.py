@@ -129,6 +129,9 @@ class OpDef:
     # order), or None where the byte order is kept
     gather_index: Callable[[Node], np.ndarray | None] | None = None
     label: Callable[[Node], str] | None = None                  # report's kernel column (default: name)
+    # True when this node is a mean of each channel over its whole input map (a global average
+    # pool): passes/fold_pool.py can fold it into the linear reading it
+    global_mean: Callable[[Node, tuple], bool] | None = None
 
 
 OPS: dict[str, OpDef] = {}

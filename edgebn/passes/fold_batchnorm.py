@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bn_stats import bn_stats_of
 from ..ir import FoldRecord, Graph, Node
 from ..ops import OPS
 
@@ -74,7 +75,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
             src.params["weight"], src.params["bias"] = fold_bn_into_weights(
                 src.params["weight"], src.params["bias"], a, c)
             g.fold_log.append(FoldRecord(bn.name, "folded", src.name,
-                                         f"right after {src.op} {src.name!r}"))
+                                         f"right after {src.op} {src.name!r}", None, bn_stats_of(bn)))
             g.remove(bn, src.name)
             continue
         why_not = (f"input {bn.inputs[0]!r} is the graph input" if src is None
@@ -89,7 +90,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
                 lin.params["weight"], lin.params["bias"], a[ch], c[ch])
             g.fold_log.append(FoldRecord(bn.name, "folded-forward", lin.name,
                                          f"{why_not}; folded through flatten {flat.name!r} into the linear "
-                                         f"{lin.name!r} that reads it"))
+                                         f"{lin.name!r} that reads it", bn.inputs[0], bn_stats_of(bn)))
             g.remove(bn, bn.inputs[0])
             continue
         if dst is not None and OPS[dst.op].weighted and bn.name not in g.outputs \
@@ -97,7 +98,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
             dst.params["weight"], dst.params["bias"] = fold_bn_forward_into_weights(
                 dst.params["weight"], dst.params["bias"], a, c, dst.attrs.get("groups", 1))
             g.fold_log.append(FoldRecord(bn.name, "folded-forward", dst.name,
-                                         f"{why_not}; folded into the unpadded {dst.op} {dst.name!r} that reads it"))
+                                         f"{why_not}; folded into the unpadded {dst.op} {dst.name!r} that reads it",
+                                         bn.inputs[0], bn_stats_of(bn)))
             g.remove(bn, bn.inputs[0])
             continue
         if dst is None:
@@ -106,8 +108,10 @@ def fold_batchnorm(graph: Graph) -> Graph:
             reason = f"the next op is {dst.op} {dst.name!r}, not a conv/linear"
         else:
             reason = f"{dst.op} {dst.name!r} zero-pads its input, so folding forward would not be exact"
+        stats = bn_stats_of(bn)
         kept = OPS[bn.op].as_affine(bn, a, c)
         bn.op, bn.attrs, bn.params = kept.op, kept.attrs, kept.params
         g.fold_log.append(FoldRecord(bn.name, "kept-affine", bn.name,
-                                     f"{why_not}; {reason}: kept as a per-channel affine (1x1 depthwise conv)"))
+                                     f"{why_not}; {reason}: kept as a per-channel affine (1x1 depthwise conv)",
+                                     bn.inputs[0], stats))
     return g

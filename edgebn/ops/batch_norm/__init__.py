@@ -22,6 +22,16 @@ def run_float(node, xs):
     return xs[0] * a + c      # channels are the last axis in device layout, for images and vectors
 
 
+def _provenance(rm, ctx) -> dict:
+    """The BN module's name and its num_batches_tracked (None when the program does not carry it)."""
+    key = getattr(ctx, "state_key", lambda r: None)(rm)
+    if not key or not key.endswith("running_mean"):
+        return {"module": None, "num_batches_tracked": None}
+    module = key[:-len("running_mean")].rstrip(".")
+    nbt = ctx.state_value(f"{module}.num_batches_tracked" if module else "num_batches_tracked")
+    return {"module": module or None, "num_batches_tracked": None if nbt is None else int(nbt)}
+
+
 def from_aten(target, args, ctx):
     if target == "aten._native_batch_norm_legit.no_stats":
         raise ImportError_(f"BatchNorm at {ctx.source or ctx.name} has no running statistics "
@@ -47,7 +57,7 @@ def from_aten(target, args, ctx):
     if (var < 0).any():
         raise ImportError_(f"BatchNorm at {where}: running_var is negative on channel(s) "
                            f"{np.flatnonzero(var < 0).tolist()[:8]} (corrupt statistics)")
-    return Node(ctx.name, "batch_norm", [x.name], {"eps": float(eps), "affine": w is not None},
+    return Node(ctx.name, "batch_norm", [x.name], {"eps": float(eps), "affine": w is not None, **_provenance(rm, ctx)},
                 {"mean": mean, "var": var, "gamma": gamma, "beta": beta}, ctx.source)
 
 

@@ -161,6 +161,16 @@ def avgpool_from_aten(target, args, ctx):
     return Node(name, "avg_pool2d", [x.name], attrs, {}, src)
 
 
+def is_global_mean(node: Node, in_shape: tuple) -> bool:
+    """Every channel averaged over the whole (unpadded) map: one output position, one window."""
+    if len(in_shape) != 3:
+        return False
+    h, w, _ = in_shape
+    a = node.attrs
+    return tuple(a["out_hw"]) == (1, 1) and tuple(a["kernel"]) == (h, w) and not any(a["padding"]) \
+        and a.get("act") is None
+
+
 def layer_context(node: Node, g: Graph) -> dict:
     a = node.attrs
     h, w, c = image_view(g.shapes[node.inputs[0]])
@@ -204,7 +214,7 @@ register(OpDef(
 ))
 
 register(OpDef(
-    name="avg_pool2d", run_float=avgpool_float, output_shape=output_shape,
+    name="avg_pool2d", run_float=avgpool_float, output_shape=output_shape, global_mean=is_global_mean,
     layer_context=layer_context, onnx=_onnx("avg"),
     kernels=(KernelRecord("avg_pool2d", "pool/avg_pool2d.c.j2", lambda node, g: "reference kernel set"),),
     quantize=_quantize_pool, emulate=avgpool_emulate, macs=_macs, output_qparams="input",
