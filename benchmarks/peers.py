@@ -1,23 +1,34 @@
-"""Side-by-side int8 PTQ: edgebn vs torch.ao (FX graph mode) vs ONNX Runtime quantize_static.
+"""Side-by-side int8 PTQ: edgebn against torchao PT2E, NNCF, AIMET, torch.ao FX and ONNX Runtime.
 
-Same model, same calibration set, same evaluation set for all three:
-  * edgebn        edgebn.compile (minmax activations, per-channel max weights: the defaults), run
-                  in the bit-exact emulator; also the mse/mse option row.
-  * torch.ao      prepare_fx/convert_fx with get_default_qconfig_mapping("x86") (per-channel int8
-                  weights; its default activation observer uses reduce_range, i.e. 7-bit), run in torch.
-  * onnxruntime   torch.onnx.export (opset 17) then quantize_static(QDQ, QInt8 activations and weights,
-                  per_channel=True, MinMax calibration), run in ONNX Runtime (CPU).
-Reported per model: top-1 (digits: against the labels; random-weight reference models: agreement
-with the float model's top-1) and logit SQNR vs the float model.
+Same model, same calibration set, same evaluation set for every method; reported per model: top-1
+(digits and the seed MLP: against the labels; random-weight models: agreement with the float top-1)
+and logit SQNR vs the float model (dB).
 
-    .venv/bin/python benchmarks/peers.py [--out benchmarks/peers.md] [--models digits,resnet8,...]
+  * edgebn            edgebn.compile, run in the bit-exact emulator (what the board computes), with
+                      several PTQ settings (EDGEBN_CONFIGS)
+  * torchao PT2E      XNNPACKQuantizer, per-channel           } each in its own virtualenv, made by
+  * NNCF              nncf.quantize defaults                  } benchmarks/peers_env.sh, run through
+  * AIMET             BN fold + CLE + QuantSim tf_enhanced    } benchmarks/peer_runner.py
+  * torch.ao FX       prepare_fx/convert_fx, x86 qconfig (7-bit activations), in this venv
+  * ONNX Runtime      quantize_static QDQ s8s8 per-channel, in this venv
+
+Models: digits (trained), the seed article's MLP (trained), examples/models (ResNet-8, DS-CNN,
+MobileNetV1-0.25; random weights) and benchmarks/zoo.py (resdw, stack, bn_after_relu).
+
+    bash benchmarks/peers_env.sh                    # once: the peers' virtualenvs (outside the clone)
+    .venv/bin/python benchmarks/peers.py [--models digits,seed,...] [--tools torchao_pt2e,nncf,aimet]
+
+It is a benchmark, not a test: it takes about an hour on a loaded 2-core machine (AIMET and the
+emulator are the slow parts). Results go to benchmarks/peers.md and benchmarks/peers.json.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import importlib
-import importlib.util
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,34 +45,60 @@ import edgebn  # noqa: E402
 from edgebn.report import sqnr_db  # noqa: E402
 
 REFERENCE = ("resnet8", "dscnn", "mobilenet_v1")
-
-
-def _load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+ZOO = ("resdw", "stack", "bn_after_relu")
+MODELS = ("digits", "seed") + REFERENCE + ZOO
+PEER_DIR = Path(os.environ.get("EDGEBN_PEERS_DIR", Path.home() / ".cache" / "edgebn-peers"))
+PEER_TOOLS = ("torchao_pt2e", "nncf", "aimet")
+LABELS = {"torchao_pt2e": "torchao PT2E XNNPACK per-channel", "nncf": "NNCF default PTQ",
+          "aimet": "AIMET CLE + QuantSim tf_enhanced per-channel", "aimet_adaround": "AIMET + AdaRound"}
+EDGEBN_CONFIGS = {
+    "edgebn minmax (SPEC default)": {"calibration": "minmax", "bias_correction": False, "fold_pool": False},
+    "edgebn histogram + bias correction": {"calibration": "histogram", "bias_correction": True, "fold_pool": False},
+    "edgebn histogram + bias correction + fold-pool": {"calibration": "histogram", "bias_correction": True,
+                                                       "fold_pool": True},
+    "edgebn minmax + bias correction + fold-pool": {"calibration": "minmax", "bias_correction": True,
+                                                    "fold_pool": True},
+}
+N_CALIB, N_EVAL = 256, 256
 
 
 def digits_case():
-    mod = _load_module(ROOT / "examples" / "digits" / "model.py", "digits_model")
+    from examples.digits import model as mod
+
     model, _ = mod.train()
     x_train, _, x_test, y_test = mod.load_data()
-    return {"name": "digits (trained)", "model": model.eval(), "calib": x_train[:500], "x": x_test, "y": y_test,
-            "shape": mod.INPUT_SHAPE}
+    return {"name": "digits", "title": "digits CNN (trained)", "model": model.eval(), "calib": x_train[:500],
+            "x": x_test, "y": y_test, "shape": mod.INPUT_SHAPE}
 
 
-def reference_case(name: str, n_calib=256, n_eval=256):
-    path = ROOT / "examples" / "models" / f"{name}.py"
-    if not path.is_file():
-        return None
-    mod = importlib.import_module(f"examples.models.{name}")
-    model = mod.build(0).eval()
-    shape = tuple(mod.INPUT_SHAPE)
+def seed_case():
+    from examples import seed_mlp
+
+    model = seed_mlp.train_simple_nn()
+    x_train, _, x_test, y_test = seed_mlp.digits_features()
+    return {"name": "seed", "title": "seed MLP Linear-BN1d-ReLU-Linear (trained)", "model": model.eval(),
+            "calib": x_train[:500], "x": x_test, "y": y_test, "shape": (1, 64)}
+
+
+def random_case(name: str):
+    if name in REFERENCE:
+        mod = importlib.import_module(f"examples.models.{name}")
+        model, shape = mod.build(0).eval(), tuple(mod.INPUT_SHAPE)
+        title = {"resnet8": "ResNet-8", "dscnn": "DS-CNN", "mobilenet_v1": "MobileNetV1-0.25"}[name]
+    else:
+        from benchmarks import zoo
+
+        model, shape = zoo.build(name).eval(), tuple(zoo.ZOO[name].INPUT_SHAPE)
+        title = {"resdw": "residual + depthwise net", "stack": "conv3x3/dw/pw/strided stack",
+                 "bn_after_relu": "BN after ReLU"}[name]
     rng = np.random.default_rng(0)
-    x = rng.normal(0, 1, (n_calib + n_eval,) + shape[1:]).astype(np.float32)
-    return {"name": f"{name} (random weights)", "model": model, "calib": x[:n_calib], "x": x[n_calib:], "y": None,
-            "shape": shape}
+    x = rng.normal(0, 1, (N_CALIB + N_EVAL,) + shape[1:]).astype(np.float32)
+    return {"name": name, "title": f"{title} (random weights)", "model": model, "calib": x[:N_CALIB],
+            "x": x[N_CALIB:], "y": None, "shape": shape}
+
+
+def make_case(name: str):
+    return digits_case() if name == "digits" else seed_case() if name == "seed" else random_case(name)
 
 
 def metrics(logits, ref_logits, y):
@@ -100,7 +137,6 @@ def run_torch_ao(case):
 def run_onnxruntime(case, work: Path):
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     raw, fp, qp = work / "raw.onnx", work / "float.onnx", work / "int8.onnx"
@@ -121,70 +157,112 @@ def run_onnxruntime(case, work: Path):
     return sess.run(None, {"x": case["x"]})[0].astype(np.float64)
 
 
-def bench(case) -> list[dict]:
+def run_peer(tool: str, case, work: Path):
+    """The peer in its own venv on the case saved under work/."""
+    venv = PEER_DIR / tool.split("_")[0]
+    python = venv / "bin" / "python"
+    if not python.is_file():
+        raise RuntimeError(f"no virtualenv at {venv}: run `bash benchmarks/peers_env.sh` first")
+    d = work / "case"
+    if not (d / "model.pt").is_file():
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(case["model"], d / "model.pt")
+        np.save(d / "calib.npy", case["calib"])
+        np.save(d / "x.npy", case["x"])
+    env = {**os.environ, "NNCF_EXTENSION_LOAD_TIMEOUT": "0", "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([str(python), str(ROOT / "benchmarks" / "peer_runner.py"), tool, str(d)],
+                       capture_output=True, text=True, env=env, check=False)
+    if r.returncode != 0:
+        last = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
+        raise RuntimeError(last[-1][:200] if last else f"exit {r.returncode}")
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    return np.load(d / f"out_{tool}.npy").astype(np.float64), info.get("version", "")
+
+
+def bench(case, tools) -> list[dict]:
     rows = []
     ref = run_float(case["model"], case["x"])
     y = case["y"]
     rows.append({"model": case["name"], "method": "float (PyTorch)", **metrics(ref, ref, y)})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runs = [("edgebn (minmax, max)", lambda: run_edgebn(case, work)),
-                ("edgebn (mse act, mse weights)", lambda: run_edgebn(case, work, calibration="mse",
-                                                                     weight_method="mse")),
-                ("torch.ao FX x86 per-channel", lambda: run_torch_ao(case)),
-                ("onnxruntime QDQ per-channel", lambda: run_onnxruntime(case, work))]
+        runs = [(label, (lambda kw=kw: (run_edgebn(case, work, **kw), ""))) for label, kw in EDGEBN_CONFIGS.items()]
+        runs += [(LABELS[t], (lambda t=t: run_peer(t, case, work))) for t in tools]
+        runs += [("torch.ao FX x86 per-channel", lambda: (run_torch_ao(case), "")),
+                 ("ONNX Runtime QDQ per-channel", lambda: (run_onnxruntime(case, work), ""))]
         for label, fn in runs:
             t = time.perf_counter()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    out = fn()
+                    out, version = fn()
                 rows.append({"model": case["name"], "method": label, **metrics(out, ref, y),
-                             "seconds": time.perf_counter() - t})
+                             "seconds": round(time.perf_counter() - t, 1), "version": version})
             except Exception as e:  # noqa: BLE001 - a peer failing is a result to report
-                rows.append({"model": case["name"], "method": label, "error": str(e).splitlines()[0][:120]})
+                rows.append({"model": case["name"], "method": label, "error": str(e).splitlines()[0][:200],
+                             "seconds": round(time.perf_counter() - t, 1)})
     return rows
 
 
-def to_markdown(rows, cases) -> str:
-    lines = ["# int8 PTQ side by side: edgebn, torch.ao, ONNX Runtime", "",
-             "Generated by `.venv/bin/python benchmarks/peers.py` (not a test). Same calibration and "
-             "evaluation inputs for every method. `top-1`: against the labels for digits, against the float "
-             "model's top-1 for the random-weight reference models. `agree`: top-1 agreement with float. "
-             "`SQNR`: logits vs the float model, dB.", "",
-             "| model | method | top-1 | agree | logit SQNR dB |", "|---|---|---:|---:|---:|"]
+def _cell(r):
+    if r is None:
+        return "-"
+    if "error" in r:
+        return "failed"
+    return "exact" if np.isinf(r["sqnr"]) else f"{r['sqnr']:.1f}"
+
+
+def summary(rows, cases) -> list[str]:
+    """One line per model: SQNR of each method, the best peer, edgebn's best."""
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "float (PyTorch)"]
+    lines = ["| model | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for c in cases:
+        by = {r["method"]: r for r in rows if r["model"] == c["name"]}
+        lines.append(f"| {c['title']} | " + " | ".join(_cell(by.get(m)) for m in methods) + " |")
+    return lines
+
+
+def to_markdown(rows, cases, tools) -> str:
+    lines = ["# int8 PTQ side by side: edgebn, torchao PT2E, NNCF, AIMET, torch.ao FX, ONNX Runtime", "",
+             "Generated by `.venv/bin/python benchmarks/peers.py` (not a test). Same calibration and evaluation "
+             "inputs for every method. Logit SQNR vs the float model (dB):", ""]
+    lines += summary(rows, cases)
+    lines += ["", "Every row (`top-1`: against the labels for digits and the seed MLP, against the float model's "
+              "top-1 for the random-weight models; `agree`: top-1 agreement with float; `s`: wall seconds):", "",
+              "| model | method | top-1 | agree | logit SQNR dB | s | version |", "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['method']} | failed: {r['error']} | | |")
+            lines.append(f"| {r['model']} | {r['method']} | failed: {r['error']} | | | {r.get('seconds', '')} | |")
         else:
-            sq = "exact" if np.isinf(r["sqnr"]) else f"{r['sqnr']:.1f}"
-            lines.append(f"| {r['model']} | {r['method']} | {100 * r['top1']:.2f}% | {100 * r['agree']:.2f}% | {sq} |")
+            sq = "exact" if np.isinf(r["sqnr"]) else f"{r['sqnr']:.2f}"
+            lines.append(f"| {r['model']} | {r['method']} | {100 * r['top1']:.2f}% | {100 * r['agree']:.2f}% | {sq} "
+                         f"| {r.get('seconds', '')} | {r.get('version', '')} |")
     lines += ["", "Cases: " + "; ".join(f"{c['name']}: calibration {len(c['calib'])}, evaluation {len(c['x'])}"
                                          for c in cases), ""]
-    missing = [n for n in REFERENCE if not (ROOT / "examples" / "models" / f"{n}.py").is_file()]
-    if missing:
-        lines.append(f"Not run (no examples/models/<name>.py when this was generated): {', '.join(missing)}.")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "peers.md"))
-    ap.add_argument("--models", default="digits," + ",".join(REFERENCE))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--tools", default=",".join(PEER_TOOLS),
+                    help=f"peer tools run in their virtualenvs (of {', '.join(LABELS)}; empty: none)")
     args = ap.parse_args(argv)
-    cases = []
+    tools = [t for t in args.tools.split(",") if t]
+    t0 = time.perf_counter()
+    cases, rows = [], []
     for name in args.models.split(","):
-        case = digits_case() if name == "digits" else reference_case(name)
-        if case is not None:
-            cases.append(case)
-    rows = []
-    for case in cases:
-        print(f"== {case['name']}", flush=True)
-        for r in bench(case):
+        case = make_case(name)
+        cases.append(case)
+        print(f"== {case['title']}", flush=True)
+        for r in bench(case, tools):
             rows.append(r)
-            print("  ", r["method"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+            print("  ", r["method"], {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
                                      if k not in ("model", "method")}, flush=True)
-    md = to_markdown(rows, cases)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
+    md = to_markdown(rows, cases, tools)
+    md += f"\nTotal wall time {time.perf_counter() - t0:.0f} s.\n"
     Path(args.out).write_text(md)
     print(md)
 
