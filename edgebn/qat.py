@@ -107,10 +107,14 @@ class ActRange(nn.Module):
         return choose_qparams(*self.range())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Observe x (training, observed mode), then fake-quantize it."""
         if self.training and self.mode == "observed" and not self.frozen:
             with torch.no_grad():
                 self.lo += self.momentum * (float(x.min()) - self.lo)
                 self.hi += self.momentum * (float(x.max()) - self.hi)
+        return self.fake_quant(x)
+
+    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
         lo = torch.clamp(self.lo, max=0.0)
         hi = torch.clamp(self.hi, min=0.0)
         scale = torch.clamp((hi - lo) / 255.0, min=1e-12)
@@ -448,11 +452,14 @@ class QATModule(nn.Module):
             vals[node.name] = y.reshape((y.shape[0],) + tuple(g.shapes[node.name]))
         return _to_torch(vals[g.outputs[0]], g.torch_layouts[g.outputs[0]])
 
-    def _scale_of(self, tensor: str) -> torch.Tensor:
-        """The (float) scale of a tensor: its own range, or its producer's input's for pools/reshapes."""
+    def _range_of(self, tensor: str) -> ActRange:
+        """A tensor's range: its own, or (pools, reshapes) the one of the input it keeps."""
         while tensor not in self.ranges_:
             tensor = self.graph.node(tensor).inputs[0]
-        r = self.ranges_[tensor]
+        return self.ranges_[tensor]
+
+    def _scale_of(self, tensor: str) -> torch.Tensor:
+        r = self._range_of(tensor)
         return (torch.clamp(r.hi, min=0.0) - torch.clamp(r.lo, max=0.0)).detach() / 255.0
 
     def _fake_node(self, node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -465,13 +472,13 @@ class QATModule(nn.Module):
             b = clamp_bounds(node)
             y = torch.clamp(xs[0], b["lo"], b["hi"])
         elif op == "max_pool2d":
-            return _float_pool(node, _images(xs[0]), -torch.inf, -torch.inf).amax(dim=(3, 4))
+            return _pool_windows(node, _images(xs[0]), -torch.inf, -torch.inf).amax(dim=(3, 4))
         elif op == "avg_pool2d":
             x = _images(xs[0])
-            s = _float_pool(node, x, 0.0, 0.0).sum(dim=(3, 4))
+            s = _pool_windows(node, x, 0.0, 0.0).sum(dim=(3, 4))
             n = torch.from_numpy(avg_divisors(node, x.shape[1], x.shape[2]).astype(np.float32))[None, :, :, None]
             y = s / n.to(s.dtype)
-            return self.ranges_[_range_owner(self.graph, node.name, self.ranges_)](y)
+            return self._range_of(node.inputs[0]).fake_quant(y)   # the integer average is on its input's grid
         elif op == "reshape":
             return xs[0]
         elif op == "permute":
@@ -523,16 +530,6 @@ class QATModule(nn.Module):
             bn.running_mean.mul_(1 - m).add_(m * mean.detach())
             bn.running_var.mul_(1 - m).add_(m * var.detach() * n / max(n - 1, 1))
         return (y0 - mean) / torch.sqrt(var + b.bn_eps) * gamma + beta
-
-
-def _range_owner(graph: Graph, tensor: str, ranges) -> str:
-    while tensor not in ranges:
-        tensor = graph.node(tensor).inputs[0]
-    return tensor
-
-
-def _float_pool(node: Node, x: torch.Tensor, pad_value, overhang_value) -> torch.Tensor:
-    return _pool_windows(node, x, pad_value, overhang_value)
 
 
 def _to_device(x: torch.Tensor) -> torch.Tensor:

@@ -22,16 +22,33 @@ from pathlib import Path
 
 from .errors import CalibrationError
 from .ir import Graph
-from .ops import OPS
 
 __all__ = ["FORMAT", "required_tensors", "ranges_document", "save_ranges", "load_ranges", "check_ranges"]
 
 FORMAT = "edgebn-ranges/1"
 
 
+class _Recorder(dict):
+    """A ranges dict that records which tensors the quantize stage asks for."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[str] = []
+
+    def __missing__(self, tensor):
+        self.asked.append(tensor)
+        return (0.0, 1.0)
+
+
 def required_tensors(graph: Graph) -> list[str]:
-    """The tensors whose (scale, zero_point) come from a range, in graph order."""
-    return list(graph.inputs) + [n.name for n in graph.nodes if OPS[n.op].output_qparams != "input"]
+    """The tensors whose (scale, zero_point) come from a range, in the order the quantize stage
+    reads them (the graph input, then conv/linear/add/table outputs; pools and reshapes reuse
+    their input's): exactly what assign_qparams asks for."""
+    from .quantize import assign_qparams
+
+    rec = _Recorder()
+    assign_qparams(graph, rec)
+    return list(dict.fromkeys(rec.asked))
 
 
 def ranges_document(ranges: dict, weight_method: str = "max", source: str = "edgebn.qat") -> dict:

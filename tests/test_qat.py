@@ -201,3 +201,28 @@ def test_bad_arguments():
         qat.prepare(model, np.zeros((4, 1, 5, 5), np.float32), ranges="sometimes")
     with pytest.raises(UnsupportedOpError, match="needs the module prepare"):
         qat.convert(model)
+
+
+class KWSLite(nn.Module):
+    """Conv1d + BatchNorm1d over (N, C, L), global average pool, linear: the 1-D path."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(4, 6, 5, padding=2, stride=2), nn.BatchNorm1d(6), nn.ReLU(),
+                                  nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(6, 3))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_conv1d_net_bit_exact(tmp_path):
+    torch.manual_seed(1)
+    model = KWSLite().eval()
+    x = np.random.default_rng(1).normal(0, 1, (48, 4, 20)).astype(np.float32)
+    qm = qat.prepare(model, x[:32])
+    _steps(qm, x, 2, lr=3e-3)
+    qm.freeze_bn()
+    _steps(qm, x, 2, lr=3e-3, seed=1)
+    compiled = edgebn.compile(qat.convert(qm), x[:32], tmp_path / "kws", example_input=torch.zeros(1, 4, 20),
+                              ranges=qm.ranges())
+    _assert_bit_exact(qm, compiled, _extreme(x[32:]))

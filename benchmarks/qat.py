@@ -1,0 +1,81 @@
+"""PTQ vs QAT on the trained example models (a benchmark, not a test; about a minute alone).
+
+    .venv/bin/python benchmarks/qat.py [--epochs 4] [--json benchmarks/qat.json]
+
+For each model: edgebn's default PTQ (minmax ranges, max weight scales), then examples/digits'
+qat_finetune (edgebn.qat: BN frozen, calibrated ranges kept, the int8-exact forward distilled to the
+float logits, Adam with linear decay), compiled with the trained ranges. Logit SQNR (dB) of the int8
+emulator vs the float model on held-out data, top-1 against the labels, and whether the compiled
+model equals the QAT module on every output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "digits"))
+sys.path.insert(0, str(ROOT / "examples"))
+
+import edgebn  # noqa: E402
+from edgebn import qat  # noqa: E402
+from edgebn.report import sqnr_db  # noqa: E402
+from model import load_data, qat_finetune, train  # noqa: E402
+from seed_mlp import digits_features, train_simple_nn  # noqa: E402
+
+
+def models():
+    m, _ = train()
+    x_tr, y_tr, x_te, y_te = load_data()
+    yield "digits CNN (DigitsNet)", m, x_tr, x_te, y_te
+    x_tr, y_tr, x_te, y_te = digits_features()
+    yield "seed article MLP (Linear-BN1d-ReLU-Linear)", train_simple_nn(), x_tr, x_te, y_te
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model, x_tr, x_te, y_te in models():
+            calib = x_tr[:500]
+            ex = torch.from_numpy(x_tr[:1])
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x_te)).numpy()
+            ptq = edgebn.compile(model, calib, Path(tmp) / "ptq", example_input=ex, force=True).emulate(x_te)
+            t = time.perf_counter()
+            qm = qat_finetune(model, x_tr, calib, epochs=args.epochs, lr=args.lr)
+            secs = time.perf_counter() - t
+            comp = edgebn.compile(qat.convert(qm), calib, Path(tmp) / "qat", example_input=ex, force=True,
+                                  ranges=qm.ranges())
+            got = comp.emulate(x_te)
+            with torch.no_grad():
+                exact = bool(np.array_equal(qm(torch.from_numpy(x_te)).numpy(), got))
+            row = {"model": name, "float_top1": float((ref.argmax(1) == y_te).mean()),
+                   "ptq_top1": float((ptq.argmax(1) == y_te).mean()), "ptq_sqnr_db": round(sqnr_db(ref, ptq), 2),
+                   "qat_top1": float((got.argmax(1) == y_te).mean()), "qat_sqnr_db": round(sqnr_db(ref, got), 2),
+                   "qat_epochs": args.epochs, "qat_seconds": round(secs, 1), "bit_exact": exact}
+            print(json.dumps(row))
+            rows.append(row)
+    print("| model | float top-1 | PTQ top-1 / SQNR | QAT top-1 / SQNR | compiled == QAT module |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['float_top1']:.2%} | {r['ptq_top1']:.2%} / {r['ptq_sqnr_db']:.1f} dB | "
+              f"{r['qat_top1']:.2%} / {r['qat_sqnr_db']:.1f} dB | {'yes' if r['bit_exact'] else 'NO'} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
