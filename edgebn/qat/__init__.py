@@ -20,7 +20,12 @@ compiled graph's structure and tensor names. In training mode its forward is the
     "learned"`: lo/hi are parameters, straight-through gradient). Pools and reshapes keep their input's.
 In eval mode the forward is integer-exact: the float graph with the folded float64 weights is
 quantized by edgebn's own quantize stage from the current ranges, then run with int64 accumulation,
-MultiplyByQuantizedMultiplier requantisation, TFLite's ADD and pool arithmetic, written here in torch.
+MultiplyByQuantizedMultiplier requantisation, TFLite's ADD and pool arithmetic, written in torch.
+
+Each operator's part lives in its package: edgebn/ops/<op>/qat.py registers `QAT_OPS = {op: QatOp}`
+(edgebn/qat/torchops.py) with its float map (`fake`, or `apply` + `device_weight` for the weighted
+ops BN folds into) and its integer kernel (`integer`); an op without one is refused by `prepare`.
+Which ops are weighted, and which fold a flatten into their columns, comes from OpDef traits.
 `edgebn compile` of `convert(qm)` with `ranges=qm.ranges()` reproduces it bit for bit.
 
 Supported: Conv1d/Conv2d (any stride, padding, dilation, groups), Linear, a BatchNorm right after
@@ -30,57 +35,33 @@ Anything else is refused with an EdgebnError naming the node.
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
+import pkgutil
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .calibrate import calibrate, iter_batches
-from .errors import CalibrationError, UnsupportedOpError
-from .importer import export_module, import_program
-from .ir import Graph, Node
-from .numerics import choose_qparams
-from .ops.activation import clamp_bounds
-from .ops.pool import avg_divisors
-from .passes import run_passes
-from .quantize import assign_qparams, quantize_graph
-from .ranges import required_tensors, save_ranges
+from ..calibrate import calibrate, iter_batches
+from ..errors import CalibrationError, UnsupportedOpError
+from ..importer import export_module, import_program
+from ..ir import Graph, Node
+from ..numerics import choose_qparams
+from ..ops import OPS
+from ..passes import run_passes
+from ..quantize import assign_qparams, quantize_graph
+from ..ranges import required_tensors, save_ranges
+from .torchops import QatOp, fake_quant_bias, fake_quant_weight, round_half_away, round_ste
 
-__all__ = ["prepare", "convert", "QATModule"]
+__all__ = ["prepare", "convert", "QATModule", "ActRange", "op_hooks"]
 
-SUPPORTED_OPS = ("conv2d", "linear", "add", "max_pool2d", "avg_pool2d", "reshape", "permute", "activation")
 RANGE_MODES = ("observed", "learned")
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 # ---------------------------------------------------------------------------------------------
-# Straight-through rounding and fake quantization
-
-def _round_half_away(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
-
-
-def _round_ste(x: torch.Tensor) -> torch.Tensor:
-    return x + (_round_half_away(x) - x).detach()
-
-
-def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric int8 fake quantization (axis 0): scale max|w[c]|/127 as float32,
-    q in [-127, 127] rounded half away from zero, straight-through gradient."""
-    amax = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).float()
-    s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax)).to(w.dtype)
-    s = s.reshape((-1,) + (1,) * (w.ndim - 1))
-    return torch.clamp(_round_ste(w / s), -127, 127) * s
-
-
-def fake_quant_bias(b: torch.Tensor, s_in: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """int32 bias at scale input_scale * weight_scale[c] (the weight scale recomputed from w)."""
-    amax = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).float()
-    s = (torch.where(amax > 0, amax / 127.0, torch.ones_like(amax)) * s_in.detach()).to(b.dtype)
-    return _round_ste(b / s) * s
-
+# Activation ranges
 
 class ActRange(nn.Module):
     """One tensor's real range [lo, hi] and its fake quantization (SPEC.md: widen to hold 0,
@@ -106,6 +87,9 @@ class ActRange(nn.Module):
         """Exactly the compiler's (scale, zero_point) for this range."""
         return choose_qparams(*self.range())
 
+    def scale(self) -> torch.Tensor:
+        return torch.clamp((torch.clamp(self.hi, min=0.0) - torch.clamp(self.lo, max=0.0)) / 255.0, min=1e-12)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Observe x (training, observed mode), then fake-quantize it."""
         if self.training and self.mode == "observed" and not self.frozen:
@@ -115,137 +99,34 @@ class ActRange(nn.Module):
         return self.fake_quant(x)
 
     def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
-        lo = torch.clamp(self.lo, max=0.0)
-        hi = torch.clamp(self.hi, min=0.0)
-        scale = torch.clamp((hi - lo) / 255.0, min=1e-12)
-        zp = torch.clamp(_round_ste(-128.0 - lo / scale), -128, 127).to(x.dtype)
+        scale = self.scale()
+        zp = torch.clamp(round_ste(-128.0 - torch.clamp(self.lo, max=0.0) / scale), -128, 127).to(x.dtype)
         scale = scale.to(x.dtype)
-        q = torch.clamp(_round_ste(x / scale) + zp, -128, 127)
+        q = torch.clamp(round_ste(x / scale) + zp, -128, 127)
         return (q - zp) * scale
 
 
 # ---------------------------------------------------------------------------------------------
-# Integer kernels in torch (int64), mirroring SPEC.md section 1
+# The operators' QAT hooks
 
-def _trunc_div_pow2_31(x):
-    return torch.where(x >= 0, x >> 31, -((-x) >> 31))
+@functools.lru_cache(maxsize=None)
+def op_hooks() -> dict[str, QatOp]:
+    """Every operator package's QAT hooks (edgebn/ops/<op>/qat.py: QAT_OPS), by IR op name."""
+    from .. import ops
 
-
-def _wrap_int32(x):
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
-def mbqm(acc: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """MultiplyByQuantizedMultiplier (TFLite, double rounding) on int64 tensors; m0/shift broadcast."""
-    left = torch.clamp(shift, min=0)
-    right = torch.clamp(-shift, min=0)
-    x = _wrap_int32(acc << left)
-    ab = x * m0
-    nudge = torch.where(ab >= 0, torch.full_like(ab, 1 << 30), torch.full_like(ab, 1 - (1 << 30)))
-    high = _trunc_div_pow2_31(ab + nudge)
-    high = torch.where((x == INT32_MIN) & (m0 == INT32_MIN), torch.full_like(high, INT32_MAX), high)
-    mask = (torch.ones_like(right) << right) - 1
-    threshold = (mask >> 1) + (high < 0).long()
-    return (high >> right) + ((high & mask) > threshold).long()
-
-
-def _images(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], 1, 1, x.shape[1]) if x.ndim == 2 else x
-
-
-def _windows(x: torch.Tensor, kernel, stride, dilation=(1, 1)) -> torch.Tensor:
-    """[N, H, W, C] (already padded) -> [N, OH, OW, KH, KW, C]."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    win = x.unfold(1, dh * (kh - 1) + 1, sh).unfold(2, dw * (kw - 1) + 1, sw)   # [N, OH, OW, C, eh, ew]
-    return win[..., ::dh, ::dw].permute(0, 1, 2, 4, 5, 3)
-
-
-def _pad_hw(x, top, left, bottom, right, value):
-    return F.pad(x, (0, 0, left, right, top, bottom), value=value) if (top or left or bottom or right) else x
-
-
-def _int_conv2d(node: Node, x: torch.Tensor) -> torch.Tensor:
-    a, p = node.attrs, node.params
-    w = torch.from_numpy(p["weight"].astype(np.int64))                    # OHWI [Cout, KH, KW, Cg]
-    cout, kh, kw, cg = w.shape
-    xi = _pad_hw(_images(x).long() - a["zp_in"], *a["padding"], value=0)   # padded taps are real zeros
-    win = _windows(xi, (kh, kw), a["stride"], a["dilation"])              # [N, OH, OW, KH, KW, Cin]
-    n, oh, ow = win.shape[:3]
-    g = a["groups"]
-    if g == 1:
-        acc = win.reshape(n * oh * ow, -1) @ w.reshape(cout, -1).T
-    else:
-        win = win.reshape(n * oh * ow, kh, kw, g, cg)
-        acc = torch.einsum("pyxgc,goyxc->pgo", win, w.reshape(g, cout // g, kh, kw, cg))
-    acc = acc.reshape(n, oh, ow, cout) + torch.from_numpy(p["bias"].astype(np.int64))
-    return _requantize(node, acc)
-
-
-def _int_linear(node: Node, x: torch.Tensor) -> torch.Tensor:
-    a, p = node.attrs, node.params
-    xi = x.reshape(x.shape[0], -1).long() - a["zp_in"]
-    acc = xi @ torch.from_numpy(p["weight"].astype(np.int64)).T + torch.from_numpy(p["bias"].astype(np.int64))
-    return _requantize(node, acc)
-
-
-def _requantize(node: Node, acc: torch.Tensor) -> torch.Tensor:
-    a, p = node.attrs, node.params
-    y = mbqm(acc, torch.from_numpy(p["m0"].astype(np.int64)), torch.from_numpy(p["shift"].astype(np.int64)))
-    return torch.clamp(y + a["zp_out"], a["act_min"], a["act_max"])
-
-
-def _int_add(node: Node, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    a = node.attrs
-    t = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
-    s1 = mbqm((x1.long() - a["zp1"]) << a["left_shift"], t(a["m1"]), t(a["s1"]))
-    s2 = mbqm((x2.long() - a["zp2"]) << a["left_shift"], t(a["m2"]), t(a["s2"]))
-    y = mbqm(s1 + s2, t(a["mo"]), t(a["so"])) + a["zp_out"]
-    return torch.clamp(y, a["act_min"], a["act_max"])
-
-
-def _pool_windows(node: Node, x: torch.Tensor, pad_value, overhang_value) -> torch.Tensor:
-    (kh, kw), (sh, sw), (pt, pl), (oh, ow) = (node.attrs[k] for k in ("kernel", "stride", "padding", "out_hw"))
-    x = _pad_hw(x, pt, pl, pt, pl, pad_value)
-    extra_h = max(0, (oh - 1) * sh + kh - x.shape[1])
-    extra_w = max(0, (ow - 1) * sw + kw - x.shape[2])
-    x = _pad_hw(x, 0, 0, extra_h, extra_w, overhang_value)
-    return _windows(x, (kh, kw), (sh, sw))[:, :oh, :ow]
-
-
-def _int_max_pool(node: Node, x: torch.Tensor) -> torch.Tensor:
-    y = _pool_windows(node, _images(x).long(), -129, -129).amax(dim=(3, 4))
-    return torch.clamp(y, node.attrs["act_min"], node.attrs["act_max"])
-
-
-def _int_avg_pool(node: Node, x: torch.Tensor) -> torch.Tensor:
-    x = _images(x).long()
-    pad = node.attrs["zp"] if node.attrs["count_include_pad"] else 0
-    s = _pool_windows(node, x, pad, 0).sum(dim=(3, 4))
-    n = torch.from_numpy(avg_divisors(node, x.shape[1], x.shape[2]).astype(np.int64))[None, :, :, None]
-    y = torch.where(s > 0, s + n // 2, s - n // 2)
-    y = torch.sign(y) * torch.div(torch.abs(y), n, rounding_mode="floor")
-    return torch.clamp(y, node.attrs["act_min"], node.attrs["act_max"])
-
-
-def _int_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
-    op = node.op
-    if op == "conv2d":
-        return _int_conv2d(node, xs[0])
-    if op == "linear":
-        return _int_linear(node, xs[0])
-    if op == "add":
-        return _int_add(node, xs[0], xs[1])
-    if op == "max_pool2d":
-        return _int_max_pool(node, xs[0])
-    if op == "avg_pool2d":
-        return _int_avg_pool(node, xs[0])
-    if op == "lut":
-        return torch.from_numpy(node.params["lut"].astype(np.int64))[xs[0].long() + 128]
-    if op == "reshape":
-        return xs[0]
-    if op == "permute":
-        return xs[0].reshape(xs[0].shape[0], -1)[:, torch.from_numpy(np.asarray(node.params["index"]))]
-    raise UnsupportedOpError(f"edgebn.qat: {node.where()} has no integer form here")  # prepare refuses these
+    found: dict[str, QatOp] = {}
+    for info in pkgutil.iter_modules(ops.__path__):
+        if not info.ispkg:
+            continue
+        name = f"{ops.__name__}.{info.name}.qat"
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        found.update(mod.QAT_OPS)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,15 +134,13 @@ def _int_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
 
 @dataclass
 class _Weighted:
-    """A conv2d/linear node of the compiled graph and where its float values live in the model."""
+    """A weighted node (conv/linear) of the compiled graph and where its float values live in the model."""
     node: str
-    op: str                     # "conv2d" | "linear"
     weight: str                 # FQN in the model
     bias: str | None
     bn: str | None              # FQN of the BatchNorm module folded into it
     bn_eps: float = 0.0
-    one_d: bool = False         # Conv1d: weight [O, I, L]
-    col_index: np.ndarray | None = None   # linear after a folded flatten: device column k = torch column col_index[k]
+    col_index: np.ndarray | None = None   # after a folded flatten: IR column k = model column col_index[k]
 
 
 def _input_fqns(ep) -> dict[str, str]:
@@ -279,6 +158,8 @@ def _fqn(fqns: dict, arg, what: str, where: str) -> str | None:
 
 
 def _bind(ep, g0: Graph, gf: Graph, model: nn.Module) -> dict[str, _Weighted]:
+    """For each weighted node of `gf`, the model tensors behind it (from the exported program's
+    signature: IR node names are the aten call names) and the BatchNorm folded into it."""
     fx = {n.name: n for n in ep.graph.nodes}
     fqns = _input_fqns(ep)
     folded = {}
@@ -290,16 +171,14 @@ def _bind(ep, g0: Graph, gf: Graph, model: nn.Module) -> dict[str, _Weighted]:
         folded[rec.into] = rec.bn
     out = {}
     for node in gf.nodes:
-        if node.op not in ("conv2d", "linear"):
+        if not OPS[node.op].weighted:
             continue
         where = node.where()
-        args = fx[node.name].args
-        w_fqn = _fqn(fqns, args[1], "the weight", where)
-        b_fqn = _fqn(fqns, args[2] if len(args) > 2 else None, "the bias", where)
-        b = _Weighted(node.name, node.op, w_fqn, b_fqn, None,
-                      one_d=node.op == "conv2d" and _tensor(model, w_fqn).ndim == 3)
+        args = fx[node.name].args     # aten conv/linear: (input, weight, bias, ...)
+        b = _Weighted(node.name, _fqn(fqns, args[1], "the weight", where),
+                      _fqn(fqns, args[2] if len(args) > 2 else None, "the bias", where), None)
         if node.name in folded:
-            bn_args = fx[folded[node.name]].args
+            bn_args = fx[folded[node.name]].args   # (input, weight, bias, running_mean, running_var, ...)
             rm = _fqn(fqns, bn_args[3], "the running mean", where)
             mod_name = rm.rsplit(".", 1)[0] if "." in rm else ""
             bn_mod = model.get_submodule(mod_name)
@@ -307,10 +186,11 @@ def _bind(ep, g0: Graph, gf: Graph, model: nn.Module) -> dict[str, _Weighted]:
                 raise UnsupportedOpError(f"edgebn.qat: the BatchNorm folded into {where} is not an nn.BatchNorm "
                                          f"module ({type(bn_mod).__name__})")
             b.bn, b.bn_eps = mod_name, float(g0.node(folded[node.name]).attrs["eps"])
-        if node.op == "linear":
-            src = g0.producer(g0.node(node.name).inputs[0])
-            if src is not None and src.op == "permute" and gf.node(node.name).inputs[0] != src.name:
-                b.col_index = np.argsort(np.asarray(src.params["index"]))
+        src = g0.producer(g0.node(node.name).inputs[0])
+        if src is not None and OPS[src.op].gather_index is not None and gf.node(node.name).inputs[0] != src.name:
+            index = OPS[src.op].gather_index(src)          # a flatten folded into this node's columns
+            if index is not None:
+                b.col_index = np.argsort(np.asarray(index))
         out[node.name] = b
     return out
 
@@ -321,14 +201,17 @@ def _tensor(model: nn.Module, fqn: str) -> torch.Tensor:
 
 
 def _check_supported(gf: Graph) -> None:
+    hooks = op_hooks()
     for node in gf.nodes:
-        ok = node.op in SUPPORTED_OPS and not node.attrs.get("from_bn")
-        if node.op == "activation" and clamp_bounds(node) is None:
-            ok = False
-        if not ok:
-            what = node.attrs.get("fn", node.op)
+        h = hooks.get(node.op)
+        weighted = OPS[node.op].weighted
+        if h is None or (h.apply is None or h.device_weight is None if weighted else h.fake is None):
+            why = f"op {node.op!r} has no QAT form"
+        else:
+            why = h.refuse(node)
+        if why:
             raise UnsupportedOpError(
-                f"edgebn.qat: {node.where()} ({what}) cannot be trained integer-exactly; QAT supports "
+                f"edgebn.qat: {node.where()} cannot be trained integer-exactly: {why}; QAT supports "
                 "Conv/Linear (+ BatchNorm right after), ReLU/ReLU6/Hardtanh, add, max/avg pools and flatten")
 
 
@@ -377,18 +260,14 @@ class QATModule(nn.Module):
     def _p(self, fqn):
         return _tensor(self.model, fqn)
 
-    def _torch_weight(self, b: _Weighted) -> torch.Tensor:
-        w = self._p(b.weight)
-        return w.unsqueeze(2) if b.one_d else w
-
     def _bn(self, b: _Weighted):
         return self.model.get_submodule(b.bn)
 
-    def folded_float64(self, b: _Weighted) -> tuple[np.ndarray, np.ndarray]:
-        """(w', b') of node `b` in float64, device layout, exactly as fold_batchnorm computes them."""
-        w = self._torch_weight(b).detach().to(torch.float64).cpu().numpy()
-        if b.op == "conv2d":
-            w = w.transpose(0, 2, 3, 1)
+    def folded_float64(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(w', b') of weighted node `name` in float64, IR layout, exactly as fold_batchnorm folds them."""
+        b = self.bindings[name]
+        node = self.graph.node(name)
+        w = op_hooks()[node.op].device_weight(node, self._p(b.weight).detach().to(torch.float64).cpu().numpy())
         bias = np.zeros(w.shape[0]) if b.bias is None else self._p(b.bias).detach().to(torch.float64).numpy()
         if b.bn is not None:
             bn = self._bn(b)
@@ -411,9 +290,9 @@ class QATModule(nn.Module):
         if self._cache is not None and self._cache[0] == key and self._cache[1] == self.ranges():
             return self._cache[2]
         g = self.graph.copy()
-        for name, b in self.bindings.items():
+        for name in self.bindings:
             node = g.node(name)
-            node.params["weight"], node.params["bias"] = self.folded_float64(b)
+            node.params["weight"], node.params["bias"] = self.folded_float64(name)
         qg = quantize_graph(g, assign_qparams(g, self.ranges()), "max")
         self._cache = (key, self.ranges(), qg)
         return qg
@@ -425,9 +304,13 @@ class QATModule(nn.Module):
         x = torch.as_tensor(x)
         dev = _to_device(x.detach().to(torch.float64))
         q = qg.qparams[qg.inputs[0]]
-        vals = {qg.inputs[0]: torch.clamp(_round_half_away(dev / q.scale) + q.zero_point, -128, 127).long()}
+        vals = {qg.inputs[0]: torch.clamp(round_half_away(dev / q.scale) + q.zero_point, -128, 127).long()}
+        hooks = op_hooks()
         for node in qg.nodes:
-            y = _int_node(node, [vals[t] for t in node.inputs])
+            h = hooks.get(node.op)
+            if h is None or h.integer is None:
+                raise UnsupportedOpError(f"edgebn.qat: {node.where()} has no integer form under QAT")
+            y = h.integer(node, [vals[t] for t in node.inputs])
             vals[node.name] = y.reshape((dev.shape[0],) + tuple(qg.shapes[node.name]))
         return vals[qg.outputs[0]].to(torch.int8)
 
@@ -458,68 +341,37 @@ class QATModule(nn.Module):
             tensor = self.graph.node(tensor).inputs[0]
         return self.ranges_[tensor]
 
-    def _scale_of(self, tensor: str) -> torch.Tensor:
-        r = self._range_of(tensor)
-        return (torch.clamp(r.hi, min=0.0) - torch.clamp(r.lo, max=0.0)).detach() / 255.0
-
     def _fake_node(self, node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
-        op, a = node.op, node.attrs
-        if op in ("conv2d", "linear"):
-            y = self._weighted(node, xs[0])
-        elif op == "add":
-            y = xs[0] + xs[1]
-        elif op == "activation":
-            b = clamp_bounds(node)
-            y = torch.clamp(xs[0], b["lo"], b["hi"])
-        elif op == "max_pool2d":
-            return _pool_windows(node, _images(xs[0]), -torch.inf, -torch.inf).amax(dim=(3, 4))
-        elif op == "avg_pool2d":
-            x = _images(xs[0])
-            s = _pool_windows(node, x, 0.0, 0.0).sum(dim=(3, 4))
-            n = torch.from_numpy(avg_divisors(node, x.shape[1], x.shape[2]).astype(np.float32))[None, :, :, None]
-            y = s / n.to(s.dtype)
-            return self._range_of(node.inputs[0]).fake_quant(y)   # the integer average is on its input's grid
-        elif op == "reshape":
-            return xs[0]
-        elif op == "permute":
-            return xs[0].reshape(xs[0].shape[0], -1)[:, torch.from_numpy(np.asarray(node.params["index"]))]
-        else:  # pragma: no cover - _check_supported refused it
-            raise UnsupportedOpError(f"edgebn.qat: {node.where()} is not supported")
-        act = a.get("act")
-        if act is not None:
+        h = op_hooks()[node.op]
+        y = self._weighted(node, xs[0], h) if OPS[node.op].weighted else h.fake(node, xs)
+        act = node.attrs.get("act")
+        if act is not None:                                # a fused clamp: the requantisation's clamp
             y = torch.clamp(y, act.get("lo"), act.get("hi"))
-        return self.ranges_[node.name](y)
+        if node.name in self.ranges_:
+            return self.ranges_[node.name](y)
+        return self._range_of(node.inputs[0]).fake_quant(y)   # keeps its input's quantization
 
-    def _weighted(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+    def _weighted(self, node: Node, x: torch.Tensor, h: QatOp) -> torch.Tensor:
         b = self.bindings[node.name]
-        w = self._torch_weight(b)
+        w = self._p(b.weight)
         cout = w.shape[0]
         bias = torch.zeros(cout, dtype=w.dtype) if b.bias is None else self._p(b.bias)
         if b.col_index is not None:
             w = w[:, torch.from_numpy(b.col_index)]
-        if b.op == "conv2d":
-            a = node.attrs
-            def apply(wq):
-                xn = _pad_hw(_images(x), *a["padding"], value=0.0).permute(0, 3, 1, 2)
-                return F.conv2d(xn, wq, None, a["stride"], 0, a["dilation"], a["groups"]).permute(0, 2, 3, 1)
-        else:
-            def apply(wq):
-                return x.reshape(x.shape[0], -1) @ wq.T
-        s_in = self._scale_of(node.inputs[0])
+        s_in = self._range_of(node.inputs[0]).scale()
         if b.bn is None:
-            return apply(fake_quant_weight(w)) + fake_quant_bias(bias, s_in, w)
+            return h.apply(node, x, fake_quant_weight(w)) + fake_quant_bias(bias, s_in, w)
         bn = self._bn(b)
         gamma = bn.weight if bn.weight is not None else torch.ones(cout)
         beta = bn.bias if bn.bias is not None else torch.zeros(cout)
         sf = gamma / torch.sqrt(bn.running_var + b.bn_eps)
-        shape = (-1,) + (1,) * (w.ndim - 1)
-        wf = w * sf.reshape(shape)
+        wf = w * sf.reshape((-1,) + (1,) * (w.ndim - 1))
         if self.bn_frozen or not self.training:
             bf = bias * sf + (beta - bn.running_mean * sf)
-            return apply(fake_quant_weight(wf)) + fake_quant_bias(bf, s_in, wf)
+            return h.apply(node, x, fake_quant_weight(wf)) + fake_quant_bias(bf, s_in, wf)
         # torch.ao's ConvBn scheme: weights quantized with the running-statistics fold, output
         # corrected to the batch statistics; the running statistics are updated as nn.BatchNorm does.
-        y0 = apply(fake_quant_weight(wf)) / sf + bias
+        y0 = h.apply(node, x, fake_quant_weight(wf)) / sf + bias
         dims = tuple(range(y0.ndim - 1))
         mean = y0.mean(dim=dims)
         var = y0.var(dim=dims, unbiased=False)
