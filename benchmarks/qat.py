@@ -1,6 +1,7 @@
 """PTQ vs QAT on the trained example models (a benchmark, not a test; about a minute alone).
 
     .venv/bin/python benchmarks/qat.py [--epochs 4] [--json benchmarks/qat.json]
+        [--only digits|mlp] [--freeze-bn-epoch N] [--observed-ranges]    (ablations)
 
 For each model: edgebn's default PTQ (minmax ranges, max weight scales), then examples/digits'
 qat_finetune (edgebn.qat: BN frozen, calibrated ranges kept, the int8-exact forward distilled to the
@@ -31,12 +32,14 @@ from model import load_data, qat_finetune, train  # noqa: E402
 from seed_mlp import digits_features, train_simple_nn  # noqa: E402
 
 
-def models():
-    m, _ = train()
-    x_tr, y_tr, x_te, y_te = load_data()
-    yield "digits CNN (DigitsNet)", m, x_tr, x_te, y_te
-    x_tr, y_tr, x_te, y_te = digits_features()
-    yield "seed article MLP (Linear-BN1d-ReLU-Linear)", train_simple_nn(), x_tr, x_te, y_te
+def models(only=None):
+    if only in (None, "digits"):
+        m, _ = train()
+        x_tr, y_tr, x_te, y_te = load_data()
+        yield "digits CNN (DigitsNet)", m, x_tr, x_te, y_te
+    if only in (None, "mlp"):
+        x_tr, y_tr, x_te, y_te = digits_features()
+        yield "seed article MLP (Linear-BN1d-ReLU-Linear)", train_simple_nn(), x_tr, x_te, y_te
 
 
 def main(argv=None) -> int:
@@ -44,17 +47,21 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--json")
+    ap.add_argument("--only", choices=["digits", "mlp"])
+    ap.add_argument("--freeze-bn-epoch", type=int, default=0, help="BN uses batch statistics until this epoch")
+    ap.add_argument("--observed-ranges", action="store_true", help="ranges follow a moving average of batch min/max")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, model, x_tr, x_te, y_te in models():
+        for name, model, x_tr, x_te, y_te in models(args.only):
             calib = x_tr[:500]
             ex = torch.from_numpy(x_tr[:1])
             with torch.no_grad():
                 ref = model(torch.from_numpy(x_te)).numpy()
             ptq = edgebn.compile(model, calib, Path(tmp) / "ptq", example_input=ex, force=True).emulate(x_te)
             t = time.perf_counter()
-            qm = qat_finetune(model, x_tr, calib, epochs=args.epochs, lr=args.lr)
+            qm = qat_finetune(model, x_tr, calib, epochs=args.epochs, lr=args.lr,
+                              freeze_bn_epoch=args.freeze_bn_epoch, keep_ranges=not args.observed_ranges)
             secs = time.perf_counter() - t
             comp = edgebn.compile(qat.convert(qm), calib, Path(tmp) / "qat", example_input=ex, force=True,
                                   ranges=qm.ranges())
@@ -64,7 +71,8 @@ def main(argv=None) -> int:
             row = {"model": name, "float_top1": float((ref.argmax(1) == y_te).mean()),
                    "ptq_top1": float((ptq.argmax(1) == y_te).mean()), "ptq_sqnr_db": round(sqnr_db(ref, ptq), 2),
                    "qat_top1": float((got.argmax(1) == y_te).mean()), "qat_sqnr_db": round(sqnr_db(ref, got), 2),
-                   "qat_epochs": args.epochs, "qat_seconds": round(secs, 1), "bit_exact": exact}
+                   "qat_epochs": args.epochs, "freeze_bn_epoch": args.freeze_bn_epoch,
+                   "ranges": "observed" if args.observed_ranges else "calibrated, kept", "qat_seconds": round(secs, 1), "bit_exact": exact}
             print(json.dumps(row))
             rows.append(row)
     print("| model | float top-1 | PTQ top-1 / SQNR | QAT top-1 / SQNR | compiled == QAT module |")

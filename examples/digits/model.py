@@ -63,21 +63,24 @@ def train(epochs: int = 12, seed: int = 0) -> tuple[DigitsNet, dict]:
     return model, {"float_top1": float(acc)}
 
 
-def qat_finetune(model: DigitsNet, x_train: np.ndarray, calib: np.ndarray, epochs: int = 4, lr: float = 3e-5,
-                 freeze_bn_epoch: int = 0, seed: int = 0, batch: int = 64):
+def qat_finetune(model: nn.Module, x_train: np.ndarray, calib: np.ndarray, epochs: int = 4, lr: float = 3e-5,
+                 freeze_bn_epoch: int = 0, keep_ranges: bool = True, seed: int = 0, batch: int = 64):
     """Quantization-aware fine-tuning with edgebn.qat (docs/QAT.md): returns the QAT module (eval mode).
 
     The int8-faithful forward (BN folded as edgebn folds it, per-channel int8 weights, activation
     ranges kept at edgebn's calibration) is distilled to the float model's logits (MSE) with Adam and a
     learning rate decaying linearly to 0. The BN running statistics train with batch statistics until
-    `freeze_bn_epoch` and are frozen from then on (0: frozen from the start, right for a converged model)."""
+    `freeze_bn_epoch` and are frozen from then on (0: frozen from the start, right for a converged model).
+    keep_ranges=False lets the observed ranges follow the batches' min/max (moving average) instead."""
     from edgebn import qat
 
     torch.manual_seed(seed)
     xt = torch.from_numpy(x_train)
     with torch.no_grad():
         teacher = model.eval()(xt)
-    qm = qat.prepare(model, calib).freeze_ranges()
+    qm = qat.prepare(model, calib)
+    if keep_ranges:
+        qm.freeze_ranges()
     opt = torch.optim.Adam(qm.parameters(), lr=lr)
     steps = epochs * ((len(xt) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
