@@ -406,7 +406,7 @@ def _given_ranges(graph: Graph, ranges, calibration: str, weight_method: str):
     """Ranges given instead of calibration (edgebn/ranges.py): checked against the graph's tensors."""
     from .ranges import check_ranges, load_ranges
 
-    if calibration != "minmax":
+    if calibration != PTQ_DEFAULTS["calibration"]:
         raise CalibrationError(f"ranges were given, so calibration {calibration!r} would be ignored; "
                                "drop --calibration (or drop --ranges)")
     given, meta = load_ranges(ranges)
