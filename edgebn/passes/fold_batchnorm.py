@@ -65,6 +65,44 @@ def _feature_channels(g: Graph, tensor: str, flat: Node) -> np.ndarray:
     return np.asarray(index) % channels
 
 
+# Folding forward scales each input column of the next layer's weights by its channel's `a`; those
+# weights are quantized per output channel, so a column scaled far above the rest takes the row's
+# whole int8 range. A BatchNorm channel whose running variance is ~0 (a ReLU unit that never fired:
+# a = gamma / sqrt(eps)) does exactly that while carrying no signal, and the other columns lose their
+# precision (measured: 12 dB instead of 26 dB on Linear -> ReLU -> BatchNorm1d -> Linear). So with
+# the BN's own statistics the fold is priced: the expected weight-rounding noise on the output, weighted
+# by each input channel's variance, folded vs kept; past this factor (12 dB) the affine is kept instead.
+MAX_FORWARD_NOISE_RATIO = 16.0
+
+
+def _rounding_noise(w: np.ndarray, var: np.ndarray) -> float:
+    """Expected output noise of per-output-channel symmetric int8 weights (rounding error uniform in
+    a step, step = row max / 127) for inputs of per-element variance `var` (broadcast like w)."""
+    rows = w.reshape(w.shape[0], -1)
+    v = np.broadcast_to(var, w.shape).reshape(rows.shape)
+    step = np.abs(rows).max(axis=1) / 127.0
+    return float((step ** 2 / 12.0 * v.sum(axis=1)).sum())
+
+
+def _forward_fold_costs_precision(bn: Node, w: np.ndarray, a: np.ndarray, groups: int = 1,
+                                  channels: np.ndarray | None = None) -> float | None:
+    """The factor by which folding forward raises the next layer's weight-rounding noise, or None
+    when the affine carries no statistics (constant arithmetic: folded as before). `channels` maps
+    the weight's input columns to the BN's channels (through a flatten)."""
+    var = bn.params.get("var")
+    if var is None:
+        return None
+    if channels is not None:
+        var = np.asarray(var)[channels]
+    zeros_b = np.zeros(w.shape[0])
+    w_folded, _ = fold_bn_forward_into_weights(w, zeros_b, a, np.zeros_like(a), groups)
+    var_in, _ = fold_bn_forward_into_weights(np.ones_like(w), zeros_b, np.asarray(var, np.float64),
+                                             np.zeros_like(a), groups)
+    kept = _rounding_noise(w, var_in * (w_folded / np.where(w == 0, 1.0, w)) ** 2)
+    folded = _rounding_noise(w_folded, var_in)
+    return folded / kept if kept > 0 else (float("inf") if folded > 0 else 1.0)
+
+
 def fold_batchnorm(graph: Graph) -> Graph:
     g = graph.copy()
     for bn in [n for n in g.nodes if OPS[n.op].affine_form is not None]:
@@ -83,6 +121,22 @@ def fold_batchnorm(graph: Graph) -> Graph:
                                                             if OPS[src.op].weighted else ""))
         dst = _sole_consumer(g, bn.name)
         through = _flatten_into_linear(g, dst)
+        worse = None
+        if through is not None and bn.name not in g.outputs:
+            ch = _feature_channels(g, bn.name, through[0])
+            worse = _forward_fold_costs_precision(bn, through[1].params["weight"], a[ch], channels=ch)
+        elif dst is not None and OPS[dst.op].weighted and bn.name not in g.outputs \
+                and not any(dst.attrs.get("padding", (0,))):
+            worse = _forward_fold_costs_precision(bn, dst.params["weight"], a, dst.attrs.get("groups", 1))
+        if worse is not None and worse > MAX_FORWARD_NOISE_RATIO:
+            kept = OPS[bn.op].as_affine(bn, a, c)
+            bn.op, bn.attrs, bn.params = kept.op, kept.attrs, kept.params
+            g.fold_log.append(FoldRecord(
+                bn.name, "kept-affine", bn.name,
+                f"{why_not}; folding forward would raise the next layer's weight-rounding noise {worse:.0f}x "
+                f"(channels with running_var ~ 0 scale their weight columns up): kept as a per-channel "
+                f"affine (1x1 depthwise conv)"))
+            continue
         if through is not None and bn.name not in g.outputs:
             flat, lin = through
             ch = _feature_channels(g, bn.name, flat)
