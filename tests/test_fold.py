@@ -161,3 +161,23 @@ def test_node_source_names_the_user_line_and_the_module():
     conv = next(n for n in g.nodes if n.op == "conv2d")
     assert "test_fold.py:" in conv.source and "the line every node should name" in conv.source
     assert conv.source.endswith("(in features.0: Conv2d)")
+
+
+def test_forward_fold_refused_where_dead_channels_would_swamp_the_weights():
+    """A BN after a ReLU whose units never fired (running_var ~ 0: a = gamma / sqrt(eps) ~ 316) would
+    scale those weight columns of the next linear far above the rest; it is kept as an affine. The
+    same BN with live statistics still folds forward."""
+    def net(dead: bool):
+        m = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.BatchNorm1d(16), nn.Linear(16, 4))
+        randomize_bn(m)
+        if dead:
+            with torch.no_grad():
+                m[2].running_var[:5] = 0.0
+                m[2].running_mean[:5] = 0.0
+        return m.eval()
+
+    live = fold_batchnorm(import_module(net(False), torch.zeros(1, 12)))
+    assert [r.action for r in live.fold_log] == ["folded-forward"]
+    dead = fold_batchnorm(import_module(net(True), torch.zeros(1, 12)))
+    (rec,) = dead.fold_log
+    assert rec.action == "kept-affine" and "weight-rounding noise" in rec.reason, rec
