@@ -44,6 +44,20 @@ def conv(h, w, cin, cout, k, stride=1, pad=0, groups=1, dil=1, rqf=False, huge_b
     return _graph([node], {"x": (h, w, cin), "layer": (oh, ow, cout)})
 
 
+def conv_transpose(h, w, cin, cout, k, stride, pad=0, out_pad=0, seed=0):
+    rng = np.random.default_rng(seed)
+    oh, ow = (h - 1) * stride - 2 * pad + k + out_pad, (w - 1) * stride - 2 * pad + k + out_pad
+    node = Node("layer", "conv_transpose2d", ["x"],
+                {"stride": (stride, stride), "padding": (pad, pad), "output_padding": (out_pad, out_pad),
+                 "act": None, "zp_in": int(rng.integers(-128, 128)), "zp_out": 4, "act_min": -128,
+                 "act_max": 127, "acc_bound": 0},
+                {"weight": rng.integers(-127, 128, (cout, k, k, cin)).astype(np.int8),
+                 "bias": rng.integers(-3000, 3000, cout).astype(np.int32),
+                 "m0": rng.integers(2 ** 30 + 1, 2 ** 31 - 1, cout).astype(np.int32),
+                 "shift": rng.integers(-12, 1, cout).astype(np.int32)})
+    return _graph([node], {"x": (h, w, cin), "layer": (oh, ow, cout)})
+
+
 def conv_classes():
     """(name, graph) per conv shape class."""
     out, i = [], 0
@@ -65,6 +79,8 @@ def conv_classes():
         ("grouped", conv(6, 6, 8, 8, 3, pad=1, groups=2)),
         ("dense_fold_refused", conv(5, 5, 3, 4, 3, pad=1, huge_bias=True)),
         ("dw_fold_refused", conv(5, 9, 4, 4, 3, pad=1, groups=4, huge_bias=True)),
+        ("conv_transpose_k2s2", conv_transpose(3, 4, 5, 3, 2, 2)),
+        ("conv_transpose_k3s2p1op1_1x1", conv_transpose(1, 1, 2, 4, 3, 2, 1, 1, seed=1)),
     ]
     return out
 

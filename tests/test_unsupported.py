@@ -30,8 +30,9 @@ FN_LINE = Fn.forward.__code__.co_firstlineno + 1
 CASES = {
     # name: (model factory, expected error type, words the message must hold, the offending code; None
     # where the op comes from inside a torch module, whose caller's line is then named)
-    "transposed_conv": (lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.ConvTranspose2d(4, 2, 2, stride=2)),
-                        UnsupportedOpError, ["conv_transpose2d"], None),
+    "grouped_transposed_conv": (lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.ConvTranspose2d(4, 2, 2, stride=2,
+                                                                                             groups=2)),
+                                UnsupportedOpError, ["conv_transpose2d", "groups=2", "groups=1"], None),
     "pad_nonzero_value": (lambda: Fn(lambda y: F.pad(y, (1, 1, 1, 1), value=1.0)), UnsupportedOpError,
                           ["pad with value 1.0", "only zeros"], "F.pad(y, (1, 1, 1, 1), value=1.0)"),
     "pad_reflect": (lambda: Fn(lambda y: F.pad(y, (1, 1, 1, 1), mode="reflect")), UnsupportedOpError,

@@ -121,6 +121,7 @@ class OpDef:
     # --- traits the passes and reports read (never op names)
     weighted: bool = False            # params weight [Cout, ...] + bias [Cout]: BN folds in, weight scales apply
     fusable_activation: bool = False  # a clamp activation that alone reads it fuses into its requantisation
+    folds_forward: bool = True        # weighted: a BN before it folds in when unpadded (False: taps vary per pixel)
     reads_flat: bool = False          # reads its input as one feature vector (a flatten before it can fold)
     affine_form: Callable[[Node], tuple[np.ndarray, np.ndarray]] | None = None   # y = a*x + c per channel
     as_affine: Callable[[Node, np.ndarray, np.ndarray], Node] | None = None      # build y = a*x + c as this op

@@ -147,8 +147,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
                                          f"{lin.name!r} that reads it", bn.inputs[0], bn_stats_of(bn)))
             g.remove(bn, bn.inputs[0])
             continue
-        if dst is not None and OPS[dst.op].weighted and bn.name not in g.outputs \
-                and not any(dst.attrs.get("padding", (0,))):
+        if dst is not None and OPS[dst.op].weighted and OPS[dst.op].folds_forward \
+                and bn.name not in g.outputs and not any(dst.attrs.get("padding", (0,))):
             dst.params["weight"], dst.params["bias"] = fold_bn_forward_into_weights(
                 dst.params["weight"], dst.params["bias"], a, c, dst.attrs.get("groups", 1))
             g.fold_log.append(FoldRecord(bn.name, "folded-forward", dst.name,
@@ -160,6 +160,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
             reason = "its output has several readers" if g.use_count(bn.name) > 1 else "it is the graph output"
         elif not OPS[dst.op].weighted:
             reason = f"the next op is {dst.op} {dst.name!r}, not a conv/linear"
+        elif not OPS[dst.op].folds_forward:
+            reason = f"{dst.op} {dst.name!r} sums a different set of taps per output pixel"
         else:
             reason = f"{dst.op} {dst.name!r} zero-pads its input, so folding forward would not be exact"
         stats = bn_stats_of(bn)

@@ -69,8 +69,9 @@ def macs(node, ins, out):
 
 def from_aten(target, args, ctx):
     """conv2d / conv1d / convolution (input, weight, bias, stride, padding, dilation, groups)."""
-    if args.get("transposed"):
-        raise UnsupportedOpError("transposed convolution is not supported")
+    if args.get("transposed"):   # convolution.default(transposed=True) is a ConvTranspose
+        from ..base import OPS
+        return OPS["conv_transpose2d"].from_aten(target, args, ctx)
     x, w, b = args["input"], args["weight"], args["bias"]
     stride, padding, dilation, groups = args["stride"], args["padding"], args["dilation"], args["groups"]
     wt = ctx.const(w)
