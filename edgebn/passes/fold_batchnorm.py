@@ -125,8 +125,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
         if through is not None and bn.name not in g.outputs:
             ch = _feature_channels(g, bn.name, through[0])
             worse = _forward_fold_costs_precision(bn, through[1].params["weight"], a[ch], channels=ch)
-        elif dst is not None and OPS[dst.op].weighted and bn.name not in g.outputs \
-                and not any(dst.attrs.get("padding", (0,))):
+        elif dst is not None and OPS[dst.op].weighted and OPS[dst.op].folds_forward \
+                and bn.name not in g.outputs and not any(dst.attrs.get("padding", (0,))):
             worse = _forward_fold_costs_precision(bn, dst.params["weight"], a, dst.attrs.get("groups", 1))
         if worse is not None and worse > MAX_FORWARD_NOISE_RATIO:
             kept = OPS[bn.op].as_affine(bn, a, c)
