@@ -64,9 +64,12 @@ def check_bn_statistics(graph: Graph) -> list[str]:
     return msgs
 
 
-def bn_stats_of(node: Node) -> dict:
-    """What a FoldRecord keeps of a BatchNorm for the distribution-shift check."""
+def bn_stats_of(node: Node) -> dict | None:
+    """What a FoldRecord keeps of a BatchNorm for the distribution-shift check; None for an affine
+    without statistics (constant arithmetic, edgebn/ops/affine)."""
     p = node.params
+    if "mean" not in p or "var" not in p:
+        return None
     return {"mean": np.asarray(p["mean"], np.float64), "var": np.asarray(p["var"], np.float64),
             "gamma": np.asarray(p["gamma"], np.float64), "beta": np.asarray(p["beta"], np.float64),
             "eps": float(node.attrs["eps"]), "module": node.attrs.get("module"),

@@ -117,6 +117,20 @@ class Graph:
         new.__dict__.update(_dead=set(), _indexed=None)
         return new
 
+    def _fold_index(self) -> dict:
+        """Fold records by the tensor they name (`FoldRecord.tensor`), for replace_uses: records may
+        be appended to `fold_log` directly; they are indexed on the next call."""
+        d = self.__dict__
+        log = self.fold_log
+        if d.get("_fold_log_id") != id(log) or d.get("_fold_indexed", 0) > len(log):
+            d.update(_fold_idx={}, _fold_indexed=0, _fold_log_id=id(log))
+        idx = d["_fold_idx"]
+        for rec in log[d["_fold_indexed"]:]:
+            if rec.tensor is not None:
+                idx.setdefault(rec.tensor, []).append(rec)
+        d["_fold_indexed"] = len(log)
+        return idx
+
     def replace_uses(self, old: str, new: str) -> None:
         self._index()
         moved = self._users.pop(old, [])
@@ -129,9 +143,11 @@ class Graph:
         if count:
             self._uses[new] = self._uses.get(new, 0) + count
         self.outputs = [new if t == old else t for t in self.outputs]
-        for rec in self.fold_log:
+        by_tensor = self._fold_index()
+        for rec in by_tensor.pop(old, []):
             if rec.tensor == old:
                 rec.tensor = new
+                by_tensor.setdefault(new, []).append(rec)
         if old in self.torch_layouts and old in self.outputs:
             self.torch_layouts[new] = self.torch_layouts.pop(old)
 
@@ -163,7 +179,8 @@ class Graph:
             self.torch_layouts[new] = self.torch_layouts.pop(old)
 
 
-_INDEX_ATTRS = ("_by_name", "_users", "_uses", "_order", "_indexed", "_next", "_dead")
+_INDEX_ATTRS = ("_by_name", "_users", "_uses", "_order", "_indexed", "_next", "_dead",
+                "_fold_idx", "_fold_indexed", "_fold_log_id")
 
 
 def _get_nodes(self: Graph) -> list[Node]:

@@ -129,13 +129,14 @@ def fold_batchnorm(graph: Graph) -> Graph:
                 and bn.name not in g.outputs and not any(dst.attrs.get("padding", (0,))):
             worse = _forward_fold_costs_precision(bn, dst.params["weight"], a, dst.attrs.get("groups", 1))
         if worse is not None and worse > MAX_FORWARD_NOISE_RATIO:
+            stats = bn_stats_of(bn)
             kept = OPS[bn.op].as_affine(bn, a, c)
             bn.op, bn.attrs, bn.params = kept.op, kept.attrs, kept.params
             g.fold_log.append(FoldRecord(
                 bn.name, "kept-affine", bn.name,
                 f"{why_not}; folding forward would raise the next layer's weight-rounding noise {worse:.0f}x "
                 f"(channels with running_var ~ 0 scale their weight columns up): kept as a per-channel "
-                f"affine (1x1 depthwise conv)"))
+                f"affine (1x1 depthwise conv)", bn.inputs[0], stats))
             continue
         if through is not None and bn.name not in g.outputs:
             flat, lin = through
