@@ -232,9 +232,10 @@ class MatMul(nn.Module):
 
 
 class ConvT(nn.Module):
+    """A grouped transposed conv (edgebn's conv_transpose2d takes groups=1 only)."""
     def __init__(self):
         super().__init__()
-        self.c = nn.ConvTranspose2d(3, 4, 3)
+        self.c = nn.ConvTranspose2d(3, 3, 3, groups=3)
 
     def forward(self, x):
         return self.c(x)
@@ -273,7 +274,7 @@ BAD_PT2 = {
     "state_dict_as_pt2": (lambda d: d.joinpath("t.pt2").write_bytes(d.joinpath("good_sd.pt").read_bytes()),
                           ["cannot load torch.export program"]),
     "matmul_of_inputs": (lambda d: export(MatMul(), d / "t.pt2", (1, 3, 8, 8)), ["unsupported op", "matmul"]),
-    "conv_transpose": (lambda d: export(ConvT().eval(), d / "t.pt2"), ["unsupported op", "conv_transpose2d"]),
+    "conv_transpose_grouped": (lambda d: export(ConvT().eval(), d / "t.pt2"), ["conv_transpose2d", "groups"]),
     "nan_weight": (lambda d: export(_poisoned("nan_weight"), d / "t.pt2"), ["conv2d", "nan/inf"]),
     "inf_weight": (lambda d: export(_poisoned("inf_weight"), d / "t.pt2"), ["linear", "nan/inf"]),
     "nan_bn_running_mean": (lambda d: export(_poisoned("nan_bn_mean"), d / "t.pt2"), ["batchnorm", "nan/inf"]),
