@@ -19,6 +19,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130   # docs/REFUSALS.md "Exit codes"
 
 
+def _quiet_teardown() -> None:
+    """After an interrupt, objects the interrupt left half-built (a ZipFile whose __init__ was cut
+    short by SIGINT) may fail in their __del__ at exit; Python would print that as a traceback under
+    'Exception ignored'. The one line 'edgebn: interrupted' has said what happened: drop the rest."""
+    sys.unraisablehook = lambda unraisable: None
+
+
 class _Group(click.Group):
     """Turns EdgebnError (and a few well-known user errors) into a one-line message, exit 1; click's
     usage errors (a missing option, a bad choice, no such command) into one line too, exit 2."""
@@ -37,6 +44,7 @@ class _Group(click.Group):
             sys.exit(e.exit_code)
         except click.Abort:
             click.echo("edgebn: interrupted", err=True)
+            _quiet_teardown()
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
@@ -54,6 +62,7 @@ class _Group(click.Group):
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("edgebn: interrupted", err=True)
+            _quiet_teardown()
             sys.exit(130)
         except EdgebnError as e:
             if debug:
