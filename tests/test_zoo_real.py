@@ -83,3 +83,27 @@ def test_timm_without_torchvision_compiles_bit_exact(tmp_path):
     q = np.concatenate([emu.quantize_input(test[:2]), np.full((1,) + emu.input_shape, 127, np.int8)])
     counts, _ = check_layers_against_tflm(emu.graph, q)
     assert counts.get("conv2d", 0) >= 30 and counts.get("add", 0) >= 5, counts
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("se_expand_as", {"mul": 1}),
+    ("softmax_head", {"softmax": 1}),
+    ("unet", {"conv_transpose2d": 1, "upsample_nearest": 1}),
+    ("shufflenet_units", {"slice": 2}),
+    ("m5", {"softmax": 1}),
+])
+def test_new_ops_every_layer_matches_tflm(tmp_path, name, expect):
+    """Each layer of the zoo's new-operator models, given the emulator's own int8 inputs, equals
+    TensorFlow Lite Micro's kernel (MUL, SOFTMAX / LOG_SOFTMAX, TRANSPOSE_CONV, RESIZE_NEAREST_NEIGHBOR,
+    STRIDED_SLICE, and the conv / FC / ADD / pools around them), on calibration-like and extreme inputs."""
+    import edgebn
+    e = ZOO[name]
+    model = e.build(0)
+    calib = structured_batch(16, e.input_shape[1:], seed=1)
+    emu = edgebn.compile(model, calib, tmp_path / "m", example_input=torch.from_numpy(calib[:1]), force=True).emulator
+    rng = np.random.default_rng(0)
+    q = np.concatenate([emu.quantize_input(calib[:2]), rng.integers(-128, 128, (1,) + emu.input_shape, dtype=np.int8),
+                        np.full((1,) + emu.input_shape, 127, np.int8)])
+    counts, _ = check_layers_against_tflm(emu.graph, q)
+    for op, n in expect.items():
+        assert counts.get(op, 0) >= n, counts

@@ -11,6 +11,7 @@ import numpy as np
 
 import tflm_oracle as tflm
 from edgebn.execute import execute, run_int8
+from edgebn.ir import image_view
 from edgebn.ops import OPS
 from tflm_oracle import Q
 
@@ -30,6 +31,11 @@ def _act(attrs):
     if act.get("lo") == 0.0 and act.get("hi") == 6.0:
         return "relu6"
     raise AssertionError(f"no TFLite fused activation for {act}")
+
+
+def _image(x):
+    """A device tensor as TFLite's 4-D NHWC ((N, F) -> (N, 1, 1, F))."""
+    return x if x.ndim == 4 else x.reshape(len(x), 1, 1, -1)
 
 
 def oracle_layer(node, xs, qp):
@@ -73,6 +79,36 @@ def oracle_layer(node, xs, qp):
         return tflm.concatenation(xs, qin, qout, axis=-1)
     if node.op == "lut":
         raise NoTflmForm(f"lut ({node.attrs.get('fn')})")   # compared op by op in test_tflm_oracle.py
+    if node.op == "mul":
+        x1, x2 = (_image(x) if len(a["shape"]) == 3 else x for x in xs)
+        return tflm.mul(x1, qin[0], x2, qin[1], qout, act=_act(a))
+    if node.op == "softmax":
+        x = xs[0]
+        rows = np.moveaxis(x, node.attrs["axis"], -1) if x.ndim > 2 else x
+        y = (tflm.log_softmax if a["log"] else tflm.softmax)(np.ascontiguousarray(rows), qin[0])
+        return np.moveaxis(y, -1, node.attrs["axis"]) if x.ndim > 2 else y
+    if node.op == "conv_transpose2d":
+        if a.get("act") is not None:
+            raise NoTflmForm("conv_transpose2d (fused activation)")   # TRANSPOSE_CONV has none in TFLM
+        return tflm.transpose_conv2d(_image(xs[0]), qin[0], p["weight"], p["weight_scale"], p["bias"], qout,
+                                     a["stride"], a["padding"], a["output_padding"])
+    if node.op == "upsample_nearest":
+        x = _image(xs[0])
+        oh, ow = len(p["rows"]), len(p["cols"])
+        for hp in (False, True):      # PyTorch nearest = (False, False); nearest-exact = half pixel centers
+            idx = [np.minimum(np.floor(((np.arange(o) + 0.5 * hp) * (i / o))).astype(int), i - 1)
+                   for o, i in ((oh, x.shape[1]), (ow, x.shape[2]))]
+            if np.array_equal(idx[0], p["rows"]) and np.array_equal(idx[1], p["cols"]):
+                return tflm.resize_nearest(x, qin[0], (oh, ow), half_pixel_centers=hp)
+        raise NoTflmForm("upsample_nearest (ATen float32 indices differ from TFLite's)")
+    if node.op == "slice":
+        x = _image(xs[0])
+        oh, ow, oc = image_view(tuple(a["shape"]))
+        (h0, w0, c0), (sh, sw, sc) = a["start"], a["step"]
+        return tflm.strided_slice(x, qin[0], [0, h0, w0, c0], [len(x), h0 + sh * oh, w0 + sw * ow, c0 + sc * oc],
+                                  [1, sh, sw, sc])
+    if node.op in ("permute", "expand"):
+        raise NoTflmForm(f"{node.op} (a gather by a table: int8 values copied)")
     raise AssertionError(f"no oracle mapping for {node.op}: add it to tests/tflm_layers.py")
 
 
