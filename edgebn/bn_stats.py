@@ -38,9 +38,11 @@ def check_bn_statistics(graph: Graph) -> list[str]:
     """Warn (warnings.warn, one per BatchNorm) about statistics that were never updated or come from
     a handful of batches. Runs on the imported graph (BatchNorm nodes still present)."""
     msgs = []
-    for bn in [n for n in graph.nodes if n.op == "batch_norm"]:
-        mean, var = bn.params["mean"], bn.params["var"]
-        nbt = bn.attrs.get("num_batches_tracked")
+    for bn in graph.nodes:
+        stats = bn_stats_of(bn)           # a node carrying running statistics, whatever its op
+        if stats is None:
+            continue
+        mean, var, nbt = stats["mean"], stats["var"], stats["num_batches_tracked"]
         initial = bool(np.all(mean == 0.0) and np.all(var == 1.0))
         if initial or nbt == 0:
             why = ("running_mean is 0 and running_var is 1 on every channel (PyTorch's initial values)"
