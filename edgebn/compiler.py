@@ -350,7 +350,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             # lib/NAME is the library; lib/edgebn_model the same model under SPEC section 4's names,
             # which the harness (src/) and code written for those names use
             emit_model(qgraph, plan, mhash, tmp / "lib" / lib_names.prefix, name, int(sum(macs.values())),
-                       names=lib_names, labels=labels, arena_in_psram=arena_in_psram, target_name=tgt.name)
+                       names=lib_names, labels=labels, arena_in_psram=arena_in_psram, target_name=tgt.name,
+                       isa=tgt.isa_facts)
         lap("emit")
         sample = np.asarray(calib[:REPORT_SAMPLES]) if tap is None else tap.sample()
         sample = None if sample is None else sample[:REPORT_SAMPLES]

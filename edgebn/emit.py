@@ -82,8 +82,9 @@ def _shape_str(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast") -> list[dict]:
-    """One template context per C layer; `kernels` is the kernel set (edgebn/kernels.py)."""
+def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast", isa=None) -> list[dict]:
+    """One template context per C layer; `kernels` is the kernel set (edgebn/kernels.py), `isa` the
+    target's instruction set (edgebn.targets.Isa or its name; None: no ISA-specific kernels)."""
     layers = []
     for node in g.nodes:
         op = OPS[node.op]
@@ -91,7 +92,7 @@ def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast") -> list[dic
             continue
         idx = len(layers)
         p = f"l{idx:02d}"
-        choice = choose_kernel(node, g, kernels)
+        choice = choose_kernel(node, g, kernels, isa)
         srcs = []
         for t in node.inputs:
             loc = plan.location(t)
@@ -119,13 +120,13 @@ def _dims(shape) -> dict:
 
 def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, total_macs: int,
                  kernels: str = "fast", names: LibraryNames | None = None, labels=None,
-                 arena_in_psram: bool = False, target_name: str = "target") -> dict[str, str]:
+                 arena_in_psram: bool = False, target_name: str = "target", isa=None) -> dict[str, str]:
     """The library's C files {file name: text}. names: the C prefix and file names (default: SPEC
     section 4's edgebn_model); labels: one class label per output element, or None."""
     names = names or LibraryNames.for_name(SPEC4_NAME)
     env = environment()
     qi, qo = g.qparams[g.inputs[0]], g.qparams[g.outputs[0]]
-    layers = layer_contexts(g, plan, kernels)
+    layers = layer_contexts(g, plan, kernels, isa)
     out_size = int(np.prod(g.shapes[g.outputs[0]]))
     if labels is not None and len(labels) != out_size:
         raise EdgebnError(f"{len(labels)} labels for {out_size} outputs: give one label per output element")
@@ -158,11 +159,11 @@ def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, to
 
 def emit_model(g: Graph, plan: ArenaPlan, model_hash: int, lib_dir: Path, model_name: str,
                total_macs: int, kernels: str = "fast", names: LibraryNames | None = None, labels=None,
-               arena_in_psram: bool = False, target_name: str = "target") -> list[Path]:
+               arena_in_psram: bool = False, target_name: str = "target", isa=None) -> list[Path]:
     lib_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render_model(g, plan, model_hash, model_name, total_macs, kernels, names, labels,
-                                   arena_in_psram, target_name).items():
+                                   arena_in_psram, target_name, isa).items():
         path = lib_dir / name
         write_text(path, text)
         written.append(path)

@@ -17,7 +17,8 @@ Two kernel sets share the numerics exactly (SPEC.md section 1):
   TFLite's two, with Z_out and the clamp folded in.
 
 ``choose_kernel`` is the single switch point and knows no op: it walks the op's `KernelRecord`s in
-order and takes the first whose ``applies`` gives a reason (no fast record applies: the op's
+order and takes the first whose ISA facts (``KernelRecord.isa``, e.g. "narrow_register_file") all hold
+for the target's ISA (edgebn/targets.py ``ISAS``: data, no per-target branches) and whose ``applies`` gives a reason (no fast record applies: the op's
 reference kernel). It returns the record and the reason, so the choice can be tested and shown in
 the benchmark; the compile-time arithmetic is in edgebn/ops/_fast.py and each op's package. A fast kernel is only chosen where it is provably exact:
 the folded bias and every partial sum must stay inside int32 and every multiplier must be >= 0
@@ -30,8 +31,9 @@ from dataclasses import dataclass
 from .ir import Graph, Node
 from .ops import OPS, KernelRecord
 from .ops._fast import BLOCK
+from .targets import ISAS, Isa
 
-__all__ = ["KERNEL_SETS", "KernelChoice", "choose_kernel", "kernel_context", "BLOCK"]
+__all__ = ["KERNEL_SETS", "KernelChoice", "choose_kernel", "kernel_context", "isa_of", "BLOCK"]
 
 KERNEL_SETS = ("fast", "reference")
 
@@ -47,16 +49,31 @@ class KernelChoice:
         return self.kernel.name
 
 
-def _first(records, node: Node, g: Graph) -> KernelChoice | None:
+def isa_of(isa: "Isa | str | None") -> "Isa | None":
+    """The ISA record for a name (edgebn/targets.py ISAS), or None: no ISA-specific kernels."""
+    if isa is None or isinstance(isa, Isa):
+        return isa
+    return ISAS[isa]
+
+
+def _fits(rec: KernelRecord, isa: Isa | None) -> bool:
+    return all(isa is not None and isa.holds(fact) for fact in rec.isa)
+
+
+def _first(records, node: Node, g: Graph, isa: Isa | None = None) -> KernelChoice | None:
     for rec in records:
+        if not _fits(rec, isa):
+            continue
         reason = rec.applies(node, g)
         if reason:
             return KernelChoice(rec, reason)
     return None
 
 
-def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
-    """The kernel for `node` in kernel set `kernels`, and why."""
+def choose_kernel(node: Node, g: Graph, kernels: str = "fast", isa: Isa | str | None = None) -> KernelChoice:
+    """The kernel for `node` in kernel set `kernels` on a core with instruction set `isa` (an
+    edgebn.targets.Isa or its name; None: no ISA-specific record), and why."""
+    isa = isa_of(isa)
     if kernels not in KERNEL_SETS:
         raise ValueError(f"unknown kernel set {kernels!r}; choose one of {', '.join(KERNEL_SETS)}")
     op = OPS[node.op]
@@ -65,7 +82,9 @@ def choose_kernel(node: Node, g: Graph, kernels: str = "fast") -> KernelChoice:
     if kernels == "fast":
         if not op.fast_kernels:
             return KernelChoice(op.kernels[0], f"no specialised kernel for {node.op}")
-        choice = _first(op.fast_kernels, node, g)
+        choice = _first(op.fast_kernels, node, g, isa)
+        if choice is not None and choice.kernel.isa:
+            choice = KernelChoice(choice.kernel, f"{choice.reason} ({isa.name}: {', '.join(choice.kernel.isa)})")
         if choice is not None:
             return choice
     choice = _first(op.kernels, node, g)

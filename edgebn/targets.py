@@ -21,6 +21,25 @@ class Isa:
     simd: str | None             # vector extension: "pie" (ESP32-S3), or None
     description: str = ""
 
+    # Derived facts a kernel record may rely on (KernelRecord.isa names them; edgebn/kernels.py
+    # takes a record only where every fact it names holds for the target's ISA).
+    @property
+    def narrow_register_file(self) -> bool:
+        """16 registers in view: a 4x4 tile's 16 accumulators cannot stay in registers, 2x4 can."""
+        return self.registers <= 16
+
+    @property
+    def unsigned_byte_load(self) -> bool:
+        """Bytes load zero-extended (a signed int8 costs a load plus a sign extension)."""
+        return not self.signed_byte_load
+
+    def holds(self, fact: str) -> bool:
+        """Whether the named fact (a boolean field or property above) holds; unknown names raise."""
+        value = getattr(self, fact, None)
+        if not isinstance(value, bool):
+            raise ValueError(f"unknown ISA fact {fact!r}")
+        return value
+
 
 ISAS: dict[str, Isa] = {
     i.name: i

@@ -48,11 +48,11 @@ def linear_graph(n_in, n_out, zp_in=5, seed=0, shift=(-14, -6)):
                  torch_layouts={"x": "NF", "layer": "NF"}, qparams={t: QParams(1.0, 0) for t in shapes})
 
 
-def run_c(g, tmp_path, kernels, x):
-    d = tmp_path / kernels
+def run_c(g, tmp_path, kernels, x, isa=None):
+    d = tmp_path / (kernels + (f"_{isa}" if isa else ""))
     d.mkdir()
     h = save_graph(g, d)
-    emit_model(g, plan_arena(g), h, d / "lib" / "edgebn_model", "k", 0, kernels=kernels)
+    emit_model(g, plan_arena(g), h, d / "lib" / "edgebn_model", "k", 0, kernels=kernels, isa=isa)
     exe = build_host(d, d / "run")
     return run_host(exe, x.reshape(len(x), -1), int(np.prod(g.shapes["layer"])))
 
@@ -178,7 +178,7 @@ def test_add_fast_is_bit_exact(case, tmp_path):
 
 
 def test_rqf_requantisation_equals_the_reference_helper(tmp_path):
-    """edgebn_rqf_apply (templates/ops/_fast.j2) == edgebn_requant (edgebn_ops.h) wherever
+    """edgebn_rqf_apply and _mm (templates/ops/_fast.j2) == edgebn_requant (edgebn_ops.h) wherever
     edgebn/kernels.py allows it: random and edge accumulators (0, +-1, ties, the int32 ends the bound
     allows), m0 near 2^30 and 2^31, every shift from -2 to -31, zero points and clamps."""
     import subprocess
@@ -195,12 +195,13 @@ def test_rqf_requantisation_equals_the_reference_helper(tmp_path):
 #include <stdio.h>
 int main(void)
 {
-    long acc, m0, shift, zp, lo, hi, hk, rs;
-    while (scanf("%ld %ld %ld %ld %ld %ld %ld %ld", &acc, &m0, &shift, &zp, &lo, &hi, &hk, &rs) == 8) {
+    long acc, m0, shift, zp, lo, hi, k, rs;
+    while (scanf("%ld %ld %ld %ld %ld %ld %ld %ld", &acc, &m0, &shift, &zp, &lo, &hi, &k, &rs) == 8) {
         edgebn_rqf_t q;
-        q.m0 = (int32_t)m0; q.hk = (int32_t)hk; q.rs = (int32_t)rs;
-        printf("%d %d\\n", edgebn_requant((int32_t)acc, (int32_t)m0, (int32_t)shift, (int32_t)zp, (int32_t)lo, (int32_t)hi),
-               edgebn_rqf_apply((int32_t)acc, q, (int32_t)lo, (int32_t)(hi - lo)));
+        q.m0 = (int32_t)m0; q.k = (int32_t)k; q.rs = (int32_t)rs;
+        printf("%d %d %d\\n", edgebn_requant((int32_t)acc, (int32_t)m0, (int32_t)shift, (int32_t)zp, (int32_t)lo, (int32_t)hi),
+               edgebn_rqf_apply((int32_t)acc, q, (int32_t)lo, (int32_t)(hi - lo)),
+               edgebn_rqf_apply_mm((int32_t)acc, q, (int32_t)lo, (int32_t)(hi - lo)));
     }
     return 0;
 }
@@ -223,16 +224,18 @@ int main(void)
                     node.params["bias"][0] = acc
                     q = _rqf_constants(node, 1)
                     if q is None:
-                        # refused only outside the proven range: shift > -2, or hk + |acc| / 2 near int32
-                        assert shift > -2 or abs(acc) // 2 + 3 + abs(2 ** (r - 2) + (zp - lo) * 2 ** (r - 1)) >= 2 ** 31
+                        # refused only outside the proven range: shift > -2 or < -30, or k + 2|acc| near int32
+                        assert shift > -2 or shift < -30 or \
+                            2 * abs(acc) + 3 + abs(1 + 2 ** r + (zp - lo) * 2 ** (r + 1)) >= 2 ** 31
                         continue
                     rows.append(f"{acc} {m0} {shift} {zp} {lo} {hi} {q[1]} {q[2]}")
-    assert len(rows) > 10000
+    assert len(rows) > 8000
     res = subprocess.run([str(tmp_path / "t")], input="\n".join(rows) + "\n", capture_output=True, text=True,
                          check=True)
     pairs = np.array([line.split() for line in res.stdout.split("\n") if line], dtype=np.int64)
     assert len(pairs) == len(rows)
     assert np.array_equal(pairs[:, 0], pairs[:, 1]), rows[int(np.argmax(pairs[:, 0] != pairs[:, 1]))]
+    assert np.array_equal(pairs[:, 0], pairs[:, 2]), rows[int(np.argmax(pairs[:, 0] != pairs[:, 2]))]
 
 
 def test_choice_falls_back_where_folding_is_not_provably_exact():
@@ -252,6 +255,53 @@ def test_choice_falls_back_where_folding_is_not_provably_exact():
     assert "grouped" in choose_kernel(g.nodes[0], g).reason
     with pytest.raises(ValueError):
         choose_kernel(g.nodes[0], g, "turbo")
+
+
+# The narrow-tile records (16 registers, zero-extending byte loads: the Xtensa cores) on the dense
+# conv cases: every border pattern, tile remainder, Cout not a multiple of 4, both requantisations.
+NARROW_CASES = sorted(c for c, (_, t) in CASES.items() if t in ("conv2d_kxk", "conv2d_1x1"))
+
+
+@pytest.mark.parametrize("case", NARROW_CASES)
+def test_narrow_tile_kernel_is_bit_exact(case, tmp_path):
+    make, template = CASES[case]
+    g = make()
+    choice = choose_kernel(g.nodes[0], g, "fast", "xtensa-lx6")
+    assert choice.template == template + "_n"
+    assert "xtensa-lx6: narrow_register_file, unsigned_byte_load, min_max" in choice.reason
+    rng = np.random.default_rng(2)
+    shape = g.shapes["x"]
+    x = np.concatenate([rng.integers(-128, 128, (12,) + shape), np.full((1,) + shape, -128),
+                        np.full((1,) + shape, 127)]).astype(np.int8)
+    want = np.stack([execute(g, xi[None], run_int8)["layer"].ravel() for xi in x])
+    assert np.array_equal(run_c(g, tmp_path, "fast", x, isa="xtensa-lx6"), want)
+    c_text = (tmp_path / "fast_xtensa-lx6" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
+    assert "static const int16_t l00_w[" in c_text and "const int16_t *wq" in c_text
+
+
+def test_kernel_choice_follows_the_isa_facts():
+    """The same layer gets the 4x4 tile on RV32 (32 registers, signed byte loads) and with no ISA,
+    the 2x4 int16-weight tile on the ESP32 / ESP32-S3 cores (16 registers in view, l8ui only,
+    MIN/MAX), the 4x4 one on the lx106 (no MIN/MAX): from the ISA records' facts, not their names."""
+    from dataclasses import replace
+
+    from edgebn.targets import ISAS
+
+    g = conv_graph(9, 10, 5, 12, 3, pad=1)
+    node = g.nodes[0]
+    assert choose_kernel(node, g, "fast").template == "conv2d_kxk"
+    assert choose_kernel(node, g, "fast", "rv32imc").template == "conv2d_kxk"
+    for name in ("xtensa-lx6", "xtensa-lx7"):
+        assert choose_kernel(node, g, "fast", name).template == "conv2d_kxk_n"
+    assert choose_kernel(node, g, "fast", "xtensa-lx106").template == "conv2d_kxk"
+    # a made-up core: 16 registers but a signed byte load -> the fact fails, 4x4 tile
+    assert choose_kernel(node, g, "fast", replace(ISAS["xtensa-lx6"], signed_byte_load=True)).template == "conv2d_kxk"
+    assert choose_kernel(node, g, "fast", replace(ISAS["rv32imc"], registers=16)).template == "conv2d_kxk"
+    assert choose_kernel(node, g, "fast", replace(ISAS["rv32imc"], registers=16, signed_byte_load=False,
+                                                  min_max=True)).template == "conv2d_kxk_n"
+    assert choose_kernel(node, g, "reference", "xtensa-lx6").template == "conv2d"
+    with pytest.raises(ValueError, match="unknown ISA fact"):
+        ISAS["rv32imc"].holds("turbo")
 
 
 def test_fast_kernels_on_the_emulated_board(tmp_path):

@@ -80,7 +80,7 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
     plan = plan_arena(g)
     nodes = _layer_nodes(g)
     macs = [int(OPS[n.op].macs(n, [g.shapes[t] for t in n.inputs], g.shapes[n.name])) for n in nodes]
-    contexts = layer_contexts(g, plan, kernels)
+    contexts = layer_contexts(g, plan, kernels, b.isa)
     emu = Emulator.load(out)
     x = random_inputs(emu, 1, seed)[0]
     expected = np.asarray(emu.run(x[None])).reshape(-1)
@@ -88,7 +88,7 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
         lib = Path(tmp) / "lib"
         lib.mkdir()
         for name, text in render_model(g, plan, doc["model_hash"], doc.get("name", "model"), sum(macs),
-                                       kernels).items():
+                                       kernels, isa=b.isa).items():
             (lib / name).write_text(text)
         size = model_object_size(lib, Path(tmp), b.name)
         header = selftest_header(emu, selftest_inputs(emu))

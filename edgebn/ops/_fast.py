@@ -36,20 +36,20 @@ def _fold_is_exact(node: Node) -> str | None:
 
 def _rqf_from(m0: np.ndarray, shift: np.ndarray, zp_out: int, act_min: int, act_max: int,
               bound: np.ndarray, channels: int) -> np.ndarray | None:
-    """[channels][m0, hk, rs] for the single-rounding requantisation (templates/ops/_fast.j2
+    """[channels][m0, k, rs] for the single-rounding requantisation (templates/ops/_fast.j2
     rqf_decl), or None where it is not provably exact: it needs m0 > 2^30 (then SRDHM's result is
-    negative exactly when the accumulator is), 2 <= -shift <= 31, and the high word plus the folded
-    offset hk inside int32 for every accumulator |acc| <= bound the layer can produce."""
+    negative exactly when the accumulator is), 2 <= -shift <= 30, and floor(acc * m0 / 2^30) plus
+    the folded offset k inside int32 for every accumulator |acc| <= bound the layer can produce."""
     m0, shift = np.asarray(m0, np.int64), np.asarray(shift, np.int64)
-    if not ((m0 > 2 ** 30).all() and (shift <= -2).all() and (shift >= -31).all()) or act_max < act_min:
+    if not ((m0 > 2 ** 30).all() and (shift <= -2).all() and (shift >= -30).all()) or act_max < act_min:
         return None
     r = -shift
-    hk = 2 ** (r - 2) + (int(zp_out) - int(act_min)) * 2 ** (r - 1)
-    # |high word of acc * m0| <= bound / 2 + 1, plus hk, plus the sign and carry terms
-    if (np.asarray(bound, np.int64) // 2 + 3 + np.abs(hk)).max() >= 2 ** 31:
+    k = 1 + 2 ** r + (int(zp_out) - int(act_min)) * 2 ** (r + 1)
+    # |floor(acc * m0 / 2^30)| <= 2 * bound (m0 < 2^31), plus k, plus the sign term 2 * (acc >> 31)
+    if (2 * np.asarray(bound, np.int64) + 3 + np.abs(k)).max() >= 2 ** 31:
         return None
-    q = np.stack([m0, hk, r - 1], axis=1)
-    pad = np.tile(np.array([[2 ** 30 + 1, 1, 1]], np.int64), (channels - len(m0), 1))
+    q = np.stack([m0, k, r + 1], axis=1)
+    pad = np.tile(np.array([[2 ** 30 + 1, 1, 3]], np.int64), (channels - len(m0), 1))
     return np.concatenate([q, pad]).astype(np.int32).ravel()
 
 
@@ -126,9 +126,9 @@ def _geometry(node: Node, g: Graph):
     return rows, cols
 
 
-def _tile_split(n: int) -> tuple[int, int]:
-    """A run of n pixels: how many 4-pixel tiles, and the size (0-3) of the last, smaller tile."""
-    return n // BLOCK, n % BLOCK
+def _tile_split(n: int, tp: int = BLOCK) -> tuple[int, int]:
+    """A run of n pixels: how many tp-pixel tiles, and the size (0 to tp-1) of the last, smaller tile."""
+    return n // tp, n % tp
 
 
 def weighted_fast_context(node: Node, layout: dict, *, blocked: bool, tiles: bool) -> dict:
@@ -138,7 +138,9 @@ def weighted_fast_context(node: Node, layout: dict, *, blocked: bool, tiles: boo
     whether the tiles requantise in registers. `blocked`: channels are padded to whole blocks of 4;
     `tiles`: the kernel keeps 4x4 register tiles (conv2d_1x1, conv2d_kxk)."""
     cout = len(node.params["bias"])
-    ctx = {"zp_in": int(node.attrs["zp_in"]), "cout_blocks": -(-cout // BLOCK)}
+    # register tiles of 4 pixels, int8 weights: the narrow records (16 registers) override these
+    ctx = {"zp_in": int(node.attrs["zp_in"]), "cout_blocks": -(-cout // BLOCK), "tile_px": BLOCK,
+           "narrow": False, "w_t": "int8_t", "rq_minmax": False}
     ctx.update(layout)
     ctx["no_left_shift"] = bool((node.params["shift"] <= 0).all())
     channels = ctx["cout_blocks"] * BLOCK if blocked else cout

@@ -74,8 +74,11 @@ class KernelRecord:
     generated C, `edgebn bench` and tests), or None when it does not apply; edgebn/kernels.py walks an
     op's records in order and takes the first that applies. `context(node, graph)` adds the
     kernel's own template data to the op's `layer_context`. `constants` names the context arrays the
-    kernel places in flash (`const_bytes` counts them; override it for nested data). `isa` lists the
-    instruction-set facts the kernel relies on (empty: portable C99, any target)."""
+    kernel places in flash (`const_bytes` counts them; override it for nested data). `isa` names the
+    instruction-set facts the kernel relies on (fields or properties of edgebn.targets.Isa, e.g.
+    "narrow_register_file"); it is chosen only for a target whose ISA has every one of them (empty:
+    tuned for no ISA in particular, chosen for any). Every kernel is portable C99 either way: the
+    facts say where it is the fast choice, not where it compiles."""
     name: str                                  # C function stem: l07_<name>_s8
     template: str                              # Jinja path: "<op package>/<file>.c.j2"
     applies: Callable[[Node, Graph], str | None] = _always

@@ -62,18 +62,49 @@ def _ranges(node: Node, g: Graph) -> dict:
             "ox_range": interior(wd, kw, a["stride"][1], a["padding"][1], ow)}
 
 
-def context_1x1(node, g):
+# The narrow tile (records relying on "narrow_register_file", "unsigned_byte_load" and "min_max": the
+# ESP32 and ESP32-S3 cores): 2 pixels x 4 channels (templates/ops/_fast.j2 narrow_tile_fn), weights
+# widened to int16, the requantisation clamped with min/max.
+NARROW = {"tile_px": 2, "narrow": True, "w_t": "int16_t", "rq_minmax": True}
+NARROW_ISA = ("narrow_register_file", "unsigned_byte_load", "min_max")
+
+
+def _packed(node, bias, narrow: bool) -> np.ndarray:
+    packed = _pack_rows(node.params["weight"].reshape(len(bias), -1))
+    return packed.astype(np.int16) if narrow else packed
+
+
+def context_1x1(node, g, narrow: bool = False):
     bias = folded_bias(node).astype(np.int32)
-    w = node.params["weight"]
-    layout = {"weight_packed": _pack_rows(w.reshape(len(bias), -1)), "bias_f": _pad_to_block(bias)}
+    layout = {"weight_packed": _packed(node, bias, narrow), "bias_f": _pad_to_block(bias), **(NARROW if narrow else {})}
     return {**weighted_fast_context(node, layout, blocked=True, tiles=True), **_ranges(node, g)}
 
 
-def context_kxk(node, g):
+def context_kxk(node, g, narrow: bool = False):
     bias = folded_bias(node).astype(np.int32)
-    w = node.params["weight"]
-    layout = {"weight_packed": _pack_rows(w.reshape(len(bias), -1)), **_kxk_context(node, g, bias)}
+    tp = NARROW["tile_px"] if narrow else BLOCK
+    layout = {"weight_packed": _packed(node, bias, narrow), **_kxk_context(node, g, bias, tp),
+              **(NARROW if narrow else {})}
     return {**weighted_fast_context(node, layout, blocked=True, tiles=True), **_ranges(node, g)}
+
+
+def context_1x1_narrow(node, g):
+    return context_1x1(node, g, narrow=True)
+
+
+def context_kxk_narrow(node, g):
+    return context_kxk(node, g, narrow=True)
+
+
+def _applies_1x1_narrow(node, g):
+    return _applies_1x1(node, g) and "pointwise: a GEMM over all pixels, 2x4 register tile, int16 weights"
+
+
+def _applies_kxk_narrow(node, g):
+    if _applies_kxk(node, g):
+        _, kh, kw, _ = node.params["weight"].shape
+        return f"{kh}x{kw} conv: 2x4 register tiles, int16 weights, each kernel row one counted loop, borders included"
+    return None
 
 
 def context_dw(node, g):
@@ -90,6 +121,11 @@ def _reference_reason(node, g):
 REFERENCE = KernelRecord("conv2d", "conv2d/conv2d.c.j2", applies=_reference_reason,
                          constants=("weight", "bias", "m0", "shift"))
 FAST = (
+    # 16 registers in view and zero-extending byte loads (Xtensa): 2x4 tiles, int16 weights
+    KernelRecord("conv2d_1x1_n", "conv2d/conv2d_1x1.c.j2", _applies_1x1_narrow, context_1x1_narrow,
+                 constants=("weight_packed", "bias_f") + RQ_CONSTANTS, isa=NARROW_ISA),
+    KernelRecord("conv2d_kxk_n", "conv2d/conv2d_kxk.c.j2", _applies_kxk_narrow, context_kxk_narrow,
+                 constants=("weight_packed", "bias_pat") + RQ_CONSTANTS, isa=NARROW_ISA),
     KernelRecord("conv2d_1x1", "conv2d/conv2d_1x1.c.j2", _applies_1x1, context_1x1,
                  constants=("weight_packed", "bias_f") + RQ_CONSTANTS),
     KernelRecord("conv2d_kxk", "conv2d/conv2d_kxk.c.j2", _applies_kxk, context_kxk,
@@ -101,7 +137,7 @@ FAST = (
 )
 
 
-def _kxk_context(node: Node, g: Graph, bias: np.ndarray) -> dict:
+def _kxk_context(node: Node, g: Graph, bias: np.ndarray, tp: int = BLOCK) -> dict:
     """Row runs x column runs of output pixels sharing one tap window; each pair has a bias with the
     padding taps' Z_in * w added at compile time, so border pixels run the same register tiles over
     their valid taps only."""
@@ -120,8 +156,8 @@ def _kxk_context(node: Node, g: Graph, bias: np.ndarray) -> dict:
                 table.append(_pad_to_block(_pad_bias(w, bias, int(node.attrs["zp_in"]), key[:2], key[2:])))
             r["pat"].append(patterns[key])
     for c in cols:
-        c["tiles"], c["rest"] = _tile_split(c["o1"] - c["o0"])
-        used = {s for s in (BLOCK if c["tiles"] else 0, c["rest"]) if s}
+        c["tiles"], c["rest"] = _tile_split(c["o1"] - c["o0"], tp)
+        used = {s for s in (tp if c["tiles"] else 0, c["rest"]) if s}
         for r in rows:
             ((sizes_full if (r["n"], c["n"]) == (kh, kw) else sizes)).update(used)
     table = np.concatenate(table)
