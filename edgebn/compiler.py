@@ -234,6 +234,8 @@ def _cap_samples(calib, max_samples: int | None):
 def torch_input_shape(g: Graph) -> tuple[int, ...]:
     s = g.shapes[g.inputs[0]]
     layout = g.torch_layouts[g.inputs[0]]
+    if layout == "NCDHW":
+        return (1, s[3], s[0], s[1], s[2])
     if layout == "NCHW":
         return (1, s[2], s[0], s[1])
     if layout == "NCL":

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ImportError_, UnsupportedOpError
 from .ir import Graph
-from .ops import ATEN_RULES, AtenContext, Ref
+from .ops import ATEN_RULES, OPS, AtenContext, Ref
 
 __all__ = ["load_program", "run_program", "import_program", "import_module", "import_checkpoint", "supported_aten_ops"]
 
@@ -53,16 +53,25 @@ def _torch():
 
 def _device_shape(torch_shape) -> tuple[int, ...]:
     s = tuple(int(d) for d in torch_shape)
+    if len(s) == 5:
+        return (s[2], s[3], s[4], s[1])
     if len(s) == 4:
         return (s[2], s[3], s[1])
     if len(s) == 3:
         return (1, s[2], s[1])
     if len(s) == 2:
         return (s[1],)
-    raise UnsupportedOpError(f"tensor of shape {s}: only rank 2 (N,F), 3 (N,C,L) and 4 (N,C,H,W) are supported")
+    raise UnsupportedOpError(f"tensor of shape {s}: only rank 2 (N,F), 3 (N,C,L), 4 (N,C,H,W) and 5 "
+                             "(N,C,D,H,W) are supported")
 
 
-_LAYOUT = {4: "NCHW", 3: "NCL", 2: "NF"}
+_LAYOUT = {5: "NCDHW", 4: "NCHW", 3: "NCL", 2: "NF"}
+# Data movement (view, permute, transpose) into these ranks is composed with the next movement rather
+# than materialised: channel shuffle's rank-5 view + transpose + view is one gather, or none. A
+# volume read by a volumetric op (Conv3d after a view) is materialised when it is read.
+_COMPOSED_RANKS = {5}
+_VOLUME_OPS = ("Conv3d, BatchNorm3d, MaxPool3d, AvgPool3d, AdaptiveAvgPool3d, mean over (D, H, W), "
+               "activations, add of two volumes, flatten/view")
 
 
 def user_source(meta: dict) -> str:
@@ -342,6 +351,7 @@ def import_program(ep) -> Graph:
     aliases: dict[str, str] = {}
     several: dict[str, tuple] = {}      # multi-tensor op (split) -> (rule, target, named args)
     pending: dict[str, tuple] = {}      # rank-5+ data movement -> (source tensor, its torch shape, move)
+    movers: dict[str, object] = {}      # ... and the op that made it (its gather_node materialises it)
     for n in fx_nodes:
         val = n.meta.get("val")
         if hasattr(val, "shape"):
@@ -353,7 +363,8 @@ def import_program(ep) -> Graph:
 
     inp = user_inputs[0]
     if len(tshapes[inp]) not in _LAYOUT:
-        raise UnsupportedOpError(f"model input of shape {tshapes[inp]}: expected (N,F), (N,C,L) or (N,C,H,W)")
+        raise UnsupportedOpError(f"model input of shape {tshapes[inp]}: expected (N,F), (N,C,L), (N,C,H,W) "
+                                 "or (N,C,D,H,W)")
     graph = Graph(inputs=[inp], outputs=[], nodes=[], shapes={inp: _device_shape(tshapes[inp])},
                   torch_layouts={inp: _LAYOUT[len(tshapes[inp])]})
 
@@ -414,8 +425,14 @@ def import_program(ep) -> Graph:
         args = [convert(a) for a in n.args] if multi is None else [a for a in multi[2].values() if isinstance(a, Ref)]
         for a in args:
             if isinstance(a, Ref) and a.name in pending and ATEN_RULES.get(target, rule).layout_move is None:
-                raise UnsupportedOpError(f"{target} at {where} reads a tensor of shape {tshapes[a.name]}: only "
-                                         "rank 2 (N,F), 3 (N,C,L) and 4 (N,C,H,W) are supported")
+                if len(tshapes[a.name]) not in _LAYOUT:
+                    raise UnsupportedOpError(f"{target} at {where} reads a tensor of shape {tshapes[a.name]}: only "
+                                             "rank 2 (N,F), 3 (N,C,L), 4 (N,C,H,W) and 5 (N,C,D,H,W) are supported")
+                src, tsrc, move = pending.pop(a.name)      # a volume made by a view: materialise it here
+                node = movers.pop(a.name).gather_node(a.name, src, tsrc, tshapes[a.name], move,
+                                                      _device_shape(tshapes[a.name]), source)
+                graph.nodes.append(node)
+                graph.shapes[node.name] = _device_shape(tshapes[a.name])
             if isinstance(a, Ref) and a.name in pending:
                 continue
             if isinstance(a, Ref) and a.name not in graph.shapes and a.name not in consts:
@@ -440,7 +457,7 @@ def import_program(ep) -> Graph:
         ctx = AtenContext(
             shape=lambda r: tshapes[r.name],
             const=const_of,
-            device_shape=lambda r: graph.shapes[r.name] if len(graph.shapes[r.name]) == 3
+            device_shape=lambda r: graph.shapes[r.name] if len(graph.shapes[r.name]) in (3, 4)
             else (1, 1) + graph.shapes[r.name],
             source=source, name=n.name)
         ctx.out_shape = out_tshape
@@ -454,8 +471,9 @@ def import_program(ep) -> Graph:
             src, tsrc, move = pending.pop(x.name, None) or (x.name, tshapes[x.name], None)
             step = rule.layout_move(target, named, tshapes[x.name], out_tshape)
             composed = step if move is None else (lambda a, m=move, s=step: s(m(a)))
-            if len(out_tshape) not in _LAYOUT:
+            if len(out_tshape) not in _LAYOUT or len(out_tshape) in _COMPOSED_RANKS:
                 pending[n.name] = (src, tsrc, composed)
+                movers[n.name] = rule
                 continue
             try:
                 node = rule.gather_node(n.name, src, tsrc, out_tshape, composed, _device_shape(out_tshape), source)
@@ -471,6 +489,11 @@ def import_program(ep) -> Graph:
             raise UnsupportedOpError(f"{e} at {where}") from None
         except (ImportError_,):
             raise
+        volumes = [t for t in node.inputs if len(graph.shapes.get(t, ())) == 4]
+        if volumes and not OPS[node.op].volumetric:
+            raise UnsupportedOpError(f"{target} at {where} reads the rank-5 tensor {volumes[0]!r} of shape "
+                                     f"{tshapes.get(volumes[0])}: on volumes (N,C,D,H,W) edgebn compiles "
+                                     f"{_VOLUME_OPS}")
         for k, v in node.params.items():
             if v.dtype.kind == "f" and not np.isfinite(v).all():
                 raise ImportError_(f"{k} of {where} ({target}) contains NaN/Inf values")

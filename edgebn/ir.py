@@ -1,7 +1,7 @@
 """edgebn's intermediate representation: a straight-line graph of named nodes over named tensors.
 
 No torch here. Shapes are device layout without the batch axis: an image is (H, W, C) (NHWC), a
-feature vector is (F,). Every node produces exactly one tensor, named after the node. Float weights
+volume (N, C, D, H, W) is (D, H, W, C) (NDHWC), a feature vector is (F,). Every node produces exactly one tensor, named after the node. Float weights
 are float64 numpy arrays in device layout (conv weight OHWI: [Cout, KH, KW, Cin/groups]).
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Graph:
     outputs: list[str]
     nodes: list[Node]
     shapes: dict[str, tuple[int, ...]]         # tensor name -> device shape (no batch)
-    torch_layouts: dict[str, str] = field(default_factory=dict)  # graph in/out -> "NCHW" | "NCL" | "NF"
+    torch_layouts: dict[str, str] = field(default_factory=dict)  # graph in/out -> "NCDHW" | "NCHW" | "NCL" | "NF"
     fold_log: list[FoldRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # pass messages (fusions, permutations)
     qparams: dict = field(default_factory=dict)       # tensor -> QParams, once quantized
@@ -202,9 +202,14 @@ Graph.nodes = property(_get_nodes, _set_nodes)
 
 
 def image_view(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """Every tensor seen as (H, W, C): a feature vector (F,) is a 1x1 image with F channels."""
+    """Every tensor seen as (H, W, C): a feature vector (F,) is a 1x1 image with F channels, a volume
+    (D, H, W, C) is its D images stacked along H, (D*H, W, C). That view is exact only for what treats
+    pixels independently (tables, adds, the 1x1 per-channel affine a kept BatchNorm3d runs as, the
+    planar <-> NDHWC input conversion); the importer lets a volume reach only ops marked `volumetric`."""
     if len(shape) == 3:
         return shape  # type: ignore[return-value]
     if len(shape) == 1:
         return (1, 1, shape[0])
+    if len(shape) == 4:
+        return (shape[0] * shape[1], shape[2], shape[3])
     raise ValueError(f"unsupported tensor rank for shape {shape}")

@@ -47,7 +47,7 @@ LIMITS = {
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
-_LAYOUTS = {"NCHW", "NCL", "NF"}
+_LAYOUTS = {"NCDHW", "NCHW", "NCL", "NF"}
 
 
 class OutError(EdgebnError):

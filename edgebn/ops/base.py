@@ -125,6 +125,8 @@ class OpDef:
     weighted: bool = False            # params weight [Cout, ...] + bias [Cout]: BN folds in, weight scales apply
     fusable_activation: bool = False  # a clamp activation that alone reads it fuses into its requantisation
     folds_forward: bool = True        # weighted: a BN before it folds in when unpadded (False: taps vary per pixel)
+    volumetric: bool = False          # reads rank-5 (N, C, D, H, W) tensors, NDHWC on the device (the importer
+                                      # refuses a volume into any other op)
     reads_flat: bool = False          # reads its input as one feature vector (a flatten before it can fold)
     affine_form: Callable[[Node], tuple[np.ndarray, np.ndarray]] | None = None   # y = a*x + c per channel
     as_affine: Callable[[Node, np.ndarray, np.ndarray], Node] | None = None      # build y = a*x + c as this op
@@ -157,7 +159,9 @@ def register(op: OpDef) -> OpDef:
 # Array helpers (batched, device layout)
 
 def as_images(x: np.ndarray) -> np.ndarray:
-    """[N, F] -> [N, 1, 1, F]; [N, H, W, C] unchanged."""
+    """[N, F] -> [N, 1, 1, F]; [N, D, H, W, C] -> [N, D*H, W, C] (ir.image_view); [N, H, W, C] unchanged."""
+    if x.ndim == 5:
+        return x.reshape(x.shape[0], x.shape[1] * x.shape[2], x.shape[3], x.shape[4])
     return x.reshape(x.shape[0], 1, 1, x.shape[1]) if x.ndim == 2 else x
 
 

@@ -29,8 +29,8 @@ SWEEPS = 8
 
 
 def _in_channel_index(w2: np.ndarray, groups: int) -> np.ndarray:
-    """For an OHWI conv weight, the input channel each (output channel, tap channel) reads: [Cout, Cg]."""
-    cout, _, _, cg = w2.shape
+    """For an OHWI (or ODHWI) conv weight, the input channel each (output channel, tap channel) reads: [Cout, Cg]."""
+    cout, cg = w2.shape[0], w2.shape[-1]
     og = cout // groups
     return (np.arange(cout)[:, None] // og) * cg + np.arange(cg)[None, :]
 
@@ -41,7 +41,7 @@ def _input_ranges(node: Node, channels: int) -> np.ndarray:
     if w.ndim == 2:
         return w.max(axis=0)
     idx = _in_channel_index(w, node.attrs.get("groups", 1))
-    per = w.max(axis=(1, 2))                                           # [Cout, Cg]
+    per = w.max(axis=tuple(range(1, w.ndim - 1)))                      # [Cout, Cg]
     r = np.zeros(channels)
     np.maximum.at(r, idx.ravel(), per.ravel())
     return r
@@ -53,7 +53,7 @@ def _scale_inputs(node: Node, s: np.ndarray) -> None:
         node.params["weight"] = w * s[None, :]
         return
     idx = _in_channel_index(w, node.attrs.get("groups", 1))
-    node.params["weight"] = w * s[idx][:, None, None, :]
+    node.params["weight"] = w * s[idx].reshape((idx.shape[0],) + (1,) * (w.ndim - 2) + (idx.shape[1],))
 
 
 def _why_not(g: Graph, l1: Node) -> str | None:

@@ -29,15 +29,17 @@ def fold_bn_into_weights(w, b, a, c):
 
 
 def fold_bn_forward_into_weights(w, b, a, c, groups: int = 1):
-    """Pure core of case 2: y = a*x + c feeding conv/linear (w OHWI [Cout, KH, KW, Cin/g] or [Out, In])."""
+    """Pure core of case 2: y = a*x + c feeding conv/linear (w OHWI [Cout, KH, KW, Cin/g], ODHWI
+    [Cout, KD, KH, KW, Cin/g] or [Out, In])."""
     if w.ndim == 2:
         return w * a[None, :], b + w @ c
-    cout, _, _, cg = w.shape
+    cout, cg = w.shape[0], w.shape[-1]
     og = cout // groups
     # input channel of (output channel o, tap channel i) is (o // og) * cg + i
     idx = (np.arange(cout)[:, None] // og) * cg + np.arange(cg)[None, :]         # [Cout, Cg]
-    a_w, c_w = a[idx][:, None, None, :], c[idx][:, None, None, :]
-    return w * a_w, b + (w * c_w).sum(axis=(1, 2, 3))
+    taps = (cout,) + (1,) * (w.ndim - 2) + (cg,)
+    a_w, c_w = a[idx].reshape(taps), c[idx].reshape(taps)
+    return w * a_w, b + (w * c_w).sum(axis=tuple(range(1, w.ndim)))
 
 
 def _sole_consumer(graph: Graph, tensor: str) -> Node | None:

@@ -95,7 +95,7 @@ def from_aten(target, args, ctx):
 
 
 register(OpDef(
-    name="activation", run_float=run_float, output_shape=lambda node, ins: ins[0],
+    name="activation", run_float=run_float, output_shape=lambda node, ins: ins[0], volumetric=True,
     quantize=quantize,
     aten=tuple(_SIMPLE) + ("aten.relu6.default", "aten.relu6_.default", "aten.hardtanh.default",
                            "aten.hardtanh_.default", "aten.clamp.default", "aten.leaky_relu.default",
@@ -143,7 +143,7 @@ def _lut_onnx(b, n: Node) -> None:
 
 
 register(OpDef(
-    name="lut", run_float=lambda node, xs: xs[0], output_shape=lambda node, ins: ins[0],
+    name="lut", run_float=lambda node, xs: xs[0], output_shape=lambda node, ins: ins[0], volumetric=True,
     emulate=_lut_emulate, doc="int8 -> int8 through a 256-entry table",
     layer_context=_lut_context,
     kernels=(KernelRecord("lut", "activation/lut.c.j2", lambda node, g: "reference kernel set",

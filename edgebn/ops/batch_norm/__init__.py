@@ -1,5 +1,6 @@
-"""batch_norm: inference BatchNorm1d/2d. Never emitted: passes fold it into the conv/linear before it
-or after it, or turn it into a per-channel affine (a 1x1 depthwise conv2d). See passes/fold_batchnorm."""
+"""batch_norm: inference BatchNorm1d/2d/3d. Never emitted: passes fold it into the conv/linear/conv3d before
+it or after it, or turn it into a per-channel affine (a 1x1 depthwise conv2d; on a volume (D, H, W, C) that
+conv runs over its D*H x W pixels, which is exact for a 1x1 kernel). See passes/fold_batchnorm."""
 from __future__ import annotations
 
 import numpy as np
@@ -69,10 +70,10 @@ def as_affine(node: Node, a: np.ndarray, c: np.ndarray) -> Node:
 
 
 register(OpDef(
-    name="batch_norm", run_float=run_float, output_shape=lambda node, ins: ins[0],
+    name="batch_norm", run_float=run_float, output_shape=lambda node, ins: ins[0], volumetric=True,
     affine_form=scale_shift, as_affine=as_affine,
     aten=("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
           "aten._native_batch_norm_legit.no_stats"),
     from_aten=from_aten,
-    doc="BatchNorm1d/2d (eval): folded, or kept as a per-channel affine",
+    doc="BatchNorm1d/2d/3d (eval): folded, or kept as a per-channel affine",
 ))

@@ -35,6 +35,10 @@ def output_shape(node: Node, ins):
     dh, dw = node.attrs["dilation"]
     if len(ins[0]) == 1 and kh == kw == 1 and not any(node.attrs["padding"]):
         return (cout,)        # a per-feature affine (a BatchNorm1d kept on a vector) stays a vector
+    if len(ins[0]) == 4:      # a per-channel affine (a BatchNorm3d kept) on a volume stays a volume
+        if (kh, kw, sh, sw) != (1, 1, 1, 1) or any(node.attrs["padding"]):
+            raise ValueError(f"{node.where()}: only a 1x1 per-channel conv2d runs on a volume")
+        return tuple(ins[0][:3]) + (cout,)
     return (conv_out_size(h, kh, sh, pt, pb, dh), conv_out_size(w, kw, sw, pl, pr, dw), cout)
 
 
@@ -77,6 +81,9 @@ def from_aten(target, args, ctx):
     wt = ctx.const(w)
     if wt is None:
         raise UnsupportedOpError("convolution weights must be parameters, not computed tensors")
+    if wt.ndim == 5:             # convolution.default with a 3-D kernel is a Conv3d
+        from ..base import OPS
+        return OPS["conv3d"].from_aten(target, args, ctx)
     one_d = wt.ndim == 3
     bias = np.zeros(wt.shape[0]) if b is None else ctx.const(b)
     if bias is None:
@@ -145,6 +152,11 @@ def onnx(b, n: Node) -> None:
     w, bias = b.weights(n, n.params["weight"].transpose(0, 3, 1, 2), n.inputs[0])
     kh, kw = n.params["weight"].shape[1:3]
     pt, pl, pb, pr = a["padding"]
+    if len(b.g.shapes[t]) == 4:          # the 1x1 per-channel affine on a volume: a 1x1x1 Conv in ONNX
+        y = b.op("Conv", [b.real[n.inputs[0]], b.op("Unsqueeze", [w, b.const("ax", np.array([4], np.int64))], t),
+                          bias], t, kernel_shape=[1, 1, 1], group=int(a["groups"]))
+        b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
+        return
     y = b.op("Conv", [b.as_image(n.inputs[0]), w, bias], t, kernel_shape=[kh, kw], strides=list(a["stride"]),
              pads=[pt, pl, pb, pr], dilations=list(a["dilation"]), group=int(a["groups"]))
     if len(b.g.shapes[t]) == 1:

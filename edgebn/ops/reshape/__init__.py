@@ -18,18 +18,22 @@ from ..base import KernelRecord, OpDef, register
 
 def torch_to_device(a: np.ndarray) -> np.ndarray:
     """An array in PyTorch layout with batch -> device layout with batch."""
+    if a.ndim == 5:  # (N, C, D, H, W) -> NDHWC
+        return a.transpose(0, 2, 3, 4, 1)
     if a.ndim == 4:
         return a.transpose(0, 2, 3, 1)
     if a.ndim == 3:  # (N, C, L): a 1 x L image
         return a.transpose(0, 2, 1)[:, None, :, :]
     if a.ndim == 2:
         return a
-    raise UnsupportedOpError(f"tensors of rank {a.ndim} (supported: 2, 3, 4)")
+    raise UnsupportedOpError(f"tensors of rank {a.ndim} (supported: 2, 3, 4, 5)")
 
 
 def device_to_torch(a: np.ndarray, layout: str) -> np.ndarray:
     if layout == "NCHW":
         return a.transpose(0, 3, 1, 2)
+    if layout == "NCDHW":
+        return a.transpose(0, 4, 1, 2, 3)
     if layout == "NCL":
         return a[:, 0].transpose(0, 2, 1)
     return a
