@@ -423,7 +423,8 @@ def import_program(ep) -> Graph:
                 f"unsupported op {target} at {where}; supported: "
                 + ", ".join(t.replace("aten.", "") for t in supported_aten_ops()))
         args = [convert(a) for a in n.args] if multi is None else [a for a in multi[2].values() if isinstance(a, Ref)]
-        for a in args:
+        flat_args = [r for a in args for r in (a if isinstance(a, (list, tuple)) else [a])]   # cat's list
+        for a in flat_args:
             if isinstance(a, Ref) and a.name in pending and ATEN_RULES.get(target, rule).layout_move is None:
                 if len(tshapes[a.name]) not in _LAYOUT:
                     raise UnsupportedOpError(f"{target} at {where} reads a tensor of shape {tshapes[a.name]}: only "
@@ -493,7 +494,7 @@ def import_program(ep) -> Graph:
         if volumes and not OPS[node.op].volumetric:
             raise UnsupportedOpError(f"{target} at {where} reads the rank-5 tensor {volumes[0]!r} of shape "
                                      f"{tshapes.get(volumes[0])}: on volumes (N,C,D,H,W) edgebn compiles "
-                                     f"{_VOLUME_OPS}")
+                                     f"{_VOLUME_OPS}; give this op a 4-D tensor (view the volume as (N, C*D, H, W))")
         for k, v in node.params.items():
             if v.dtype.kind == "f" and not np.isfinite(v).all():
                 raise ImportError_(f"{k} of {where} ({target}) contains NaN/Inf values")

@@ -3,7 +3,7 @@
 narrower than the window, channel multiplier 2, dilation, grouped, 1x1 and KxK dense with borders,
 Cout a multiple of 4 or not, both requantisation forms, the zero-point fold refused, linear blocks,
 add tables, pools, pad, cat, lut, permute, mul (same shape, broadcast gate, vectors), expand,
-softmax and log_softmax, in both kernel sets. Each layer is rendered from its
+softmax and log_softmax, conv3d and the 3-D pools, a kept BatchNorm3d, in both kernel sets. Each layer is rendered from its
 op's records exactly as in a model, under a prefix of its own, and one gcc call compiles them all
 (with a function calling every one, so none is unused). Bit-exactness of the same shape classes is
 tests/test_kernels.py's job; this file fails on a warning, and on a kernel record no case reaches."""
@@ -94,6 +94,53 @@ def _pool(op, h, w, c, k, s, p, ceil=False, include_pad=True):
     return _graph([node], {"x": (h, w, c), "layer": (oh, ow, c)})
 
 
+def conv3d(d, h, w, cin, cout, k, stride=1, pad=0, groups=1, dil=1, seed=0):
+    rng = np.random.default_rng(seed)
+    kd, kh, kw = k
+    out = tuple((n + 2 * pad - dil * (kk - 1) - 1) // stride + 1 for n, kk in zip((d, h, w), k))
+    node = Node("layer", "conv3d", ["x"],
+                {"stride": (stride,) * 3, "padding": (pad,) * 6, "dilation": (dil,) * 3, "groups": groups,
+                 "act": None, "zp_in": int(rng.integers(-128, 128)), "zp_out": 2, "act_min": -128, "act_max": 127,
+                 "acc_bound": 0},
+                {"weight": rng.integers(-127, 128, (cout, kd, kh, kw, cin // groups)).astype(np.int8),
+                 "bias": rng.integers(-3000, 3000, cout).astype(np.int32),
+                 "m0": rng.integers(2 ** 30 + 1, 2 ** 31 - 1, cout).astype(np.int32),
+                 "shift": rng.integers(-12, 1, cout).astype(np.int32)})
+    return _graph([node], {"x": (d, h, w, cin), "layer": out + (cout,)})
+
+
+def _pool3d(op, size, c, k, s, p, ceil=False, include_pad=True):
+    def n_out(n):
+        span = n + 2 * p - k
+        return (-(-span // s) if ceil else span // s) + 1
+    out = tuple(n_out(n) for n in size)
+    node = Node("layer", op, ["x"], {"kernel": (k,) * 3, "stride": (s,) * 3, "padding": (p,) * 3, "out_dhw": out,
+                                     "ceil_mode": ceil, "count_include_pad": include_pad, "zp": -5,
+                                     "act_min": -128, "act_max": 127})
+    return _graph([node], {"x": tuple(size) + (c,), "layer": out + (c,)})
+
+
+def volume_classes():
+    """Conv3d (dense with borders, strided, depthwise dilated, grouped, a 1x1x1 map under a 3x3x3
+    kernel, 1x1x1 kernel), the 3-D pools, and the kept BatchNorm3d (a 1x1 depthwise conv2d on a volume)."""
+    affine = conv(1, 1, 4, 4, 1, groups=4, seed=9)
+    affine.shapes.update({"x": (3, 2, 5, 4), "layer": (3, 2, 5, 4)})
+    return [
+        ("conv3d_k3p1_dense", conv3d(3, 4, 5, 3, 4, (3, 3, 3), pad=1)),
+        ("conv3d_k3s2p1_dense", conv3d(5, 4, 7, 2, 3, (3, 3, 3), stride=2, pad=1, seed=1)),
+        ("conv3d_dw_dilated", conv3d(5, 5, 5, 4, 4, (3, 3, 3), pad=2, groups=4, dil=2, seed=2)),
+        ("conv3d_grouped_rect", conv3d(3, 4, 4, 4, 6, (1, 3, 2), groups=2, seed=3)),
+        ("conv3d_1x1x1_map_k3", conv3d(1, 1, 1, 3, 2, (3, 3, 3), pad=1, seed=4)),
+        ("conv3d_pointwise", conv3d(2, 3, 4, 5, 3, (1, 1, 1), seed=5)),
+        ("max_pool3d_k3s2p1_ceil", _pool3d("max_pool3d", (5, 6, 7), 3, 3, 2, 1, ceil=True)),
+        ("avg_pool3d_k3s2p1_ceil_exclude_pad", _pool3d("avg_pool3d", (5, 6, 7), 3, 3, 2, 1, ceil=True,
+                                                       include_pad=False)),
+        ("avg_pool3d_k3s1p1_include_pad", _pool3d("avg_pool3d", (3, 4, 4), 2, 3, 1, 1)),
+        ("avg_pool3d_global", _pool3d("avg_pool3d", (3, 3, 3), 5, 3, 3, 0)),
+        ("kept_bn3d_affine", affine),
+    ]
+
+
 def other_classes():
     rng = np.random.default_rng(3)
     lut = rng.integers(-128, 128, 256).astype(np.int8)
@@ -167,7 +214,7 @@ def _huge_linear():
 def test_every_kernel_variant_builds_with_werror(tmp_path):
     env = environment()
     parts, calls, used = [], [], set()
-    cases = conv_classes() + other_classes()
+    cases = conv_classes() + other_classes() + volume_classes()
     n = 0
     for name, g in cases:
         # each kernel set with no ISA, and the fast set on an Xtensa core (the narrow-tile records)

@@ -60,6 +60,8 @@ CASES = {
                              "F.adaptive_avg_pool2d(y, 4)"),
     "mean_over_channels": (lambda: Fn(lambda y: y.mean(1, keepdim=True)), UnsupportedOpError,
                            ["mean over dims [1]", "only over H,W"], "y.mean(1, keepdim=True)"),
+    "cat_of_volumes": (lambda: Fn(lambda y: torch.cat([y.unsqueeze(2), y.unsqueeze(2)], 1)), UnsupportedOpError,
+                       ["aten.cat", "rank-5 tensor", "(1, 4, 1, 6, 6)", "Conv3d"], "torch.cat"),
     "elu": (lambda: Fn(lambda y: F.elu(y)), UnsupportedOpError, ["unsupported op aten.elu"], "F.elu(y)"),
     "batchnorm_without_running_stats": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3),
                                                               nn.BatchNorm2d(4, track_running_stats=False)),
