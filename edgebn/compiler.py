@@ -461,6 +461,7 @@ def _write_library(tmp: Path, names, model_name: str, total_macs: int, arena_byt
     """lib/NAME's metadata (ESP-IDF component, Arduino and PlatformIO library) and OUT/examples/;
     example: one float input (PyTorch layout, batch axis of 1) for the examples."""
     from . import __version__
+    from .emit import graph_external_libraries
     from .library import LibraryInfo, write_examples, write_library
     from .project import BOARD_SUPPORT, PLATFORM_SPECS
 
@@ -468,7 +469,7 @@ def _write_library(tmp: Path, names, model_name: str, total_macs: int, arena_byt
     info = LibraryInfo(names, model_name, __version__, total_macs, arena_bytes, int(np.prod(emu.input_shape)),
                        int(np.prod(emu.output_shape)), emu.input_layout,
                        labels is not None, x[0], int(np.argmax(emu.predict(x, dequantize=False).reshape(-1))),
-                       tgt.idf_target or "esp32c3")
+                       tgt.idf_target or "esp32c3", tuple(graph_external_libraries(emu.graph)))
     lib_dir = tmp / "lib" / names.prefix
     write_library(lib_dir, info)
     arduino = [f for f in fits if getattr(BOARD_SUPPORT.get(f.target.pio_board), "framework", None) == "arduino"]

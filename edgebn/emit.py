@@ -18,7 +18,8 @@ from . import __version__
 from .fsio import write_text
 from .errors import EdgebnError
 from .ir import Graph, image_view
-from .kernels import choose_kernel, kernel_context
+from .kernels import choose_external, choose_kernel, kernel_context
+from .targets import KERNEL_LIBRARIES
 from .library import ARENA_ALIGN, SPEC4_NAME, LibraryNames
 from .ops import OPS
 from .plan import ArenaPlan
@@ -105,11 +106,45 @@ def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast", isa=None) -
             "in_shape": _shape_str(g.shapes[node.inputs[0]]), "out_shape": _shape_str(g.shapes[node.name]),
             "act": None,
         }
-        ctx.update(op.layer_context(node, g))
-        ctx.update(kernel_context(node, g, choice))
+        base = {**ctx, **op.layer_context(node, g)}
+        ctx = {**base, **kernel_context(node, g, choice)}
         ctx["const_bytes"] = choice.kernel.const_bytes(ctx)
+        # outside kernel libraries (ESP-NN): their own context from the op's, compiled instead of the
+        # kernel above when the user's build enables the library
+        ctx["external"] = []
+        for lib, ext in choose_external(node, g).items():
+            ectx = {**base, "kernel_reason": ext.reason, "template_path": ext.kernel.template,
+                    **kernel_context(node, g, ext)}
+            ctx["external"].append({"library": lib, "macro": KERNEL_LIBRARIES[lib].macro, "layer": ectx,
+                                    "scratch": bool(ectx.get("esp_nn_scratch", False))})
         layers.append(ctx)
     return layers
+
+
+def graph_external_libraries(g: Graph) -> list[dict]:
+    """The outside kernel libraries the graph's layers can call (for the library's build files):
+    each KERNEL_LIBRARIES record's fields and how many layers call it."""
+    counts: dict[str, int] = {}
+    for node in g.nodes:
+        if not OPS[node.op].alias:
+            for lib in choose_external(node, g):
+                counts[lib] = counts.get(lib, 0) + 1
+    return [{**vars(KERNEL_LIBRARIES[lib]), "ident": lib.replace("-", "_"), "layers": n} for lib, n in counts.items()]
+
+
+def external_libraries(layers: list[dict]) -> list[dict]:
+    """The outside kernel libraries some layer can call, each with its macro, header and whether some
+    layer asks it for scratch memory."""
+    out = {}
+    for layer in layers:
+        for ext in layer["external"]:
+            lib = KERNEL_LIBRARIES[ext["library"]]
+            e = out.setdefault(lib.name, {"name": lib.name, "macro": lib.macro, "header": lib.header,
+                                          "component": lib.component, "version": lib.version,
+                                          "layers": 0, "scratch": False})
+            e["layers"] += 1
+            e["scratch"] = e["scratch"] or ext["scratch"]
+    return list(out.values())
 
 
 def _dims(shape) -> dict:
@@ -142,6 +177,7 @@ def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, to
         "total_macs": total_macs,
         # C helpers some ops need (softmax's fixed point), once each, in the ops header
         "c_helpers": sorted({OPS[n.op].c_helpers for n in g.nodes if OPS[n.op].c_helpers}),
+        "external_libraries": external_libraries(layers),
         "input_shape_str": _shape_str(g.shapes[g.inputs[0]]), "output_shape_str": _shape_str(g.shapes[g.outputs[0]]),
         "input_layout_note": "HWC" if len(g.shapes[g.inputs[0]]) == 3 else "features",
         "input_layout": g.torch_layouts.get(g.inputs[0], "NF"), "output_layout": g.torch_layouts.get(g.outputs[0], "NF"),

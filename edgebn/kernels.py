@@ -33,7 +33,7 @@ from .ops import OPS, KernelRecord
 from .ops._fast import BLOCK
 from .targets import ISAS, Isa
 
-__all__ = ["KERNEL_SETS", "KernelChoice", "choose_kernel", "kernel_context", "isa_of", "BLOCK"]
+__all__ = ["KERNEL_SETS", "KernelChoice", "choose_kernel", "choose_external", "kernel_context", "isa_of", "BLOCK"]
 
 KERNEL_SETS = ("fast", "reference")
 
@@ -91,6 +91,19 @@ def choose_kernel(node: Node, g: Graph, kernels: str = "fast", isa: Isa | str | 
     if choice is None:
         raise ValueError(f"{node.where()}: no kernel of {node.op!r} applies")
     return choice
+
+
+def choose_external(node: Node, g: Graph) -> dict[str, KernelChoice]:
+    """For each outside kernel library (KernelRecord.library) with a record that computes `node`:
+    that record and why. The generated C compiles it instead of `choose_kernel`'s choice when the
+    user's build enables the library (edgebn.targets.KERNEL_LIBRARIES)."""
+    out: dict[str, KernelChoice] = {}
+    for rec in OPS[node.op].external_kernels:
+        if rec.library not in out:
+            reason = rec.applies(node, g)
+            if reason:
+                out[rec.library] = KernelChoice(rec, reason)
+    return out
 
 
 def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:

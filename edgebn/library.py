@@ -117,6 +117,7 @@ class LibraryInfo:
     example_input: object      # float32 array, one input in PyTorch layout (batch axis dropped)
     example_class: int         # the emulator's argmax for it
     idf_target: str = "esp32s3"
+    external_libraries: tuple = ()   # emit.graph_external_libraries: outside kernel libraries (ESP-NN)
 
     @property
     def example_name(self) -> str:
@@ -125,6 +126,12 @@ class LibraryInfo:
     @property
     def example_input_header(self) -> str:
         return f"{self.names.prefix}_example_input.h"
+
+    def _malloc_note(self) -> str:
+        if not self.external_libraries:
+            return "no malloc"
+        where = ", ".join(f"{lib['name']} on the {'/'.join(lib['idf_targets'])}" for lib in self.external_libraries)
+        return f"no malloc (with {where}: its scratch, once)"
 
     def context(self) -> dict:
         n = self.names
@@ -136,8 +143,9 @@ class LibraryInfo:
             "input_layout": self.input_layout, "has_labels": self.has_labels,
             "example_name": self.example_name, "example_input_header": self.example_input_header,
             "example_class": self.example_class, "idf_target": self.idf_target,
+            "external_libraries": list(self.external_libraries),
             "description": (f"{n.prefix}: int8 model {one_line} compiled by edgebn {self.version}, plain C99, "
-                            f"no malloc, {self.total_macs} MACs, bit-exact with edgebn's emulator"),
+                            f"{self._malloc_note()}, {self.total_macs} MACs, bit-exact with edgebn's emulator"),
         }
 
 

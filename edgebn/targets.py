@@ -3,7 +3,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Isa", "ISAS", "Board", "BOARDS", "get_board", "Target", "TARGETS", "get_target"]
+__all__ = ["KernelLibrary", "KERNEL_LIBRARIES", "Isa", "ISAS", "Board", "BOARDS", "get_board", "Target", "TARGETS", "get_target"]
+
+
+@dataclass(frozen=True)
+class KernelLibrary:
+    """An outside kernel library some layers can call instead of edgebn's own kernels.
+
+    The generated C holds both paths; the library's path is compiled only where the user's build
+    defines ``<PREFIX>_<macro>`` (the ESP-IDF component does so for ``idf_targets``, where the
+    component manager also fetches ``component``). edgebn never ships the library's code."""
+    name: str                    # key, and KernelRecord.library
+    macro: str                   # <PREFIX>_<macro>=1 enables it: KWS_USE_ESP_NN
+    header: str                  # included by the generated C when enabled
+    component: str               # ESP-IDF component manager name
+    version: str                 # component version range the glue was verified with
+    idf_targets: tuple[str, ...] # the chips whose builds enable it by default
+    simd: str                    # the Isa.simd it exists for
+    licence: str
+    description: str = ""
+
+
+KERNEL_LIBRARIES: dict[str, KernelLibrary] = {
+    k.name: k
+    for k in (
+        KernelLibrary("esp-nn", "USE_ESP_NN", "esp_nn.h", "espressif/esp-nn", "^1.2.3", ("esp32s3",), "pie",
+                      "Apache-2.0",
+                      "Espressif's ESP-NN: the kernels TFLite Micro uses on ESP chips, with PIE SIMD assembly "
+                      "for the ESP32-S3 (same TFLite int8 numerics as edgebn)"),
+    )
+}
 
 
 @dataclass(frozen=True)

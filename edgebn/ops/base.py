@@ -78,7 +78,10 @@ class KernelRecord:
     instruction-set facts the kernel relies on (fields or properties of edgebn.targets.Isa, e.g.
     "narrow_register_file"); it is chosen only for a target whose ISA has every one of them (empty:
     tuned for no ISA in particular, chosen for any). Every kernel is portable C99 either way: the
-    facts say where it is the fast choice, not where it compiles."""
+    facts say where it is the fast choice, not where it compiles. `library` names the outside kernel
+    library the kernel calls (a key of edgebn.targets.KERNEL_LIBRARIES, e.g. "esp-nn"; empty: edgebn's
+    own C): such a record is an OpDef.external_kernels entry, compiled in place of the chosen kernel
+    only when the user's build enables that library."""
     name: str                                  # C function stem: l07_<name>_s8
     template: str                              # Jinja path: "<op package>/<file>.c.j2"
     applies: Callable[[Node, Graph], str | None] = _always
@@ -86,6 +89,7 @@ class KernelRecord:
     constants: tuple[str, ...] = ()
     const_bytes_fn: Callable[[dict], int] | None = None
     isa: tuple[str, ...] = ()
+    library: str = ""
 
     def const_bytes(self, ctx: dict) -> int:
         """Flash bytes of this kernel's constant arrays for a rendered layer context."""
@@ -111,6 +115,9 @@ class OpDef:
     layer_context: Callable[[Node, Graph], dict] | None = None
     kernels: tuple[KernelRecord, ...] = ()
     fast_kernels: tuple[KernelRecord, ...] = ()
+    # kernels that call an outside library (KernelRecord.library), compiled instead of the kernel above
+    # when the user's build enables that library (ESP-NN on the ESP32-S3: edgebn/kernels.py)
+    external_kernels: tuple[KernelRecord, ...] = ()
     # --- ONNX QDQ form (edgebn/onnx_export.py passes its builder)
     onnx: Callable[[Any, Node], None] | None = None
     broadcasts: bool = False          # reads inputs of smaller shapes broadcast (an expand before it can fold)

@@ -15,7 +15,7 @@ from ...errors import UnsupportedOpError
 from ...ir import Graph, Node, image_view
 from ..base import OpDef, conv_accumulate, register, requantize, as_images
 from .._affine import quantize_weighted
-from . import kernels
+from . import esp_nn, kernels
 
 
 def _pair(v, n=2):
@@ -171,6 +171,7 @@ register(OpDef(
           "aten.convolution.default"),
     from_aten=from_aten,
     doc="Conv2d / Conv1d, grouped and depthwise, any stride/padding/dilation; fused ReLU/ReLU6/clamp",
-    layer_context=layer_context, kernels=(kernels.REFERENCE,), fast_kernels=kernels.FAST, onnx=onnx,
+    layer_context=layer_context, kernels=(kernels.REFERENCE,), fast_kernels=kernels.FAST,
+    external_kernels=esp_nn.EXTERNAL, onnx=onnx,
     weighted=True, fusable_activation=True, label=label,
 ))

@@ -104,6 +104,19 @@ def onnx(b, n: Node) -> None:
 REFERENCE = KernelRecord("linear", "linear/linear.c.j2", lambda node, g: "reference kernel set",
                          constants=("weight", "bias", "m0", "shift"))
 
+
+def _applies_esp_nn(node, g):
+    """ESP-NN's per-channel FULLY_CONNECTED (esp_nn_fully_connected_per_ch_s8: TFLite numerics, the
+    row length a uint16)."""
+    out_f, in_f = node.params["weight"].shape
+    if max(out_f, in_f) > 65535:
+        return None
+    return "ESP-NN esp_nn_fully_connected_per_ch_s8 (PIE SIMD on the ESP32-S3)"
+
+
+ESP_NN = KernelRecord("esp_nn_fc", "linear/esp_nn_fc.c.j2", _applies_esp_nn,
+                      constants=("weight", "bias", "m0", "shift"), library="esp-nn")
+
 register(OpDef(
     name="linear", run_float=run_float, output_shape=output_shape,
     quantize=quantize, emulate=emulate, macs=macs, aten=("aten.linear.default",), from_aten=from_aten,
@@ -116,5 +129,6 @@ register(OpDef(
         KernelRecord("linear", "linear/linear.c.j2", lambda node, g: fold_is_exact(node),
                      constants=REFERENCE.constants),
     ),
+    external_kernels=(ESP_NN,),
     onnx=onnx, weighted=True, fusable_activation=True, reads_flat=True,
 ))
