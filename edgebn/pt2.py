@@ -69,7 +69,10 @@ _MEMBER_KINDS = [
 _CODE_MEMBER = re.compile(r"(^|/)data/aotinductor/|\.(so|dll|dylib|cpp|cc|c|h|hpp|o|obj|a|py|pyc)$"
                           r"|_(compile|linker)_flags\.json$|(^|/)(executorch|mtia)/", re.I)
 _PICKLE_MEMBER = re.compile(r"data/constants/(custom_obj|opaque_obj)_")
-_ROOT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# torch.export.save names the archive's one top folder after the file's stem, whatever characters it
+# has ("my model.pt2" -> "my model/"); edgebn never extracts, so only controls, separators and dot names
+# are refused
+_ROOT = re.compile(r"(?!\.{1,2}\Z)[^/\\\x00-\x1f\x7f]{1,255}")
 
 # Symbolic shape expressions: what torch.export writes for dynamic dimensions, and nothing else.
 _SYMBOL = r"(?:s|u|zf|zuf)[0-9]{1,9}"
@@ -223,9 +226,12 @@ def _classify(infos: list[zipfile.ZipInfo], path: Path) -> tuple[str, list[tuple
     if "models/model.json" not in names:
         raise ImportError_(f"{path}: cannot load torch.export program (no models/model.json: not written by "
                            "torch.export.save; a torch.save file or another zip?)")
-    if len(roots) != 1 or not _ROOT.fullmatch(next(iter(roots))):
+    if len(roots) != 1:
         raise _Refused(f"refused: members lie under {len(roots)} top folders {sorted(roots)[:3]} "
                        "(torch.export.save writes one)")
+    if not _ROOT.fullmatch(next(iter(roots))):
+        raise _Refused(f"refused: the top folder {next(iter(roots))[:60]!r} is not a name torch.export.save "
+                       "writes (control characters, a separator or a dot name)")
     out = []
     for info, rel in zip(files, names):
         kind = "small" if rel in _SMALL else next((k for rx, k in _MEMBER_KINDS if rx.fullmatch(rel)), None)

@@ -257,6 +257,29 @@ def test_archive_allowlist(work, tmp_path, case, needle):
     assert len(str(e.value).splitlines()) == 1
 
 
+def test_file_names_torch_export_save_writes_are_accepted(work, tmp_path):
+    """torch.export.save names the archive's top folder after the file stem, spaces and all."""
+    path = tmp_path / "my model v2 (ü).pt2"
+    torch.export.save(torch.export.export(Net().eval(), (torch.zeros(1, 3, 8, 8),)), str(path))
+    with zipfile.ZipFile(path) as z:
+        assert z.namelist()[0].startswith("my model v2 (ü)/")
+    res = cli("compile", path, "--calib", work / "calib.npy", "-o", tmp_path / "out", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "out" / "lib" / "my_model_v2" / "my_model_v2_model.c").is_file()
+
+
+@pytest.mark.parametrize("root, needle", [("..", "path-traversal"), ("a\x01b", "top folder"), ("sub\\dir", "path-traversal")])
+def test_top_folder_names_torch_never_writes_are_refused(work, tmp_path, root, needle):
+    src = tmp_path / "in.pt2"
+    with zipfile.ZipFile(work / "good.pt2") as zin, zipfile.ZipFile(src, "w") as zout:
+        for info in zin.infolist():
+            name = root + "/" + info.filename.split("/", 1)[1]
+            zout.writestr(name, zin.read(info.filename))
+    with pytest.raises(ImportError_) as e:
+        read_pt2(src)
+    assert "refused" in str(e.value) and needle in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. guards_code: exec()'d by ExportedProgram.module() on its first call
 
