@@ -31,12 +31,18 @@ def _plain(v):
     return v
 
 
+def _tensor_json(shape, qp) -> dict:
+    d = {"shape": list(shape), "scale": qp.scale, "zero_point": qp.zero_point}
+    if qp.bits != 8:       # int16 tensors only: an int8 model's edgebn.json (and hash) stays as it was
+        d["bits"] = qp.bits
+    return d
+
+
 def graph_to_json(g: Graph) -> dict:
     return {
         "inputs": g.inputs, "outputs": g.outputs,
         "torch_layouts": g.torch_layouts,
-        "tensors": {t: {"shape": list(s), "scale": g.qparams[t].scale, "zero_point": g.qparams[t].zero_point}
-                    for t, s in g.shapes.items()},
+        "tensors": {t: _tensor_json(s, g.qparams[t]) for t, s in g.shapes.items()},
         "nodes": [{"name": n.name, "op": n.op, "inputs": n.inputs, "attrs": _plain(n.attrs),
                    "params": sorted(n.params), "source": n.source} for n in g.nodes],
         "fold_log": [r.as_dict() for r in g.fold_log],

@@ -156,9 +156,16 @@ def _shape(text: str) -> tuple[int, ...]:
               help="Class labels, one per line, one per output element: NAME_labels[] in the library.")
 @click.option("--max-samples", type=click.IntRange(1), help="Use at most this many calibration samples "
               "(the report says how many were used).")
+@click.option("--precision", default="int8", show_default=True, type=click.Choice(["int8", "int16", "auto"]),
+              help="Activation width: int8; int16 (TFLite's int16x8 on every layer whose op has it); auto (the fewest "
+              "layers raised to int16 for --min-sqnr). docs/QUANTIZATION.md.")
+@click.option("--min-sqnr", type=float, help="--precision auto: every layer's accumulated SQNR target, dB "
+              "[default: 30].")
+@click.option("--int16-layers", help="Comma-separated layer names computed in int16 (any --precision).")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
-                weight_method, ranges_path, bias_correction, equalize, fold_pool, force, lib_name, labels_path, max_samples, quiet):
+                weight_method, ranges_path, bias_correction, equalize, fold_pool, force, lib_name, labels_path, max_samples,
+                precision, min_sqnr, int16_layers, quiet):
     """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
     from .compiler import compile_model
     from .library import check_name, load_labels
@@ -182,7 +189,9 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
                              percentile=percentile, weight_method=weight_method, ranges=ranges_path,
                              bias_correction=bias_correction, equalize=equalize, fold_pool=fold_pool, force=force,
                              progress=not quiet, model_name=name, name=lib_name, labels=labels,
-                             max_samples=max_samples)
+                             max_samples=max_samples, precision=precision, min_sqnr=min_sqnr,
+                             int16_layers=[t.strip() for t in int16_layers.split(",") if t.strip()]
+                             if int16_layers else None)
     if not quiet:
         click.echo(format_table(compiled.report))
     for line in compiled.commit.messages() if compiled.commit else ():

@@ -46,6 +46,7 @@ __all__ = ["compile_model", "CompiledModel", "load_calibration"]
 SELFTEST_VECTORS = 4
 REPORT_SAMPLES = 256   # calibration samples used for the per-layer SQNR in the report
 BIAS_CORRECTION_SAMPLES = 256   # calibration samples the bias correction measures each layer's mean error on
+AUTO_SAMPLES = 64      # calibration samples --precision auto measures each layer's SQNR on
 
 
 @dataclass
@@ -251,7 +252,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                   ranges=None, force: bool = False,
                   progress: bool = False, model_name: str | None = None,
                   check_budget: bool = True, name: str | None = None, labels=None,
-                  max_samples: int | None = None) -> CompiledModel:
+                  max_samples: int | None = None, precision: str = "int8", min_sqnr: float | None = None,
+                  int16_layers=None) -> CompiledModel:
     """Compile `model` (a .pt2 path, an ExportedProgram, or an nn.Module with example_input) into OUT.
 
     `ranges` (a ranges file path or dict, see edgebn/ranges.py; edgebn.qat writes them) replaces
@@ -267,7 +269,18 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     (max | mse), `fold_pool` folds a global average pool into the linear reading it
     (passes/fold_pool.py), `equalize` runs cross-layer equalization on the folded float graph, and
     `bias_correction` corrects each weighted layer's int32 bias for the mean error quantization adds
-    (measured layer by layer with the emulator on the first BIAS_CORRECTION_SAMPLES calibration inputs)."""
+    (measured layer by layer with the emulator on the first BIAS_CORRECTION_SAMPLES calibration inputs).
+
+    precision (docs/QUANTIZATION.md): "int8" (every layer int8), "int16" (every layer whose op has an
+    int16 form computes on int16 activations, TFLite's int16x8 scheme), "auto" (the fewest layers raised
+    to int16 so that every layer's accumulated SQNR on the calibration sample reaches `min_sqnr` dB,
+    default edgebn.precision.DEFAULT_MIN_SQNR, within the target's RAM and flash). `int16_layers`:
+    layer names raised to int16 in any mode. The model's input and output stay int8."""
+    from .precision import PRECISIONS
+    if precision not in PRECISIONS:
+        raise EdgebnError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if min_sqnr is not None and precision != "auto":
+        raise EdgebnError("--min-sqnr is the target of --precision auto; add --precision auto (or drop --min-sqnr)")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     tgt = get_target(target)
@@ -324,7 +337,11 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                 bc_data = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if tap is None \
                     else tap.sample()[:BIAS_CORRECTION_SAMPLES]
             bc_log: list = []
-            qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges), weight_method,
+            float_graph, ranges, bits, precision_info = _choose_precision(
+                float_graph, ranges, precision, min_sqnr, int16_layers, weight_method, tgt,
+                None if precision != "auto" else
+                np.asarray(calib[:AUTO_SAMPLES]) if tap is None else tap.sample()[:AUTO_SAMPLES])
+            qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges, bits), weight_method,
                                     bias_correction_data=bc_data, log=bc_log)
             lap("quantize")
         plan = plan_arena(qgraph)
@@ -394,6 +411,11 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                              "arena_placement": "psram" if arena_in_psram else "internal",
                              "labels": len(labels) if labels is not None else 0}
         report["model_flash_bytes"] = int(model_flash)
+        report["precision"] = {**precision_info, "arena_bytes": int(plan.arena_bytes), "flash_bytes": int(const_bytes),
+                               "int16_layers": [n.name for n in qgraph.nodes
+                                                if qgraph.qparams[n.name].bits == 16 and not OPS[n.op].alias
+                                                and n.op != "requantize"],
+                               "boundaries": [n.name for n in qgraph.nodes if n.op == "requantize"]}
         report["boards"] = [f.as_dict() for f in fits]
         report["compile_seconds"] = round(sum(timings.values()), 3)
         report["timings"] = {k: round(v, 3) for k, v in timings.items()}
@@ -403,6 +425,70 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         for w in caught:
             warnings.warn(str(w.message), stacklevel=2)
         return CompiledModel(out_dir, report, emu, timings, commit)
+
+
+def _weight_bytes(q: Graph) -> int:
+    return sum(int(np.asarray(v).nbytes) for n in q.nodes for k, v in n.params.items() if k != "weight_scale")
+
+
+def _choose_precision(float_graph: Graph, ranges: dict, precision: str, min_sqnr, int16_layers, weight_method: str,
+                      tgt, sample):
+    """(float graph with its int8 <-> int16 boundaries, ranges, {tensor: bits}, report record) for
+    --precision / --int16-layers (edgebn/precision.py)."""
+    from .precision import DEFAULT_MIN_SQNR, choose_auto, insert_boundaries, wide_layers
+
+    wide = wide_layers(float_graph, precision, int16_layers)
+    info: dict = {"mode": precision}
+    if precision == "auto":
+        target = DEFAULT_MIN_SQNR if min_sqnr is None else float(min_sqnr)
+        if sample is None or not len(sample):
+            raise EdgebnError("--precision auto measures SQNR on the calibration data, and none was given")
+        auto = choose_auto(float_graph, _auto_evaluator(float_graph, ranges, weight_method, tgt, sample, wide), target)
+        wide |= auto.wide
+        info.update(min_sqnr=target, reached=auto.reached, unreachable=auto.unreachable,
+                    skipped_for_budget=auto.skipped_budget, steps=auto.steps,
+                    min_layer_sqnr_db=_finite_min(auto.sqnr), min_layer_sqnr_int8_db=_finite_min(auto.sqnr_int8),
+                    samples=int(len(sample)))
+        if not auto.reached:
+            warnings.warn(f"--precision auto: layer(s) {', '.join(auto.unreachable[:6])} stay below "
+                          f"{target:g} dB SQNR with every raise tried" +
+                          (f" ({', '.join(auto.skipped_budget[:6])} left int8: the board's RAM or flash)"
+                           if auto.skipped_budget else ""), stacklevel=3)
+    g, ranges, bits = insert_boundaries(float_graph, wide, ranges)
+    return g, ranges, bits, info
+
+
+def _finite_min(sq: dict):
+    vals = [v for v in sq.values() if np.isfinite(v)]
+    return round(float(min(vals)), 2) if vals else None
+
+
+def _auto_evaluator(float_graph: Graph, ranges: dict, weight_method: str, tgt, sample, fixed: set):
+    """wide -> ({layer: accumulated SQNR dB}, fits the target's RAM and flash), on `sample` (model layout)."""
+    from .execute import execute, run_float, run_int8
+    from .numerics import quantize
+    from .ops.reshape import torch_to_device
+    from .precision import insert_boundaries, layer_sqnr
+
+    x = torch_to_device(np.asarray(sample, np.float64))
+    fvals = execute(float_graph, x, run_float)
+    names = [n.name for n in float_graph.nodes if not OPS[n.op].alias]
+    ram = max(tgt.ram_bytes, tgt.psram_bytes)
+
+    def evaluate(wide: set):
+        g, r, bits = insert_boundaries(float_graph, set(wide) | fixed, ranges)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                q = quantize_graph(g, assign_qparams(g, r, bits), weight_method)
+        except EdgebnError:
+            return None, False        # a raise the int16 form refuses (its error says why)
+        qi = q.qparams[q.inputs[0]]
+        qvals = execute(q, quantize(x, qi.scale, qi.zero_point), run_int8)
+        fits = plan_arena(q).arena_bytes <= ram and _weight_bytes(q) <= tgt.flash_bytes
+        return layer_sqnr(fvals, q, qvals, names), fits
+
+    return evaluate
 
 
 def _given_ranges(graph: Graph, ranges, calibration: str, weight_method: str):

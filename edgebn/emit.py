@@ -101,8 +101,9 @@ def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast", isa=None) -
         ctx = {
             "name": node.name, "op": node.op, "template": choice.template, "p": p,
             "template_path": choice.kernel.template,
-            "kernel_reason": choice.reason, "fn": f"{p}_{choice.template}_s8", "srcs": srcs, "out_offset": plan.offsets[node.name],
-            "out_size": int(np.prod(g.shapes[node.name])), "source": node.source.replace("*/", "* /"),
+            "kernel_reason": choice.reason, "fn": f"{p}_{choice.template}_s{int(node.attrs.get('bits', 8))}",
+            "srcs": srcs, "out_offset": plan.offsets[node.name],
+            "out_size": int(np.prod(g.shapes[node.name])), "out_bytes": plan.sizes[node.name], "source": node.source.replace("*/", "* /"),
             "in_shape": _shape_str(g.shapes[node.inputs[0]]), "out_shape": _shape_str(g.shapes[node.name]),
             "act": None,
         }

@@ -61,8 +61,9 @@ def _fits(rec: KernelRecord, isa: Isa | None) -> bool:
 
 
 def _first(records, node: Node, g: Graph, isa: Isa | None = None) -> KernelChoice | None:
+    bits = int(node.attrs.get("bits", 8))
     for rec in records:
-        if not _fits(rec, isa):
+        if not _fits(rec, isa) or bits not in rec.bits:   # a kernel computes only the widths it declares
             continue
         reason = rec.applies(node, g)
         if reason:
@@ -89,7 +90,9 @@ def choose_kernel(node: Node, g: Graph, kernels: str = "fast", isa: Isa | str | 
             return choice
     choice = _first(op.kernels, node, g)
     if choice is None:
-        raise ValueError(f"{node.where()}: no kernel of {node.op!r} applies")
+        bits = int(node.attrs.get("bits", 8))
+        raise ValueError(f"{node.where()}: no kernel of {node.op!r} applies" +
+                         (f" to int{bits} activations" if bits != 8 else ""))
     return choice
 
 
@@ -98,8 +101,9 @@ def choose_external(node: Node, g: Graph) -> dict[str, KernelChoice]:
     that record and why. The generated C compiles it instead of `choose_kernel`'s choice when the
     user's build enables the library (edgebn.targets.KERNEL_LIBRARIES)."""
     out: dict[str, KernelChoice] = {}
+    bits = int(node.attrs.get("bits", 8))
     for rec in OPS[node.op].external_kernels:
-        if rec.library not in out:
+        if rec.library not in out and bits in rec.bits:      # ESP-NN's s8 kernels: int8 layers only
             reason = rec.applies(node, g)
             if reason:
                 out[rec.library] = KernelChoice(rec, reason)

@@ -14,7 +14,7 @@ __all__ = [
     "INT32_MIN", "INT32_MAX",
     "round_half_away", "quantize", "dequantize", "choose_qparams", "quantize_multiplier",
     "srdhm", "rounding_divide_by_pot", "multiply_by_quantized_multiplier",
-    "add_multipliers", "to_float32",
+    "add_multipliers", "to_float32", "choose_qparams_int16", "multiply_by_quantized_multiplier_64",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -58,6 +58,18 @@ def choose_qparams(lo: float, hi: float) -> tuple[float, int]:
     scale = to_float32((hi - lo) / 255.0)
     zp = int(np.clip(round_half_away(-128.0 - lo / scale), -128, 127))
     return scale, zp
+
+
+def choose_qparams_int16(lo: float, hi: float) -> tuple[float, int]:
+    """Symmetric int16 (scale, 0) for the real range [lo, hi] (TFLite's int16x8 activations):
+    scale = max(|lo|, |hi|) / 32767, zero point 0."""
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"range [{lo}, {hi}] is not finite")
+    amax = max(abs(lo), abs(hi))
+    if amax == 0.0:
+        return 1.0, 0
+    return to_float32(amax / 32767.0), 0
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -117,6 +129,19 @@ def multiply_by_quantized_multiplier(acc, m0, shift):
     right = np.maximum(-shift, 0)
     x = _wrap_int32(np.asarray(acc, dtype=np.int64) << left)
     return rounding_divide_by_pot(srdhm(x, m0), right)
+
+
+def multiply_by_quantized_multiplier_64(acc, m0, shift):
+    """TFLite's MultiplyByQuantizedMultiplier(int64 x, int32 m, int shift), the int16x8 kernels'
+    requantisation: m0 rounded to 16 bits (reduced = (m0 + 2^15) >> 16, saturated at 0x7FFF), then one
+    rounding shift by 15 - shift (half up). Needs |x| < 2^47 and shift in [-31, 7]; the quantize stage
+    proves both. Returns int64 values (the caller clamps)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    m0 = np.asarray(m0, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    reduced = np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, 0x7FFF)
+    total = 15 - shift
+    return (acc * reduced + (np.int64(1) << (total - 1))) >> total
 
 
 def add_multipliers(s1: float, s2: float, s_out: float, left_shift: int = 20):

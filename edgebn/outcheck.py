@@ -259,6 +259,23 @@ def _check_output_shapes(g, where: str) -> None:
                            f"its op computes {list(want)}")
 
 
+def _check_widths(g, where: str) -> None:
+    """The model's input and output are int8 (the C API's types); a node that computes its output at
+    a width (attrs "bits", 8 when absent) records it on its tensor too."""
+    from .ops import OPS
+
+    for t in (g.inputs[0], g.outputs[0]):
+        if g.qparams[t].bits != 8:
+            raise OutError(f"{where}: tensor {t!r} is the model's input or output and is int{g.qparams[t].bits}, not int8")
+    for n in g.nodes:
+        bits = n.attrs.get("bits", 8)
+        if OPS[n.op].alias or OPS[n.op].output_qparams == "input" and "bits" not in n.attrs:
+            bits = g.qparams[n.inputs[0]].bits
+        if bits != g.qparams[n.name].bits:
+            raise OutError(f"{where}: node {n.name!r} ({n.op}) computes int{bits}, its tensor records "
+                           f"int{g.qparams[n.name].bits}")
+
+
 def check_quantized(doc: dict, weights: dict, where: str):
     """edgebn.json's document + its weights -> (Graph, target RAM); raises OutError."""
     from .ir import FoldRecord, Graph, Node
@@ -288,9 +305,14 @@ def check_quantized(doc: dict, weights: dict, where: str):
         zp = _get(v, "zero_point", int, tw)
         if not (math.isfinite(scale) and scale > 0):
             raise OutError(f"{tw}: scale {scale} must be finite and > 0")
+        bits = v.get("bits", 8)
+        if type(bits) is not int or bits not in (8, 16):
+            raise OutError(f"{tw}: bits {str(bits)[:20]!r}, not 8 or 16")
+        if bits == 16 and zp != 0:
+            raise OutError(f"{tw}: int16 tensor with zero point {zp} (int16 activations are symmetric, zero point 0)")
         if not -128 <= zp <= 127:
             raise OutError(f"{tw}: zero point {zp} is outside int8 [-128, 127]")
-        qparams[t] = QParams(float(scale), zp)
+        qparams[t] = QParams(float(scale), zp, bits)
     nodes = []
     for name, op, ins, attrs, params, source in _graph_nodes(m, mw, shapes, weights, integer=True):
         if not isinstance(source, str) or len(source) > 2000:
@@ -312,6 +334,7 @@ def check_quantized(doc: dict, weights: dict, where: str):
     if set(shapes) != {g.inputs[0], *(n.name for n in nodes)}:
         raise OutError(f"{mw}: tensors do not match the graph's input and nodes")
     _check_output_shapes(g, mw)
+    _check_widths(g, mw)
     tis = _get(doc, "torch_input_shape", list, where)
     if not all(type(d) is int and d > 0 for d in tis) or math.prod(tis) != math.prod(shapes[g.inputs[0]]):
         raise OutError(f"{where}: torch_input_shape {str(tis)[:60]} does not match the input {list(shapes[g.inputs[0]])}")

@@ -18,7 +18,7 @@ import numpy as np
 from .ir import Graph
 from .ops import OPS
 
-__all__ = ["ArenaPlan", "plan_arena", "ALIGN"]
+__all__ = ["ArenaPlan", "plan_arena", "ALIGN", "element_bytes"]
 
 ALIGN = 4
 
@@ -43,6 +43,12 @@ class ArenaPlan:
         return "input" if buf not in self.offsets else self.offsets[buf]
 
 
+def element_bytes(graph: Graph, tensor: str) -> int:
+    """1 for int8, 2 for an int16 tensor (its QParams' bits; an unquantized graph counts int8)."""
+    qp = graph.qparams.get(tensor)
+    return 2 if qp is not None and getattr(qp, "bits", 8) == 16 else 1
+
+
 def plan_arena(graph: Graph) -> ArenaPlan:
     alias = {t: t for t in graph.inputs}
     layers = []
@@ -52,7 +58,7 @@ def plan_arena(graph: Graph) -> ArenaPlan:
         else:
             alias[node.name] = node.name
             layers.append(node)
-    sizes = {n.name: int(np.prod(graph.shapes[n.name])) for n in layers}
+    sizes = {n.name: int(np.prod(graph.shapes[n.name])) * element_bytes(graph, n.name) for n in layers}
     start = {n.name: i for i, n in enumerate(layers)}
     end = dict(start)
     for i, n in enumerate(layers):

@@ -11,7 +11,7 @@ import numpy as np
 from .bias_correction import BiasCorrection, bias_correct
 from .errors import EdgebnError
 from .ir import Graph
-from .numerics import choose_qparams
+from .numerics import choose_qparams, choose_qparams_int16
 from .ops import OPS, QParams
 from .weights import WEIGHT_METHODS, set_weight_scales
 
@@ -22,10 +22,20 @@ PTQ_DEFAULTS = {"calibration": "minmax", "weight_method": "max", "bias_correctio
                 "fold_pool": False}
 
 
-def assign_qparams(graph: Graph, ranges: dict[str, tuple[float, float]]) -> dict[str, QParams]:
+def _calibrated(rng, bits: int) -> QParams:
+    if bits == 16:          # TFLite's int16x8: symmetric, zero point 0
+        return QParams(*choose_qparams_int16(*rng), bits=16)
+    return QParams(*choose_qparams(*rng))
+
+
+def assign_qparams(graph: Graph, ranges: dict[str, tuple[float, float]],
+                   bits: dict[str, int] | None = None) -> dict[str, QParams]:
+    """Every tensor's quantization; `bits` ({tensor: 8 | 16}, edgebn/precision.py) gives the int16
+    tensors (default: all int8)."""
+    bits = bits or {}
     qp: dict[str, QParams] = {}
     for t in graph.inputs:
-        qp[t] = QParams(*choose_qparams(*ranges[t]))
+        qp[t] = _calibrated(ranges[t], bits.get(t, 8))
     for node in graph.nodes:
         rule = OPS[node.op].output_qparams
         if callable(rule):      # fixed by the op (softmax: TFLite's 1/256, -128)
@@ -33,7 +43,7 @@ def assign_qparams(graph: Graph, ranges: dict[str, tuple[float, float]]) -> dict
         elif rule == "input":
             qp[node.name] = qp[node.inputs[0]]
         else:
-            qp[node.name] = QParams(*choose_qparams(*ranges[node.name]))
+            qp[node.name] = _calibrated(ranges[node.name], bits.get(node.name, 8))
     return qp
 
 

@@ -3,7 +3,9 @@
 narrower than the window, channel multiplier 2, dilation, grouped, 1x1 and KxK dense with borders,
 Cout a multiple of 4 or not, both requantisation forms, the zero-point fold refused, linear blocks,
 add tables, pools, pad, cat, lut, permute, mul (same shape, broadcast gate, vectors), expand,
-softmax and log_softmax, conv3d and the 3-D pools, a kept BatchNorm3d, in both kernel sets. Each layer is rendered from its
+softmax and log_softmax, conv3d and the 3-D pools, a kept BatchNorm3d, in both kernel sets; and every record at
+every activation width it declares (the int16x8 conv/depthwise/linear/add/pools and the int8 <-> int16
+requantize). Each layer is rendered from its
 op's records exactly as in a model, under a prefix of its own, and one gcc call compiles them all
 (with a function calling every one, so none is unused). Bit-exactness of the same shape classes is
 tests/test_kernels.py's job; this file fails on a warning, and on a kernel record no case reaches."""
@@ -188,6 +190,48 @@ def other_classes():
     return out
 
 
+def _int16(g: Graph) -> Graph:
+    """The same layer over int16 activations (TFLite's int16x8: zero points 0, int64 bias)."""
+    g = g.copy()
+    node = g.nodes[-1]
+    node.attrs["bits"] = 16
+    for k in ("zp_in", "zp_out", "zp", "zp1", "zp2"):
+        if k in node.attrs:
+            node.attrs[k] = 0
+    if "left_shift" in node.attrs:
+        node.attrs["left_shift"] = 15
+    node.attrs.update(act_min=-32768, act_max=32767)
+    if "bias" in node.params:
+        node.params["bias"] = node.params["bias"].astype(np.int64) * 4096
+    g.qparams = {t: QParams(1.0, 0, 16) for t in g.qparams}
+    return g
+
+
+def _requantize(bits_in, bits_out):
+    zp_in = -7 if bits_in == 8 else 0
+    zp_out = 5 if bits_out == 8 else 0
+    lo, hi = (-128, 127) if bits_out == 8 else (-32768, 32767)
+    node = Node("layer", "requantize", ["x"], {"bits": bits_out, "bits_in": bits_in, "zp_in": zp_in, "zp_out": zp_out,
+                                              "m0": 1518500250, "shift": 8 if bits_out == 16 else -8,
+                                              "act_min": lo, "act_max": hi})
+    g = _graph([node], {"x": (3, 4, 5), "layer": (3, 4, 5)})
+    g.qparams = {"x": QParams(1.0, zp_in, bits_in), "layer": QParams(1.0, zp_out, bits_out)}
+    return g
+
+
+def int16_classes():
+    """The int16x8 kernels (--precision int16/auto) and the int8 <-> int16 boundaries."""
+    out = [(f"s16_{name}", _int16(g)) for name, g in conv_classes()
+           if name.split("_")[0] in ("dw", "dense", "grouped") and "fold_refused" not in name][::5]
+    out += [(f"s16_linear_{i}x{o}", _int16(linear_graph(i, o, seed=i))) for i, o in ((1, 3), (33, 10))]
+    out += [(f"s16_{name}", _int16(make())) for name, make in sorted(ADDS.items())[:2]]
+    out += [("s16_max_pool_3x3s2p1_ceil", _int16(_pool("max_pool2d", 7, 8, 3, 3, 2, 1, ceil=True))),
+            ("s16_avg_pool_3x3s1p1_exclude_pad", _int16(_pool("avg_pool2d", 5, 6, 3, 3, 1, 1, include_pad=False))),
+            ("s16_avg_pool_global", _int16(_pool("avg_pool2d", 4, 4, 6, 4, 4, 0))),
+            ("requantize_s8_s16", _requantize(8, 16)), ("requantize_s16_s8", _requantize(16, 8))]
+    return out
+
+
 def _mul_attrs(shape):
     return {"act": None, "shape": shape, "zp_a": -3, "zp_b": 7, "zp_out": 1, "m0": 1518500250, "shift": -7,
             "act_min": -128, "act_max": 127}
@@ -214,7 +258,7 @@ def _huge_linear():
 def test_every_kernel_variant_builds_with_werror(tmp_path):
     env = environment()
     parts, calls, used = [], [], set()
-    cases = conv_classes() + other_classes() + volume_classes()
+    cases = conv_classes() + other_classes() + volume_classes() + int16_classes()
     n = 0
     for name, g in cases:
         # each kernel set with no ISA, and the fast set on an Xtensa core (the narrow-tile records)
@@ -222,13 +266,13 @@ def test_every_kernel_variant_builds_with_werror(tmp_path):
             for layer in layer_contexts(g, plan_arena(g), kernels, isa):
                 n += 1
                 layer["p"] = f"v{n:03d}"
-                layer["fn"] = f"v{n:03d}_{layer['template']}_s8"
-                used.add(layer["template"])
+                layer["fn"] = f"v{n:03d}_{layer['template']}_{layer.get('sfx', 's8')}"
+                used.add((layer["template"], int(g.nodes[-1].attrs.get("bits", 8))))
                 parts.append(f"/* case {name}, {kernels} set, ISA {isa} */\n" + env.get_template(layer["template_path"]).render(layer=layer))
                 args = ", ".join(["in"] * len(layer["srcs"]) + ["out"])
                 calls.append(f"    {layer['fn']}({args});")
-    records = {r.name for op in OPS.values() for r in op.kernels + op.fast_kernels}
-    assert records <= used, f"kernel records no case renders: {sorted(records - used)}"
+    records = {(r.name, b) for op in OPS.values() for r in op.kernels + op.fast_kernels for b in r.bits}
+    assert records <= used, f"kernel records (name, bits) no case renders: {sorted(records - used)}"
 
     helpers = sorted({op.c_helpers for op in OPS.values() if op.c_helpers})
     ops_h = env.get_template("model/edgebn_ops.h.j2").render(model_name="variants", version="test", c_helpers=helpers)

@@ -77,6 +77,8 @@ def oracle_layer(node, xs, qp):
         if any(q != qout for q in qin):
             raise NoTflmForm("cat (requantizing)")   # TFLM's CONCATENATION only copies
         return tflm.concatenation(xs, qin, qout, axis=-1)
+    if node.op == "requantize":      # an int8 <-> int16 boundary: TFLite QUANTIZE between integer types
+        return tflm.quantize(xs[0], qin[0], qout, np.int16 if a["bits"] == 16 else np.int8)
     if node.op == "lut":
         raise NoTflmForm(f"lut ({node.attrs.get('fn')})")   # compared op by op in test_tflm_oracle.py
     if node.op == "mul":
@@ -133,6 +135,7 @@ def check_layers_against_tflm(graph, q: np.ndarray) -> tuple[dict, int]:
         bad = np.argwhere(got != want)
         assert bad.size == 0, (f"{node.name} ({node.op}): TFLM != emulator at {len(bad)} of {want.size} int8s, "
                                f"first {bad[0].tolist()}: TFLM {got[tuple(bad[0])]} emulator {want[tuple(bad[0])]}")
-        saturated += int(((want == -128) | (want == 127)).sum())
+        info = np.iinfo(want.dtype)
+        saturated += int(((want == info.min) | (want == info.max)).sum())
         checked[node.op] = checked.get(node.op, 0) + 1
     return checked, saturated

@@ -23,5 +23,6 @@ from . import upsample  # noqa: F401,E402
 from . import slice  # noqa: F401,E402
 from . import conv_transpose2d  # noqa: F401,E402
 from . import conv3d  # noqa: F401,E402
+from . import requantize  # noqa: F401,E402
 
 __all__ = ["OPS", "ATEN_RULES", "OpDef", "KernelRecord", "QParams", "Ref", "AtenContext"]

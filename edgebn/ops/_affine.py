@@ -11,7 +11,15 @@ from ..ir import Node
 from ..numerics import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away, to_float32
 from .base import QParams, act_range
 
-__all__ = ["quantize_weighted"]
+__all__ = ["quantize_weighted", "activation_types"]
+
+
+def activation_types(bits: int) -> dict:
+    """Template data of a kernel over int`bits` activations: the C element and accumulator types, the
+    requantisation helper and the function suffix (templates/model/edgebn_ops.h.j2)."""
+    if bits == 16:
+        return {"xt": "int16_t", "acc_t": "int64_t", "rq": "edgebn_requant64_s16", "sfx": "s16"}
+    return {"xt": "int8_t", "acc_t": "int32_t", "rq": "edgebn_requant", "sfx": "s8"}
 
 
 def weight_scales(w: np.ndarray) -> np.ndarray:
@@ -30,6 +38,11 @@ def quantize_weighted(node: Node, qin: QParams, qout: QParams) -> Node:
     shape = (-1,) + (1,) * (w.ndim - 1)
     wq = np.clip(round_half_away(w / ws.reshape(shape)), -127, 127).astype(np.int8)
 
+    if qin.bits != qout.bits:
+        raise EdgebnError(f"{node.where()}: int{qin.bits} input and int{qout.bits} output (a requantize "
+                          "node belongs between them)")
+    if qin.bits == 16:
+        return _quantize_int16x8(node, qin, qout, wq, ws, b)
     bias_scale = qin.scale * ws
     bq = round_half_away(b / bias_scale)
     saturated = (bq > INT32_MAX) | (bq < INT32_MIN)
@@ -62,4 +75,40 @@ def quantize_weighted(node: Node, qin: QParams, qout: QParams) -> Node:
                    acc_bound=int(worst.max()))
     q.params = {"weight": wq, "bias": bq.astype(np.int32), "m0": m0, "shift": shift,
                 "weight_scale": ws.astype(np.float64)}
+    return q
+
+
+ACC64_LIMIT = 1 << 47     # TFLite's 64-bit MultiplyByQuantizedMultiplier needs |x| < 2^47
+
+
+def _quantize_int16x8(node: Node, qin: QParams, qout: QParams, wq: np.ndarray, ws: np.ndarray,
+                      b: np.ndarray) -> Node:
+    """TFLite's int16x8 form: int16 activations with zero point 0, the same per-channel int8 weights,
+    an int64 bias (scale s_in * s_w), int64 accumulation and the 64-bit requantisation
+    (numerics.multiply_by_quantized_multiplier_64), output clamped to int16 (docs/QUANTIZATION.md)."""
+    if qin.zero_point != 0 or qout.zero_point != 0:
+        raise EdgebnError(f"{node.where()}: int16 activations must have zero point 0")
+    bf = round_half_away(b / (qin.scale * ws))
+    if (np.abs(bf) >= ACC64_LIMIT).any():
+        c = int(np.argmax(np.abs(bf)))
+        raise EdgebnError(f"{node.where()}: int64 bias of channel {c} is {bf[c]:.4g} in accumulator units, past 2^47 "
+                          f"(the input scale {qin.scale:.3g} is tiny next to it); keep this layer int8")
+    bq = bf.astype(np.int64)
+    mults = [quantize_multiplier(qin.scale * s / qout.scale) for s in ws]
+    m0 = np.array([m for m, _ in mults], dtype=np.int32)
+    shift = np.array([s for _, s in mults], dtype=np.int32)
+    if (shift > 7).any():
+        c = int(np.argmax(shift))
+        raise EdgebnError(f"{node.where()}: int16 requantisation multiplier of channel {c} is "
+                          f"{qin.scale * ws[c] / qout.scale:.4g}, >= 128 (TFLite's int16x8 kernels take "
+                          "shifts up to 7); the output range is far narrower than the input's: keep this layer int8")
+    act_min, act_max = act_range(node.attrs.get("act"), qout)
+    worst = np.abs(bq) + np.abs(wq.reshape(wq.shape[0], -1)).astype(np.int64).sum(axis=1) * 32768
+    if (worst >= ACC64_LIMIT).any():
+        c = int(np.argmax(worst))
+        raise EdgebnError(f"{node.where()}: int64 accumulator of channel {c} can reach {int(worst[c]):,}, past "
+                          f"2^47 (TFLite's int16x8 requantisation bound); keep this layer int8")
+    q = Node(node.name, node.op, list(node.inputs), dict(node.attrs), {}, node.source)
+    q.attrs.update(zp_in=0, zp_out=0, act_min=act_min, act_max=act_max, acc_bound=int(worst.max()), bits=16)
+    q.params = {"weight": wq, "bias": bq, "m0": m0, "shift": shift, "weight_scale": ws.astype(np.float64)}
     return q

@@ -21,12 +21,13 @@ from typing import Any, Callable
 import numpy as np
 
 from ..ir import Graph, Node
-from ..numerics import multiply_by_quantized_multiplier, quantize as quantize_array, dequantize
+from ..numerics import (multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_64,
+                        quantize as quantize_array, dequantize)
 
 __all__ = [
     "OpDef", "OPS", "register", "Ref", "AtenContext", "QParams", "KernelRecord", "array_bytes",
     "patches", "conv_accumulate", "requantize", "act_range", "as_images", "from_images",
-    "build_lut",
+    "build_lut", "bits_of",
 ]
 
 
@@ -55,6 +56,19 @@ class AtenContext:
 class QParams:
     scale: float
     zero_point: int
+    bits: int = 8          # 8: int8 (asymmetric); 16: int16, symmetric (zero point 0), TFLite's int16x8
+
+    @property
+    def qmin(self) -> int:
+        return -(1 << (self.bits - 1))
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1
+
+    @property
+    def dtype(self):
+        return np.int16 if self.bits == 16 else np.int8
 
 
 def array_bytes(ctx: dict, keys) -> int:
@@ -90,6 +104,7 @@ class KernelRecord:
     const_bytes_fn: Callable[[dict], int] | None = None
     isa: tuple[str, ...] = ()
     library: str = ""
+    bits: tuple[int, ...] = (8,)               # activation widths it computes (16: int16x8, docs/QUANTIZATION.md)
 
     def const_bytes(self, ctx: dict) -> int:
         """Flash bytes of this kernel's constant arrays for a rendered layer context."""
@@ -145,6 +160,11 @@ class OpDef:
     # True when this node is a mean of each channel over its whole input map (a global average
     # pool): passes/fold_pool.py can fold it into the linear reading it
     global_mean: Callable[[Node, tuple], bool] | None = None
+    # int16 activations (TFLite's int16x8 scheme, docs/QUANTIZATION.md): None = the op has no int16
+    # form; else int16(node, graph) -> None when the node can compute on int16 activations, or the
+    # reason it cannot (edgebn/precision.py reads it; the op's quantize/emulate/kernels then see
+    # qparams with bits=16)
+    int16: Callable[[Node, Graph], str | None] | None = None
 
 
 OPS: dict[str, OpDef] = {}
@@ -214,18 +234,28 @@ def conv_accumulate(x: np.ndarray, w: np.ndarray, groups: int, stride, padding, 
 
 
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zp_out: int,
-               act_min: int, act_max: int) -> np.ndarray:
-    """int32 accumulators (last axis = channel) -> int8, per SPEC.md: MBQM + zp, then clamp."""
+               act_min: int, act_max: int, bits: int = 8) -> np.ndarray:
+    """Accumulators (last axis = channel) -> int8, per SPEC.md: MBQM + zp, then clamp. bits=16: int64
+    accumulators -> int16 with TFLite's 64-bit MultiplyByQuantizedMultiplier (the int16x8 kernels')."""
+    if bits == 16:
+        y = multiply_by_quantized_multiplier_64(acc.astype(np.int64), m0.astype(np.int64),
+                                                shift.astype(np.int64)) + zp_out
+        return np.clip(y, act_min, act_max).astype(np.int16)
     y = multiply_by_quantized_multiplier(acc.astype(np.int64), m0.astype(np.int64),
                                          shift.astype(np.int64)) + zp_out
     return np.clip(y, act_min, act_max).astype(np.int8)
+
+
+def bits_of(node: Node) -> int:
+    """The width of a quantized node's output activations (attrs "bits", 8 when absent)."""
+    return int(node.attrs.get("bits", 8))
 
 
 def act_range(act: dict | None, q: QParams) -> tuple[int, int]:
     """TFLite CalculateActivationRangeQuantized for a fused clamp activation {lo, hi} (None = none)."""
     from ..numerics import round_half_away
 
-    lo, hi = -128, 127
+    lo, hi = q.qmin, q.qmax
     if act is None:
         return lo, hi
     if act.get("lo") is not None:

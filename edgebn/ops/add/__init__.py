@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import UnsupportedOpError
+from ...errors import EdgebnError, UnsupportedOpError
 from ...ir import Graph, Node
 from ...numerics import add_multipliers, multiply_by_quantized_multiplier
 from .._fast import INT32_MAX, rqf_from
-from ..base import KernelRecord, OpDef, act_range, register
+from .._affine import activation_types
+from ..base import KernelRecord, OpDef, act_range, bits_of, register
 
 LEFT_SHIFT = 20
+LEFT_SHIFT_16 = 15      # TFLite's int16 ADD (general-scale path): 15 bits of headroom
 
 
 def run_float(node, xs):
@@ -22,10 +24,16 @@ def run_float(node, xs):
 
 def quantize(node, graph, qp):
     q1, q2, qo = qp[node.inputs[0]], qp[node.inputs[1]], qp[node.name]
-    (m1, s1), (m2, s2), (mo, so) = add_multipliers(q1.scale, q2.scale, qo.scale, LEFT_SHIFT)
+    if not q1.bits == q2.bits == qo.bits:
+        raise EdgebnError(f"{node.where()}: inputs int{q1.bits} and int{q2.bits}, output int{qo.bits} (a requantize "
+                          "node belongs between them)")
+    left_shift = LEFT_SHIFT_16 if qo.bits == 16 else LEFT_SHIFT
+    (m1, s1), (m2, s2), (mo, so) = add_multipliers(q1.scale, q2.scale, qo.scale, left_shift)
     act_min, act_max = act_range(node.attrs.get("act"), qo)
     out = Node(node.name, "add", list(node.inputs), dict(node.attrs), {}, node.source)
-    out.attrs.update(left_shift=LEFT_SHIFT, zp1=q1.zero_point, zp2=q2.zero_point, zp_out=qo.zero_point,
+    if qo.bits == 16:
+        out.attrs["bits"] = 16
+    out.attrs.update(left_shift=left_shift, zp1=q1.zero_point, zp2=q2.zero_point, zp_out=qo.zero_point,
                      m1=m1, s1=s1, m2=m2, s2=s2, mo=mo, so=so, act_min=act_min, act_max=act_max)
     return out
 
@@ -36,7 +44,7 @@ def emulate(node, xs):
         return multiply_by_quantized_multiplier((q.astype(np.int64) - zp) << a["left_shift"], m, s)
     total = scaled(xs[0], a["zp1"], a["m1"], a["s1"]) + scaled(xs[1], a["zp2"], a["m2"], a["s2"])
     y = multiply_by_quantized_multiplier(total, a["mo"], a["so"]) + a["zp_out"]
-    return np.clip(y, a["act_min"], a["act_max"]).astype(np.int8)
+    return np.clip(y, a["act_min"], a["act_max"]).astype(np.int16 if bits_of(node) == 16 else np.int8)
 
 
 def from_aten(target, args, ctx):
@@ -58,7 +66,7 @@ def layer_context(node: Node, g: Graph) -> dict:
     return {"c": dict(SIZE=int(np.prod(g.shapes[node.name])), LEFT_SHIFT=a["left_shift"], ZP1=a["zp1"],
                       ZP2=a["zp2"], M1=a["m1"], S1=a["s1"], M2=a["m2"], S2=a["s2"], MO=a["mo"], SO=a["so"],
                       ZP_OUT=a["zp_out"], ACT_MIN=a["act_min"], ACT_MAX=a["act_max"]),
-            "act": act.get("name") if act else None}
+            "act": act.get("name") if act else None, **activation_types(bits_of(node))}
 
 
 def _fast_context(node: Node, g: Graph) -> dict:
@@ -91,9 +99,10 @@ register(OpDef(
     aten=("aten.add.Tensor", "aten.add_.Tensor"), from_aten=from_aten,
     doc="residual add (TFLite int8 ADD), fused ReLU/ReLU6",
     layer_context=layer_context,
-    kernels=(KernelRecord("add", "add/add.c.j2", lambda node, g: "reference kernel set"),),
+    kernels=(KernelRecord("add", "add/add.c.j2", lambda node, g: "reference kernel set", bits=(8, 16)),),
     fast_kernels=(KernelRecord("add_fast", "add/add_fast.c.j2",
                                lambda node, g: "residual add: per-input 256-entry tables of the rescaled values",
                                _fast_context, constants=("add_t1", "add_t2", "rqf")),),
     onnx=onnx, fusable_activation=True,
+    int16=lambda node, g: None,        # TFLite ADD int16 (general scales, left_shift 15)
 ))

@@ -13,8 +13,8 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import Graph, Node, image_view
-from ..base import OpDef, conv_accumulate, register, requantize, as_images
-from .._affine import quantize_weighted
+from ..base import OpDef, bits_of, conv_accumulate, register, requantize, as_images
+from .._affine import activation_types, quantize_weighted
 from . import esp_nn, kernels
 
 
@@ -62,7 +62,13 @@ def emulate(node: Node, xs):
     acc = conv_accumulate(x, node.params["weight"].astype(np.float64), a["groups"], a["stride"],
                           a["padding"], a["dilation"])
     acc = acc.astype(np.int64) + node.params["bias"].astype(np.int64)
-    return requantize(acc, node.params["m0"], node.params["shift"], a["zp_out"], a["act_min"], a["act_max"])
+    return requantize(acc, node.params["m0"], node.params["shift"], a["zp_out"], a["act_min"], a["act_max"],
+                      bits_of(node))
+
+
+def int16(node: Node, graph) -> str | None:
+    """Every conv2d has the int16x8 form (TFLite CONV_2D / DEPTHWISE_CONV_2D with int16 activations)."""
+    return None
 
 
 def macs(node, ins, out):
@@ -137,6 +143,7 @@ def layer_context(node: Node, g: Graph) -> dict:
                   ZP_OUT=a["zp_out"], ACT_MIN=a["act_min"], ACT_MAX=a["act_max"]),
         "weight": node.params["weight"], "bias": node.params["bias"], "m0": node.params["m0"],
         "shift": node.params["shift"], "acc_bound": a["acc_bound"], "act": act.get("name") if act else None,
+        **activation_types(bits_of(node)),
     }
 
 
@@ -173,5 +180,5 @@ register(OpDef(
     doc="Conv2d / Conv1d, grouped and depthwise, any stride/padding/dilation; fused ReLU/ReLU6/clamp",
     layer_context=layer_context, kernels=(kernels.REFERENCE,), fast_kernels=kernels.FAST,
     external_kernels=esp_nn.EXTERNAL, onnx=onnx,
-    weighted=True, fusable_activation=True, label=label,
+    weighted=True, fusable_activation=True, label=label, int16=int16,
 ))

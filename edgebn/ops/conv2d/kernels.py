@@ -119,7 +119,7 @@ def _reference_reason(node, g):
 
 
 REFERENCE = KernelRecord("conv2d", "conv2d/conv2d.c.j2", applies=_reference_reason,
-                         constants=("weight", "bias", "m0", "shift"))
+                         constants=("weight", "bias", "m0", "shift"), bits=(8, 16))
 FAST = (
     # 16 registers in view and zero-extending byte loads (Xtensa): 2x4 tiles, int16 weights
     KernelRecord("conv2d_1x1_n", "conv2d/conv2d_1x1.c.j2", _applies_1x1_narrow, context_1x1_narrow,

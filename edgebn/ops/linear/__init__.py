@@ -7,8 +7,8 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import Graph, Node
-from ..base import KernelRecord, OpDef, register, requantize
-from .._affine import quantize_weighted
+from ..base import KernelRecord, OpDef, bits_of, register, requantize
+from .._affine import activation_types, quantize_weighted
 from .._fast import RQ_CONSTANTS, fold_is_exact, folded_bias, weighted_fast_context
 
 
@@ -31,7 +31,8 @@ def emulate(node, xs):
     a = node.attrs
     x = xs[0].reshape(xs[0].shape[0], -1).astype(np.float64) - a["zp_in"]
     acc = (x @ node.params["weight"].astype(np.float64).T).astype(np.int64) + node.params["bias"]
-    return requantize(acc, node.params["m0"], node.params["shift"], a["zp_out"], a["act_min"], a["act_max"])
+    return requantize(acc, node.params["m0"], node.params["shift"], a["zp_out"], a["act_min"], a["act_max"],
+                      bits_of(node))
 
 
 def macs(node, ins, out):
@@ -82,6 +83,7 @@ def layer_context(node: Node, g: Graph) -> dict:
                   ACT_MAX=a["act_max"]),
         "weight": node.params["weight"], "bias": node.params["bias"], "m0": node.params["m0"],
         "shift": node.params["shift"], "acc_bound": a["acc_bound"], "act": act.get("name") if act else None,
+        **activation_types(bits_of(node)),
     }
 
 
@@ -102,7 +104,7 @@ def onnx(b, n: Node) -> None:
 
 
 REFERENCE = KernelRecord("linear", "linear/linear.c.j2", lambda node, g: "reference kernel set",
-                         constants=("weight", "bias", "m0", "shift"))
+                         constants=("weight", "bias", "m0", "shift"), bits=(8, 16))
 
 
 def _applies_esp_nn(node, g):
@@ -131,4 +133,5 @@ register(OpDef(
     ),
     external_kernels=(ESP_NN,),
     onnx=onnx, weighted=True, fusable_activation=True, reads_flat=True,
+    int16=lambda node, g: None,        # TFLite FULLY_CONNECTED int16x8
 ))

@@ -16,7 +16,8 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import Graph, Node, image_view
-from ..base import KernelRecord, OpDef, patches, register, as_images
+from .._affine import activation_types
+from ..base import KernelRecord, OpDef, bits_of, patches, register, as_images
 
 
 def pool_out_size(size, k, s, p, ceil_mode, d=1):
@@ -68,10 +69,14 @@ def maxpool_float(node, xs):
     return _windows(node, as_images(xs[0]).astype(np.float64), -np.inf, -np.inf).max(axis=(3, 4))
 
 
+def _out_dtype(node):
+    return np.int16 if bits_of(node) == 16 else np.int8
+
+
 def maxpool_emulate(node, xs):
-    x = as_images(xs[0]).astype(np.int16)
-    y = _windows(node, x, -129, -129).max(axis=(3, 4))
-    return np.clip(y, node.attrs["act_min"], node.attrs["act_max"]).astype(np.int8)
+    x = as_images(xs[0]).astype(np.int32)
+    y = _windows(node, x, -32769, -32769).max(axis=(3, 4))
+    return np.clip(y, node.attrs["act_min"], node.attrs["act_max"]).astype(_out_dtype(node))
 
 
 def avgpool_float(node, xs):
@@ -88,13 +93,15 @@ def avgpool_emulate(node, xs):
     n = avg_divisors(node, x.shape[1], x.shape[2])[None, :, :, None]
     y = np.where(s > 0, s + n // 2, s - n // 2)
     y = np.sign(y) * (np.abs(y) // n)                       # C's truncating division
-    return np.clip(y, node.attrs["act_min"], node.attrs["act_max"]).astype(np.int8)
+    return np.clip(y, node.attrs["act_min"], node.attrs["act_max"]).astype(_out_dtype(node))
 
 
 def _quantize_pool(node, graph, qp):
     q = qp[node.inputs[0]]
     out = Node(node.name, node.op, list(node.inputs), dict(node.attrs), {}, node.source)
-    out.attrs.update(zp=q.zero_point, act_min=-128, act_max=127)
+    out.attrs.update(zp=q.zero_point, act_min=q.qmin, act_max=q.qmax)
+    if q.bits == 16:               # TFLite's int16 MAX_POOL_2D / AVERAGE_POOL_2D: the same loops on int16
+        out.attrs["bits"] = 16
     return out
 
 
@@ -183,7 +190,7 @@ def layer_context(node: Node, g: Graph) -> dict:
     return {"c": dict(H=h, W=w, C=c, OH=oh, OW=ow, KH=a["kernel"][0], KW=a["kernel"][1], SH=a["stride"][0],
                       SW=a["stride"][1], PT=a["padding"][0], PL=a["padding"][1], ZP=a["zp"],
                       INCLUDE_PAD=int(bool(a.get("count_include_pad", False))),
-                      ACT_MIN=a["act_min"], ACT_MAX=a["act_max"])}
+                      ACT_MIN=a["act_min"], ACT_MAX=a["act_max"]), **activation_types(bits_of(node))}
 
 
 def _onnx(kind: str):
@@ -215,13 +222,17 @@ register(OpDef(
     aten=("aten.max_pool2d.default", "aten.max_pool1d.default"), from_aten=maxpool_from_aten,
     doc="MaxPool2d/1d with padding and ceil_mode",
     layer_context=layer_context, onnx=_onnx("max"),
-    kernels=(KernelRecord("max_pool2d", "pool/max_pool2d.c.j2", lambda node, g: "reference kernel set"),),
+    kernels=(KernelRecord("max_pool2d", "pool/max_pool2d.c.j2", lambda node, g: "reference kernel set",
+                          bits=(8, 16)),),
+    int16=lambda node, g: None,
 ))
 
 register(OpDef(
     name="avg_pool2d", run_float=avgpool_float, output_shape=output_shape, global_mean=is_global_mean,
     layer_context=layer_context, onnx=_onnx("avg"),
-    kernels=(KernelRecord("avg_pool2d", "pool/avg_pool2d.c.j2", lambda node, g: "reference kernel set"),),
+    kernels=(KernelRecord("avg_pool2d", "pool/avg_pool2d.c.j2", lambda node, g: "reference kernel set",
+                          bits=(8, 16)),),
+    int16=lambda node, g: None,
     quantize=_quantize_pool, emulate=avgpool_emulate, macs=_macs, output_qparams="input",
     aten=("aten.avg_pool2d.default", "aten.avg_pool1d.default", "aten.adaptive_avg_pool2d.default",
           "aten.adaptive_avg_pool1d.default", "aten.mean.dim"),

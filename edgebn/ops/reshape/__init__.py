@@ -128,6 +128,7 @@ register(OpDef(
     aten=_RESHAPES, from_aten=from_aten, onnx=_reshape_onnx, layout_move=layout_move, gather_node=gather_node,
     gather_index=lambda node: None,
     doc="flatten / view / reshape / squeeze / permute / transpose that keep device byte order (free)",
+    int16=lambda node, g: None,        # no code: the bytes keep their meaning at any width
 ))
 
 register(OpDef(

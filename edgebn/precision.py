@@ -1,0 +1,215 @@
+"""Mixed precision: which layers compute on int16 activations (TFLite's int16x8 scheme) and where the
+int8 <-> int16 boundaries go (docs/QUANTIZATION.md).
+
+* `PRECISIONS`: "int8" (every layer int8, SPEC.md), "int16" (every layer whose op has an int16 form),
+  "auto" (`choose_auto`: the fewest layers raised to int16 so that every layer's accumulated SQNR on
+  the calibration sample reaches `min_sqnr`, within the board's RAM and flash).
+* `wide_layers(graph, precision, layers)` -> the names of the layers computed in int16.
+* `insert_boundaries(graph, wide, ranges)` -> (graph, ranges) with a `requantize` node wherever a
+  tensor's width differs from what its reader computes on; the model's input and output stay int8
+  (the C API's types).
+
+No op names here: an op's int16 support is its `OpDef.int16` hook; a layer that keeps its input's
+quantization (`output_qparams == "input"`: pools, reshapes) follows its input's width when its op has
+an int16 form, else gets an int8 input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import EdgebnError
+from .ir import Graph, Node
+from .ops import OPS
+
+__all__ = ["PRECISIONS", "DEFAULT_MIN_SQNR", "int16_refusal", "wide_layers", "insert_boundaries",
+           "AutoResult", "choose_auto", "layer_sqnr"]
+
+PRECISIONS = ("int8", "int16", "auto")
+# --precision auto's default target, dB (docs/QUANTIZATION.md gives the evidence)
+DEFAULT_MIN_SQNR = 30.0
+
+
+def _choosable(node: Node) -> bool:
+    """A layer whose output width is chosen (it calibrates its own output quantization)."""
+    return OPS[node.op].output_qparams == "calibrated" and node.op != "requantize"
+
+
+def int16_refusal(node: Node, graph: Graph) -> str | None:
+    """None when `node` can be computed on int16 activations, else why not (one sentence)."""
+    op = OPS[node.op]
+    if op.int16 is None:
+        return f"op {node.op!r} has no int16 form (docs/QUANTIZATION.md lists the int16 ops)"
+    if not _choosable(node):
+        return (f"{node.op} keeps its input's quantization: it is int16 when the layer before it is; "
+                "raise that layer instead")
+    return op.int16(node, graph)
+
+
+def wide_layers(graph: Graph, precision: str, layers=None) -> set[str]:
+    """The layers computed in int16 for `precision` "int8" / "int16" (auto: `choose_auto`), plus the
+    layers named in `layers` (each must have an int16 form: an EdgebnError names the first that has not)."""
+    if precision not in PRECISIONS:
+        raise EdgebnError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    wide = set()
+    if precision == "int16":
+        wide = {n.name for n in graph.nodes if int16_refusal(n, graph) is None}
+    for name in layers or ():
+        node = graph.producer(name)
+        if node is None:
+            known = ", ".join(n.name for n in graph.nodes if _choosable(n))
+            raise EdgebnError(f"--int16-layers: no layer {name!r} in the model (layers: {known})")
+        why = int16_refusal(node, graph)
+        if why is not None:
+            raise EdgebnError(f"--int16-layers: {node.where()} cannot run in int16: {why}")
+        wide.add(name)
+    return wide
+
+
+def _fresh(graph: Graph, taken: set[str], base: str) -> str:
+    name, i = base, 1
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
+
+
+def insert_boundaries(graph: Graph, wide: set[str], ranges: dict) -> tuple[Graph, dict, dict[str, int]]:
+    """The graph with int8 <-> int16 `requantize` nodes inserted, the ranges extended to them (a
+    requantize's range is its input's), and every tensor's width {tensor: 8 | 16}."""
+    g = graph.copy()
+    ranges = dict(ranges)
+    bits: dict[str, int] = {t: 8 for t in g.inputs}
+    if not wide:
+        bits.update({n.name: 8 for n in g.nodes})
+        return g, ranges, bits
+    taken = set(g.shapes) | {n.name for n in g.nodes}
+    made: dict[tuple[str, int], str] = {}
+    nodes: list[Node] = []
+
+    def convert(t: str, to: int) -> str:
+        key = (t, to)
+        if key not in made:
+            name = _fresh(g, taken, f"{t}_to_s{to}")
+            nodes.append(Node(name, "requantize", [t], {}, {}, f"int{bits[t]} -> int{to} boundary"))
+            g.shapes[name] = g.shapes[t]
+            ranges[name] = ranges[t]
+            bits[name] = to
+            made[key] = name
+        return made[key]
+
+    for node in g.nodes:
+        op = OPS[node.op]
+        if node.name in wide:
+            want = 16
+        elif op.output_qparams == "input" and node.inputs and bits[node.inputs[0]] == 16 \
+                and op.int16 is not None and op.int16(node, g) is None:
+            want = 16
+        else:
+            want = 8
+        node.inputs = [t if bits[t] == want else convert(t, want) for t in node.inputs]
+        bits[node.name] = want
+        nodes.append(node)
+    outputs = []
+    for t in g.outputs:
+        if bits[t] != 8:
+            new = convert(t, 8)
+            if t in g.torch_layouts:
+                g.torch_layouts[new] = g.torch_layouts.pop(t)
+            t = new
+        outputs.append(t)
+    g.nodes = nodes
+    g.outputs = outputs
+    return g, ranges, bits
+
+
+# ---------------------------------------------------------------------------------------------
+# --precision auto
+
+@dataclass
+class AutoResult:
+    wide: set[str]
+    sqnr: dict[str, float]                      # per layer, with `wide` raised
+    sqnr_int8: dict[str, float]                 # per layer, all int8
+    reached: bool
+    unreachable: list[str] = field(default_factory=list)   # layers no raise brought to the target
+    skipped_budget: list[str] = field(default_factory=list)  # raises refused by the board's RAM/flash
+    steps: list[dict] = field(default_factory=list)
+
+
+def layer_sqnr(float_values: dict, q: Graph, qvalues: dict, names) -> dict[str, float]:
+    """Accumulated SQNR (dB) of each named tensor: its float value vs its dequantized integer value."""
+    from .numerics import dequantize
+    from .report import sqnr_db
+
+    out = {}
+    for t in names:
+        qp = q.qparams[t]
+        out[t] = float(sqnr_db(float_values[t], dequantize(qvalues[t], qp.scale, qp.zero_point)))
+    return out
+
+
+def _ancestors(graph: Graph, start: str, limit: int) -> list[str]:
+    """`start` and the layers it reads from, nearest first (breadth first), at most `limit`."""
+    seen, order, frontier = {start}, [start], [start]
+    while frontier and len(order) < 4 * limit:
+        nxt = []
+        for t in frontier:
+            node = graph.producer(t)
+            for i in (node.inputs if node is not None else ()):
+                if i not in seen:
+                    seen.add(i)
+                    order.append(i)
+                    nxt.append(i)
+        frontier = nxt
+    return order
+
+
+def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, float], bool]],
+                min_sqnr: float, max_candidates: int = 6) -> AutoResult:
+    """Greedy: while a layer's accumulated SQNR is below `min_sqnr`, take the first such layer L (graph
+    order) and try raising each of the nearest int16-capable layers among L and the layers it reads
+    from; keep the one that lifts L's SQNR most. `evaluate(wide)` gives ({layer: SQNR}, fits budget).
+    A layer no raise improves (by 0.05 dB) is reported as unreachable and left; raises that break the
+    board's RAM or flash are skipped and reported."""
+    capable = {n.name for n in graph.nodes if int16_refusal(n, graph) is None}
+    wide: set[str] = set()
+    base, _ = evaluate(wide)
+    current = dict(base)
+    result = AutoResult(set(), current, base, False)
+    hopeless: set[str] = set()
+    order = [n.name for n in graph.nodes if n.name in current]
+    while True:
+        failing = [t for t in order if current[t] < min_sqnr and t not in hopeless]
+        if not failing:
+            break
+        target = failing[0]
+        cands = [t for t in _ancestors(graph, target, max_candidates) if t in capable and t not in wide]
+        cands = cands[:max_candidates]
+        best = None
+        for c in cands:
+            sq, fits = evaluate(wide | {c})
+            if sq is None:          # its int16 form refuses this layer's ranges
+                continue
+            if not fits:
+                if c not in result.skipped_budget:
+                    result.skipped_budget.append(c)
+                continue
+            key = (sq[target], sum(v >= min_sqnr for v in sq.values()), min(sq.values()))
+            if best is None or key > best[0]:
+                best = (key, c, sq)
+        if best is None or best[2][target] < current[target] + 0.05:
+            hopeless.add(target)
+            result.unreachable.append(target)
+            continue
+        _, c, sq = best
+        wide.add(c)
+        result.steps.append({"raised": c, "for": target, "sqnr_before": round(current[target], 2),
+                             "sqnr_after": round(sq[target], 2)})
+        current = sq
+    result.wide, result.sqnr = wide, current
+    result.reached = all(v >= min_sqnr for v in current.values())
+    return result
