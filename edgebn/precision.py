@@ -168,46 +168,75 @@ def _ancestors(graph: Graph, start: str, limit: int) -> list[str]:
     return order
 
 
-def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, float], bool]],
+def _readers(graph: Graph, tensor: str, capable: set[str]) -> set[str]:
+    """The int16-capable layers reading `tensor`, through layers that keep their input's width (pools,
+    reshapes): what must also go int16 for the tensor's int16 values to reach a computation."""
+    out, todo = set(), [tensor]
+    while todo:
+        for node in graph.consumers(todo.pop()):
+            if node.name in capable:
+                out.add(node.name)
+            elif OPS[node.op].output_qparams == "input" and OPS[node.op].int16 is not None:
+                todo.append(node.name)
+    return out
+
+
+def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, float] | None, bool]],
                 min_sqnr: float, max_candidates: int = 6) -> AutoResult:
     """Greedy: while a layer's accumulated SQNR is below `min_sqnr`, take the first such layer L (graph
-    order) and try raising each of the nearest int16-capable layers among L and the layers it reads
-    from; keep the one that lifts L's SQNR most. `evaluate(wide)` gives ({layer: SQNR}, fits budget).
-    A layer no raise improves (by 0.05 dB) is reported as unreachable and left; raises that break the
-    board's RAM or flash are skipped and reported."""
+    order); for each of the nearest int16-capable layers c among L and the layers it reads from, try
+    two raises: c alone, and c with the capable layers reading c's output (an int16 tensor only helps a
+    reader that computes in int16). The raise that brings L to the target with the fewest layers wins,
+    else the one that lifts L most. `evaluate(wide)` gives ({layer: SQNR}, fits the budget), or
+    (None, False) when a layer's int16 form refuses its ranges. A layer no raise improves (by 0.05 dB)
+    is reported as unreachable and left; raises that break the board's RAM or flash are skipped and
+    reported."""
     capable = {n.name for n in graph.nodes if int16_refusal(n, graph) is None}
     wide: set[str] = set()
     base, _ = evaluate(wide)
+    if base is None:
+        raise EdgebnError("--precision auto: the int8 model itself does not quantize")
     current = dict(base)
     result = AutoResult(set(), current, base, False)
     hopeless: set[str] = set()
     order = [n.name for n in graph.nodes if n.name in current]
+    tried: dict[frozenset, tuple] = {}
     while True:
         failing = [t for t in order if current[t] < min_sqnr and t not in hopeless]
         if not failing:
             break
         target = failing[0]
-        cands = [t for t in _ancestors(graph, target, max_candidates) if t in capable and t not in wide]
-        cands = cands[:max_candidates]
+        cands = [t for t in _ancestors(graph, target, max_candidates) if t in capable]
+        moves = []
+        for c in cands[:max_candidates]:
+            for move in ({c}, {c} | _readers(graph, c, capable)):
+                move = frozenset(move - wide)
+                if move and move not in moves:
+                    moves.append(move)
         best = None
-        for c in cands:
-            sq, fits = evaluate(wide | {c})
-            if sq is None:          # its int16 form refuses this layer's ranges
+        for move in moves:
+            key_set = frozenset(wide | move)
+            if key_set not in tried:
+                tried[key_set] = evaluate(set(key_set))
+            sq, fits = tried[key_set]
+            if sq is None:          # an int16 form refuses a layer's ranges
                 continue
             if not fits:
-                if c not in result.skipped_budget:
-                    result.skipped_budget.append(c)
+                for c in sorted(move):
+                    if c not in result.skipped_budget:
+                        result.skipped_budget.append(c)
                 continue
-            key = (sq[target], sum(v >= min_sqnr for v in sq.values()), min(sq.values()))
+            ok = sq[target] >= min_sqnr
+            key = (ok, -len(move) if ok else 0, sq[target], -len(move))
             if best is None or key > best[0]:
-                best = (key, c, sq)
+                best = (key, move, sq)
         if best is None or best[2][target] < current[target] + 0.05:
             hopeless.add(target)
             result.unreachable.append(target)
             continue
-        _, c, sq = best
-        wide.add(c)
-        result.steps.append({"raised": c, "for": target, "sqnr_before": round(current[target], 2),
+        _, move, sq = best
+        wide |= move
+        result.steps.append({"raised": sorted(move), "for": target, "sqnr_before": round(current[target], 2),
                              "sqnr_after": round(sq[target], 2)})
         current = sq
     result.wide, result.sqnr = wide, current

@@ -54,10 +54,10 @@ def build_report(float_graph: Graph, q: Graph, plan: ArenaPlan, macs: dict, flas
             "name": n.name, "op": n.op, "kernel": _kernel_label(n),
             "input_shape": list(q.shapes[n.inputs[0]]), "output_shape": list(q.shapes[n.name]),
             "macs": int(macs[n.name]), "weight_bytes": _weight_bytes(n),
-            "scale": qp.scale, "zero_point": qp.zero_point,
+            "scale": qp.scale, "zero_point": qp.zero_point, "bits": qp.bits,
             "sqnr_db": _json_float(sqnr.get(n.name)),
             "arena_offset": plan.location(n.name) if plan.location(n.name) != "input" else None,
-            "bytes": int(np.prod(q.shapes[n.name])),
+            "bytes": int(np.prod(q.shapes[n.name])) * qp.bits // 8,
             "source": n.source,
         })
     return {
@@ -107,17 +107,25 @@ def write_report(report: dict, out_dir: Path) -> None:
 
 
 def format_table(report: dict) -> str:
-    head = f"{'layer':<22} {'op':<11} {'output':>12} {'MACs':>10} {'weights':>8} {'scale':>10} {'zp':>5} {'SQNR dB':>8}"
+    head = (f"{'layer':<22} {'op':<11} {'output':>12} {'MACs':>10} {'weights':>8} {'scale':>10} {'zp':>5} {'bits':>4} "
+            f"{'SQNR dB':>8}")
     lines = [head, "-" * len(head)]
     for r in report["layers"]:
         shape = "x".join(map(str, r["output_shape"]))
         sq = r["sqnr_db"]
         sq = f"{sq:8.1f}" if isinstance(sq, float) else f"{str(sq):>8}"
         lines.append(f"{r['name'][:22]:<22} {r['kernel'][:11]:<11} {shape:>12} {r['macs']:>10,} "
-                     f"{r['weight_bytes']:>8,} {r['scale']:>10.4g} {r['zero_point']:>5} {sq}")
+                     f"{r['weight_bytes']:>8,} {r['scale']:>10.4g} {r['zero_point']:>5} {r.get('bits', 8):>4} {sq}")
     lines.append("-" * len(head))
     lines.append(f"total {report['macs']:,} MACs, weights {report['flash_bytes']:,} B (flash), arena "
                  f"{report['arena_bytes']:,} B (lower bound {report['arena_lower_bound']:,} B), target {report['target']}")
+    p = report.get("precision")
+    if p and p.get("mode") != "int8" or p and p.get("int16_layers"):
+        line = f"precision {p['mode']}: {len(p['int16_layers'])} int16 layer(s), {len(p['boundaries'])} int8<->int16 boundaries"
+        if p["mode"] == "auto":
+            line += (f"; every layer >= {p['min_sqnr']:g} dB: {'reached' if p['reached'] else 'NOT reached'} "
+                     f"(lowest layer {p['min_layer_sqnr_db']} dB, all-int8 {p['min_layer_sqnr_int8_db']} dB)")
+        lines.append(line)
     for b in report.get("boards", ()):
         where = "" if b["arena_placement"] in ("internal", "") else f" (arena in {b['arena_placement']})"
         lines.append(f"board {b['target']} (env:{b['env']}): " + (f"fits{where}" if b["fits"] else

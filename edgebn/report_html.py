@@ -120,7 +120,7 @@ def render_html(report: dict) -> str:
             f"<tr><td class=l>{html.escape(r['name'])}</td><td class=l>{html.escape(r.get('kernel', r['op']))}</td>"
             f"<td>{'x'.join(map(str, r['input_shape']))}</td><td>{'x'.join(map(str, r['output_shape']))}</td>"
             f"<td>{r['macs']:,}</td><td>{r['weight_bytes']:,}</td><td>{'–' if off is None else f'{off:,}'}</td>"
-            f"<td>{r['scale']:.4g}</td><td>{r['zero_point']}</td>"
+            f"<td>{r['scale']:.4g}</td><td>{r['zero_point']}</td><td>int{r.get('bits', 8)}</td>"
             f"<td class={_sqnr_class(r['sqnr_db'])}>{_fmt_sqnr(r['sqnr_db'])}</td>{_cost_cell(cost, r['name'])}"
             f"<td class=l><code>{html.escape(r.get('source', '') or '')}</code></td></tr>")
     sq = [(r["name"], r["sqnr_db"]) for r in layers if isinstance(r["sqnr_db"], (int, float))]
@@ -156,6 +156,13 @@ def render_html(report: dict) -> str:
         gone = [b for b in boards if not b["fits"]]
         if gone:
             cards.append(("left out", "; ".join(f"{b['target']}: {b['reason']}" for b in gone)))
+    prec = report.get("precision") or {}
+    if prec.get("int16_layers") or prec.get("mode", "int8") != "int8":
+        text = f"{prec['mode']}: {len(prec['int16_layers'])} int16 layers, {len(prec['boundaries'])} boundaries"
+        if prec["mode"] == "auto":
+            text += (f"; target {prec['min_sqnr']:g} dB {'reached' if prec['reached'] else 'NOT reached'} "
+                     f"(lowest layer {prec['min_layer_sqnr_db']} dB, all-int8 {prec['min_layer_sqnr_int8_db']} dB)")
+        cards.append(("precision", text))
     qline = ""
     if qz:
         qline = (f" · activations <b>{html.escape(str(qz.get('calibration')))}</b>, weights per channel by "
@@ -178,7 +185,7 @@ the layers before it included. Higher is better; 6 dB is one bit. Layers below t
 <h2>Layers</h2>
 {'' if not cost else f"<p class=sub>{html.escape(cost['unit'])} per layer measured by <code>{html.escape(cost.get('command', 'edgebn bench'))} --update-report</code>.</p>"}
 <table><thead><tr><th class=l>layer</th><th class=l>kernel</th><th>input</th><th>output</th><th>MACs</th>
-<th>weight B</th><th>arena offset</th><th>scale</th><th>zp</th><th>SQNR dB</th>{_cost_header(cost)}<th class=l>source</th></tr></thead>
+<th>weight B</th><th>arena offset</th><th>scale</th><th>zp</th><th>type</th><th>SQNR dB</th>{_cost_header(cost)}<th class=l>source</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table>
 <h2>BatchNorm fold log</h2>
 <table><thead><tr><th class=l>BatchNorm</th><th class=l>action</th><th class=l>into</th><th class=l>why</th></tr></thead>

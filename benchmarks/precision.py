@@ -1,0 +1,96 @@
+"""int8 vs int16 vs --precision auto on the reference models (docs/QUANTIZATION.md's table).
+
+For each model (benchmarks/peers.py's cases: digits and the seed MLP trained, examples/models and
+benchmarks/zoo.py with random weights and realistic BN statistics; same calibration and evaluation
+sets as the PTQ comparison), compile with --precision int8, int16 and auto (each --min-sqnr given),
+and report: logit SQNR vs float on the evaluation set (emulator = the board), the lowest layer's
+accumulated SQNR on the calibration sample (report.json), the layers auto raised, the arena (RAM) and
+the weights (flash) in bytes.
+
+    .venv/bin/python benchmarks/precision.py [--models digits,resnet8,...] [--min-sqnr 30,40]
+
+It is a benchmark, not a test. Results go to benchmarks/precision.md and benchmarks/precision.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import edgebn  # noqa: E402
+from edgebn.report import sqnr_db  # noqa: E402
+from peers import MODELS, make_case, run_float  # noqa: E402
+
+
+def _layer_min(report) -> float | None:
+    vals = [r["sqnr_db"] for r in report["layers"] if isinstance(r["sqnr_db"], float)]
+    return round(min(vals), 2) if vals else None
+
+
+def run(case, work: Path, **kw) -> dict:
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c = edgebn.compile(case["model"], case["calib"], work, example_input=torch.zeros(case["shape"]),
+                           force=True, **kw)
+    ref = run_float(case["model"], case["x"])
+    y = c.emulate(case["x"])
+    p = c.report["precision"]
+    return {"logit_sqnr_db": round(float(sqnr_db(ref, y)), 2), "min_layer_sqnr_db": _layer_min(c.report),
+            "top1_agree": round(float((y.argmax(1) == ref.argmax(1)).mean()), 4),
+            "int16_layers": p["int16_layers"], "boundaries": len(p["boundaries"]),
+            "layers": sum(1 for r in c.report["layers"] if r["op"] not in ("reshape", "requantize")),
+            "arena_bytes": c.report["arena_bytes"], "flash_bytes": c.report["flash_bytes"],
+            "reached": p.get("reached"), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--min-sqnr", default="30,40", help="auto targets, dB, comma-separated")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "precision"))
+    args = ap.parse_args(argv)
+    targets = [float(t) for t in args.min_sqnr.split(",") if t]
+    results = []
+    for name in [m for m in args.models.split(",") if m]:
+        case = make_case(name)
+        row = {"model": name, "title": case["title"]}
+        with tempfile.TemporaryDirectory() as tmp:
+            row["int8"] = run(case, Path(tmp) / "int8")
+            row["int16"] = run(case, Path(tmp) / "int16", precision="int16")
+            for t in targets:
+                row[f"auto{t:g}"] = run(case, Path(tmp) / f"auto{t:g}", precision="auto", min_sqnr=t)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    Path(args.out + ".json").write_text(json.dumps({"targets": targets, "results": results}, indent=1))
+    Path(args.out + ".md").write_text(table(results, targets))
+    print(table(results, targets))
+
+
+def table(results, targets) -> str:
+    cols = ["int8", "int16"] + [f"auto{t:g}" for t in targets]
+    head = ("| model | " + " | ".join(f"{c} logit / min layer dB" for c in cols) + " | int16 layers (auto) | "
+            + " | ".join(f"{c} arena / flash B" for c in cols) + " |")
+    lines = [head, "|" + "---|" * (2 + 2 * len(cols))]
+    for r in results:
+        sq = " | ".join(f"{r[c]['logit_sqnr_db']} / {r[c]['min_layer_sqnr_db']}" for c in cols)
+        raised = "; ".join(f"{c}: {len(r[c]['int16_layers'])}/{r[c]['layers']}" + ("" if r[c]["reached"] else " (not reached)")
+                           for c in cols[2:])
+        mem = " | ".join(f"{r[c]['arena_bytes']:,} / {r[c]['flash_bytes']:,}" for c in cols)
+        lines.append(f"| {r['model']} | {sq} | {raised} | {mem} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""int16 activations (TFLite's int16x8 scheme) and mixed precision (`--precision int8|int16|auto`,
+`--int16-layers`; docs/QUANTIZATION.md): every layer of an int16 and of a mixed model equals TFLite
+Micro's int16x8 kernel (and QUANTIZE at the int8 <-> int16 boundaries) on the emulator's own inputs,
+the generated C equals the emulator on every byte of every layer, `auto` raises the layers a
+wide-range tensor needs and reaches its target, and an int16 layer an op cannot compute is one clear
+error line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import edgebn
+from edgebn.artifact import JSON_NAME
+from edgebn.errors import EdgebnError
+from helpers import build_host, run_host
+from tflm_layers import check_layers_against_tflm
+
+EDGEBN = [sys.executable, "-m", "edgebn"]
+
+
+class Residual(nn.Module):
+    """conv + BN + ReLU, depthwise, pointwise, residual add, max pool, global average pool, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.dw, self.b2 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.mp, self.ap = nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = torch.relu(self.b1(self.c1(x)))
+        z = torch.relu(self.b2(self.dw(y)))
+        y = self.mp(self.pw(z) + y)
+        return self.fc(self.ap(y).flatten(1))
+
+
+class WideChannel(nn.Module):
+    """conv1's channel 0 spans ~300x the others and conv2 reads only the others: int8's per-tensor
+    scale leaves them a few levels (conv2 ~2 dB), and only an int16 conv1 read by an int16 conv2 helps."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 6 * 6, 4)
+        with torch.no_grad():
+            self.c1.weight[0] *= 300.0
+            self.c2.weight[:, 0] = 0.0
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        y = torch.relu(self.c3(torch.relu(self.c2(y))))
+        return self.fc(y.flatten(1))
+
+
+class WithSigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.sigmoid(self.c1(x)).flatten(1))
+
+
+def _model(cls, seed=0):
+    torch.manual_seed(seed)
+    m = cls().eval()
+    for b in m.modules():
+        if isinstance(b, nn.BatchNorm2d):
+            b.running_mean.uniform_(-1, 1)
+            b.running_var.uniform_(0.5, 2.0)
+            b.num_batches_tracked.fill_(100)
+    return m
+
+
+def _data(shape, n=64, seed=0):
+    return np.random.default_rng(seed).standard_normal((n,) + shape).astype(np.float32)
+
+
+def _compile(m, x, out, **kw):
+    return edgebn.compile(m, x, out, example_input=torch.from_numpy(x[:1]), force=True, **kw)
+
+
+def _c_equals_emulator(compiled, out, exe, x):
+    """Host C == emulator on the model output and on every byte of every layer (int16 layers as
+    their little-endian bytes), on real, random and extreme int8 inputs."""
+    emu = compiled.emulator
+    rng = np.random.default_rng(5)
+    q = np.concatenate([emu.quantize_input(x), rng.integers(-128, 128, (8,) + emu.input_shape, dtype=np.int8),
+                        np.full((1,) + emu.input_shape, -128, np.int8), np.full((1,) + emu.input_shape, 127, np.int8)])
+    want, layers = emu.run(q, return_layers=True)
+    build_host(out, exe)
+    got, got_layers = run_host(exe, q.reshape(len(q), -1), want[0].size, [a[0].nbytes for _, a in layers])
+    assert np.array_equal(got, want.reshape(len(q), -1))
+    wanted = np.concatenate([np.ascontiguousarray(a).reshape(len(q), -1).view(np.int8) for _, a in layers], axis=1)
+    assert np.array_equal(got_layers, wanted)
+    return q
+
+
+@pytest.fixture(scope="module")
+def residual16(tmp_path_factory):
+    work = tmp_path_factory.mktemp("int16")
+    m, x = _model(Residual), _data((3, 8, 8))
+    return m, x, work, _compile(m, x, work / "out", precision="int16")
+
+
+def test_int16_model_equals_tflm_int16x8_layer_by_layer(residual16):
+    """Every layer against TFLite Micro's own int16x8 kernel: CONV_2D, DEPTHWISE_CONV_2D,
+    FULLY_CONNECTED, ADD, MAX_POOL_2D, AVERAGE_POOL_2D on int16, QUANTIZE at both boundaries."""
+    _, x, _, compiled = residual16
+    g = compiled.emulator.graph
+    assert [n.op for n in g.nodes if n.op == "requantize"] == ["requantize"] * 2
+    assert all(g.qparams[n.name].bits == 16 for n in g.nodes if n.name not in (g.inputs[0], g.outputs[0])
+               and n.op != "requantize")
+    checked, _ = check_layers_against_tflm(g, compiled.emulator.quantize_input(x[:16]))
+    assert checked == {"requantize": 2, "conv2d": 3, "add": 1, "max_pool2d": 1, "avg_pool2d": 1, "linear": 1}
+
+
+def test_int16_model_c_equals_emulator_and_beats_int8(residual16):
+    m, x, work, compiled = residual16
+    _c_equals_emulator(compiled, work / "out", work / "int16.exe", x[:16])
+    rep = compiled.report
+    assert rep["precision"]["mode"] == "int16"
+    assert rep["precision"]["boundaries"] == ["x_to_s16", "linear_to_s8"]
+    int8 = _compile(m, x, work / "int8")
+    # int16 doubles the activations and the biases: the report says what it costs
+    assert rep["arena_bytes"] > int8.report["arena_bytes"] and rep["flash_bytes"] > int8.report["flash_bytes"]
+    assert rep["precision"]["arena_bytes"] == rep["arena_bytes"]
+    s16 = {r["name"]: r["sqnr_db"] for r in rep["layers"]}
+    s8 = {r["name"]: r["sqnr_db"] for r in int8.report["layers"]}
+    assert all(s16[t] > s8[t] for t in ("conv2d_2", "add", "linear")), (s16, s8)
+    assert {r["name"]: r["bits"] for r in rep["layers"]}["add"] == 16
+    # an int8 compile of the same model writes no width anywhere: its edgebn.json is as before
+    assert '"bits"' not in (work / "int8" / JSON_NAME).read_text()
+    assert int8.report["precision"] == {"mode": "int8", "arena_bytes": int8.report["arena_bytes"],
+                                        "flash_bytes": int8.report["flash_bytes"], "int16_layers": [],
+                                        "boundaries": []}
+
+
+def test_auto_raises_the_wide_layer_and_its_reader(tmp_path):
+    m, x = _model(WideChannel), _data((3, 6, 6))
+    int8 = _compile(m, x, tmp_path / "int8")
+    assert int8.report["output_sqnr_db"] < 10
+    auto = _compile(m, x, tmp_path / "auto", precision="auto")
+    p = auto.report["precision"]
+    assert p["int16_layers"] == ["conv2d", "conv2d_1"] and p["reached"] and p["min_sqnr"] == 30.0
+    assert p["boundaries"] == ["x_to_s16", "conv2d_1_to_s8"]
+    assert p["min_layer_sqnr_db"] >= 30.0 and p["min_layer_sqnr_int8_db"] < 10
+    assert auto.report["output_sqnr_db"] >= 30.0
+    checked, _ = check_layers_against_tflm(auto.emulator.graph, auto.emulator.quantize_input(x[:8]))
+    assert checked == {"requantize": 2, "conv2d": 3, "linear": 1}
+    _c_equals_emulator(auto, tmp_path / "auto", tmp_path / "auto.exe", x[:8])
+    # a target the raised layers already pass needs nothing more; an unreachable one is said
+    low = _compile(m, x, tmp_path / "low", precision="auto", min_sqnr=1.0)
+    assert low.report["precision"]["int16_layers"] == []
+    with pytest.warns(UserWarning, match="stay below 80 dB"):
+        high = _compile(m, x, tmp_path / "high", precision="auto", min_sqnr=80.0)
+    assert not high.report["precision"]["reached"] and high.report["precision"]["unreachable"]
+
+
+def test_int16_keeps_an_op_without_int16_form_int8(tmp_path):
+    """--precision int16 raises every layer that has an int16 form; the sigmoid (a LUT op) gets int8
+    in and out through boundaries, and the model stays bit-exact."""
+    m, x = _model(WithSigmoid), _data((3, 6, 6))
+    c = _compile(m, x, tmp_path / "out", precision="int16")
+    g = c.emulator.graph
+    ops = [(n.op, g.qparams[n.name].bits) for n in g.nodes]
+    assert ops == [("requantize", 16), ("conv2d", 16), ("requantize", 8), ("lut", 8), ("requantize", 16),
+                   ("linear", 16), ("requantize", 8)], ops
+    _c_equals_emulator(c, tmp_path / "out", tmp_path / "m.exe", x[:8])
+
+
+def test_int16_layer_the_op_cannot_compute_is_one_error_line(tmp_path):
+    m, x = _model(WithSigmoid), _data((3, 6, 6), n=16)
+    pt2, calib = tmp_path / "m.pt2", tmp_path / "calib.npy"
+    torch.export.save(torch.export.export(m, (torch.from_numpy(x[:1]),)), str(pt2))
+    np.save(calib, x)
+    out = tmp_path / "out"
+    res = subprocess.run(EDGEBN + ["compile", str(pt2), "--calib", str(calib), "-o", str(out), "-q",
+                                   "--int16-layers", "conv2d,sigmoid"], capture_output=True, text=True)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgebn: error: --int16-layers: node 'sigmoid' (activation)"), res.stderr
+    assert "has no int16 form" in lines[0]
+    assert not out.exists()
+    with pytest.raises(EdgebnError, match="no layer 'nope'"):
+        _compile(m, x, tmp_path / "o2", int16_layers=["nope"])
+    with pytest.raises(EdgebnError, match="--min-sqnr is the target of --precision auto"):
+        _compile(m, x, tmp_path / "o3", min_sqnr=30.0)
+    # the layers named are raised in any mode, here on an int8 model
+    c = _compile(m, x, tmp_path / "o4", int16_layers=["linear"])
+    assert c.report["precision"]["int16_layers"] == ["linear"]
+
+
+def test_tampered_width_is_refused(residual16, tmp_path):
+    import shutil
+
+    from edgebn.artifact import load_graph, model_hash
+    from edgebn.outcheck import read_npz
+
+    _, _, work, _ = residual16
+    out = tmp_path / "out"
+    shutil.copytree(work / "out", out)
+    doc = json.loads((out / JSON_NAME).read_text())
+    doc["model"]["tensors"]["add"]["zero_point"] = 3          # int16 with a zero point
+    doc["model_hash"] = model_hash(doc, read_npz(out / "edgebn_weights.npz"))
+    (out / JSON_NAME).write_text(json.dumps(doc))
+    with pytest.raises(EdgebnError, match="int16 tensor with zero point 3"):
+        load_graph(out)
+    doc["model"]["tensors"]["add"]["zero_point"] = 0
+    doc["model"]["tensors"]["add"]["bits"] = 8                # the add computes int16
+    doc["model_hash"] = model_hash(doc, read_npz(out / "edgebn_weights.npz"))
+    (out / JSON_NAME).write_text(json.dumps(doc))
+    with pytest.raises(EdgebnError, match="node 'add' \\(add\\) computes int16, its tensor records int8"):
+        load_graph(out)
