@@ -220,3 +220,23 @@ def test_tampered_width_is_refused(residual16, tmp_path):
     (out / JSON_NAME).write_text(json.dumps(doc))
     with pytest.raises(EdgebnError, match="node 'add' \\(add\\) computes int16, its tensor records int8"):
         load_graph(out)
+
+
+def test_int16_model_on_the_emulated_rv32_board(residual16):
+    """The int16 model on the emulated RV32IMC board (int64 accumulators through libgcc): every layer's
+    bytes in a debug run equal the emulator's, int16 layers little-endian."""
+    from edgebn.device.qemu import qemu_link
+    from edgebn.device.selftest import selftest_header, selftest_inputs
+
+    _, _, work, compiled = residual16
+    emu = compiled.emulator
+    x = selftest_inputs(emu, 2, seed=5)
+    _, layers = emu.run(x, return_layers=True)
+    assert any(a.dtype == np.int16 for _, a in layers)
+    with qemu_link(work / "out" / "lib" / "edgebn_model", selftest_header(emu, selftest_inputs(emu))) as link:
+        assert link.sync().model_hash == emu.model_hash
+        for i in range(len(x)):
+            r = link.run(x[i].tobytes(), debug=True)
+            for got, (name, want) in zip(r.layers, layers):
+                assert got.output == want[i].astype(want.dtype.newbyteorder("<")).tobytes(), name
+            assert r.output == emu.run(x[i:i + 1]).tobytes()

@@ -190,10 +190,12 @@ def locate_mismatch(emu, x: np.ndarray, layers: list[P.Layer]) -> LayerDiff | No
         expected = np.asarray(expected)
         shape = tuple(expected.shape[1:]) if expected.ndim > 1 and expected.shape[0] == 1 \
             else tuple(expected.shape)
-        want = expected.reshape(-1).astype(np.int16)
+        want = expected.reshape(-1).astype(np.int32)
         if i >= len(layers):
             return _size_mismatch(i, name, shape, want.size, 0)
-        got = np.frombuffer(layers[i].output, np.int8).astype(np.int16)
+        raw = layers[i].output          # bytes; an int16 layer's values little-endian (--precision int16/auto)
+        width = expected.dtype.itemsize
+        got = np.frombuffer(raw[:len(raw) - len(raw) % width], np.dtype(expected.dtype).newbyteorder("<")).astype(np.int32)
         if got.size != want.size or layers[i].index != i:
             return _size_mismatch(i, name, shape, want.size, got.size)
         diff = got - want
@@ -252,7 +254,7 @@ def compare_on_link(link: Link, emu, inputs: np.ndarray, *, target: str = "board
             report.matched += 1
             continue
         # the debug reply's length (every layer's int8) sets its deadline on a slow line
-        layer_bytes = sum(int(np.asarray(a).size) for _, a in emu.run(x[None], return_layers=True)[1])
+        layer_bytes = sum(int(np.asarray(a).nbytes) for _, a in emu.run(x[None], return_layers=True)[1])
         debug = _run_with_retry(link, emu, x, i, report, retries, sync_timeout, out, debug=True,
                                 reply_bytes=layer_bytes)
         layer = locate_mismatch(emu, x, debug.layers)
