@@ -121,6 +121,9 @@ def test_int16_model_equals_tflm_int16x8_layer_by_layer(residual16):
                and n.op != "requantize")
     checked, _ = check_layers_against_tflm(g, compiled.emulator.quantize_input(x[:16]))
     assert checked == {"requantize": 2, "conv2d": 3, "add": 1, "max_pool2d": 1, "avg_pool2d": 1, "linear": 1}
+    # ESP-NN's s8 kernels (an outside library) are never offered for an int16 layer
+    from edgebn.kernels import choose_external
+    assert not any(choose_external(n, g) for n in g.nodes)
 
 
 def test_int16_model_c_equals_emulator_and_beats_int8(residual16):
