@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgebnError
+from .pt2 import nests_deeper
 
 __all__ = ["LIMITS", "read_json", "read_npz", "check_model_name", "safe_model_name", "check_quantized",
            "check_float", "OutError"]
@@ -89,15 +90,8 @@ def read_json(path: Path, what: str = "the compiled model") -> dict:
         raise OutError(f"{path}: JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise OutError(f"{path}: not valid JSON ({e})") from None
-    stack = [(doc, 0)]
-    while stack:
-        v, d = stack.pop()
-        if d > LIMITS["json_depth"]:
-            raise OutError(f"{path}: JSON nested more than {LIMITS['json_depth']} levels")
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
+    if nests_deeper(doc, LIMITS["json_depth"]):
+        raise OutError(f"{path}: JSON nested more than {LIMITS['json_depth']} levels")
     if not isinstance(doc, dict):
         raise OutError(f"{path}: expected a JSON object, found {type(doc).__name__}")
     return doc

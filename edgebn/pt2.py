@@ -256,16 +256,24 @@ def _parse_json(data: bytes, where: str):
     return doc
 
 
-def _check_depth(doc, where: str) -> None:
+def nests_deeper(doc, limit: int) -> bool:
+    """Whether a parsed JSON document nests lists / objects more than `limit` levels (iterative: no
+    recursion for a hostile file to exhaust). Also used by edgebn/outcheck.py."""
     stack = [(doc, 0)]
     while stack:
         v, d = stack.pop()
-        if d > LIMITS["json_depth"]:
-            raise _Refused(f"refused: {where} nests more than {LIMITS['json_depth']} levels deep")
+        if d > limit:
+            return True
         if isinstance(v, dict):
             stack.extend((x, d + 1) for x in v.values())
         elif isinstance(v, list):
             stack.extend((x, d + 1) for x in v)
+    return False
+
+
+def _check_depth(doc, where: str) -> None:
+    if nests_deeper(doc, LIMITS["json_depth"]):
+        raise _Refused(f"refused: {where} nests more than {LIMITS['json_depth']} levels deep")
 
 
 def _walk(doc, path="$"):
