@@ -215,8 +215,8 @@ int main(void)
             for zp, lo, hi in ((3, -128, 127), (-128, -128, 127), (-128, -128, 40), (10, 10, 127), (-7, -20, 9)):
                 r = -shift
                 ties = [k * 2 ** max(r - 1, 0) for k in (-3, -1, 1, 3)] if r >= 1 else []
-                cand = [0, 1, -1, 2, -2, 2 ** 30, -2 ** 30, 2 ** 31 - 8, -2 ** 31 + 8] + ties
-                cand += rng.integers(-2 ** 31, 2 ** 31, 40).tolist() + rng.integers(-2 ** 16, 2 ** 16, 40).tolist()
+                cand = [0, 1, -1, 2, -2, 2 ** 29 - 1, -2 ** 29 + 1, 2 ** 30, -2 ** 30, 2 ** 31 - 8, -2 ** 31 + 8] + ties
+                cand += rng.integers(-2 ** 29, 2 ** 29, 40).tolist() + rng.integers(-2 ** 16, 2 ** 16, 40).tolist()
                 node = Node("n", "conv2d", ["x"], {"zp_in": 0, "zp_out": zp, "act_min": lo, "act_max": hi},
                             {"m0": np.array([m0], np.int32), "shift": np.array([shift], np.int32),
                              "weight": np.zeros((1, 1, 1, 1), np.int8), "bias": np.zeros(1, np.int32)})
@@ -224,8 +224,9 @@ int main(void)
                     node.params["bias"][0] = acc
                     q = _rqf_constants(node, 1)
                     if q is None:
-                        # refused only outside the proven range: shift > -2 or < -30, or k + 2|acc| near int32
-                        assert shift > -2 or shift < -30 or \
+                        # refused only outside the proven range: shift > -2 or < -30, 4|acc| or
+                        # k + 2|acc| near int32
+                        assert shift > -2 or shift < -30 or 4 * abs(acc) >= 2 ** 31 or \
                             2 * abs(acc) + 3 + abs(1 + 2 ** r + (zp - lo) * 2 ** (r + 1)) >= 2 ** 31
                         continue
                     rows.append(f"{acc} {m0} {shift} {zp} {lo} {hi} {q[1]} {q[2]}")

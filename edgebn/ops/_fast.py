@@ -38,15 +38,17 @@ def _rqf_from(m0: np.ndarray, shift: np.ndarray, zp_out: int, act_min: int, act_
               bound: np.ndarray, channels: int) -> np.ndarray | None:
     """[channels][m0, k, rs] for the single-rounding requantisation (templates/ops/_fast.j2
     rqf_decl), or None where it is not provably exact: it needs m0 > 2^30 (then SRDHM's result is
-    negative exactly when the accumulator is), 2 <= -shift <= 30, and floor(acc * m0 / 2^30) plus
-    the folded offset k inside int32 for every accumulator |acc| <= bound the layer can produce."""
+    negative exactly when the accumulator is), 2 <= -shift <= 30, 4 * acc inside int32 (the high
+    word of (4 * acc) * m0 is floor(acc * m0 / 2^30)), and that plus the folded offset k inside
+    int32, for every accumulator |acc| <= bound the layer can produce."""
     m0, shift = np.asarray(m0, np.int64), np.asarray(shift, np.int64)
     if not ((m0 > 2 ** 30).all() and (shift <= -2).all() and (shift >= -30).all()) or act_max < act_min:
         return None
     r = -shift
     k = 1 + 2 ** r + (int(zp_out) - int(act_min)) * 2 ** (r + 1)
     # |floor(acc * m0 / 2^30)| <= 2 * bound (m0 < 2^31), plus k, plus the sign term 2 * (acc >> 31)
-    if (2 * np.asarray(bound, np.int64) + 3 + np.abs(k)).max() >= 2 ** 31:
+    bound = np.asarray(bound, np.int64)
+    if (4 * bound).max(initial=0) >= 2 ** 31 or (2 * bound + 3 + np.abs(k)).max() >= 2 ** 31:
         return None
     q = np.stack([m0, k, r + 1], axis=1)
     pad = np.tile(np.array([[2 ** 30 + 1, 1, 3]], np.int64), (channels - len(m0), 1))
