@@ -1,6 +1,6 @@
 """pad: constant zero padding of H and W (ZeroPad2d, ConstantPad1d/2d with 0, F.pad with zeros) and of L
 for (N, C, L) tensors; keeps the input's quantization, a padded value is q = zero_point (real 0).
-Kernel (this folder): pad.c.j2."""
+Kernels (this folder): pad.c.j2 (reference), pad_fast.c.j2 (a memcpy per input row, a memset per padding run)."""
 from __future__ import annotations
 
 import numpy as np
@@ -54,6 +54,23 @@ def layer_context(node: Node, g: Graph) -> dict:
     return {"c": dict(H=h, W=w, C=c, OH=oh, OW=ow, PT=pt, PL=pl, ZP=node.attrs["zp"])}
 
 
+def _fast_context(node: Node, g: Graph) -> dict:
+    """Byte counts of the three kinds of padding run (pad_fast.c.j2): before the first input row, between
+    two input rows, after the last."""
+    h, w, c = image_view(g.shapes[node.inputs[0]])
+    oh, ow, _ = image_view(g.shapes[node.name])
+    pt, pl, _, _ = node.attrs["padding"]
+    pr, pb = ow - w - pl, oh - h - pt
+    return {"pad_head": (pt * ow + pl) * c, "pad_gap": (pr + pl) * c, "pad_tail": (pr + pb * ow) * c}
+
+
+def _applies_fast(node: Node, g: Graph) -> str | None:
+    h, w, c = image_view(g.shapes[node.inputs[0]])
+    if h * w * c == 0:
+        return None
+    return "row runs: one memcpy per input row, one memset per run of padding"
+
+
 def onnx(b, n: Node) -> None:
     pt, pl, pb, pr = n.attrs["padding"]
     y = b.op("Pad", [b.as_image(n.inputs[0]), b.const("pads", np.array([0, 0, pt, pl, 0, 0, pb, pr], np.int64))],
@@ -65,6 +82,7 @@ register(OpDef(
     name="pad", run_float=lambda node, xs: _pad(xs[0], node, 0.0),
     layer_context=layer_context, onnx=onnx,
     kernels=(KernelRecord("pad", "pad/pad.c.j2", lambda node, g: "reference kernel set"),),
+    fast_kernels=(KernelRecord("pad_fast", "pad/pad_fast.c.j2", _applies_fast, _fast_context),),
     output_shape=output_shape, quantize=quantize,
     emulate=lambda node, xs: _pad(xs[0], node, node.attrs["zp"]).astype(np.int8),
     output_qparams="input", aten=("aten.constant_pad_nd.default", "aten.pad.default"), from_aten=from_aten,
