@@ -553,8 +553,8 @@ def _write_library(tmp: Path, names, model_name: str, total_macs: int, arena_byt
 
     x = np.asarray(example, dtype=np.float32)
     info = LibraryInfo(names, model_name, __version__, total_macs, arena_bytes, int(np.prod(emu.input_shape)),
-                       int(np.prod(emu.output_shape)), emu.input_layout,
-                       labels is not None, x[0], int(np.argmax(emu.predict(x, dequantize=False).reshape(-1))),
+                       tuple(o.size for o in emu.outputs), emu.input_layout,
+                       labels is not None, x[0], int(np.argmax(emu.predict_all(x, dequantize=False)[0].reshape(-1))),
                        tgt.idf_target or "esp32c3", tuple(graph_external_libraries(emu.graph)))
     lib_dir = tmp / "lib" / names.prefix
     write_library(lib_dir, info)

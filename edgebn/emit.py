@@ -25,7 +25,7 @@ from .ops import OPS
 from .plan import ArenaPlan
 from .resources import ops_dir, templates_dir
 
-__all__ = ["emit_model", "render_model", "layer_contexts", "c_string"]
+__all__ = ["emit_model", "render_model", "layer_contexts", "output_contexts", "c_string"]
 
 
 _INT8_TEXT = np.array([str(i) for i in range(-128, 128)], dtype=object)
@@ -154,6 +154,28 @@ def _dims(shape) -> dict:
     return {"C": c, "H": h, "W": w}
 
 
+def output_contexts(g: Graph, plan: ArenaPlan) -> list[dict]:
+    """One template context per model output, in the model's order. A single-output model keeps
+    SPEC section 4's names (`output`, NAME_dequantize_output, NAME_argmax); with several, output k is
+    `outputk`, NAME_dequantize_outputk, NAME_argmax_outputk. `offset` is its place in the packed
+    outputs (NAME_OUTPUT_ARGS), `location` where its bytes are after the run (an arena offset, or
+    "input" when the model returns its input)."""
+    several = len(g.outputs) > 1
+    outs, offset = [], 0
+    for k, t in enumerate(g.outputs):
+        q, size = g.qparams[t], int(np.prod(g.shapes[t]))
+        outs.append({
+            "index": k, "arg": f"output{k}" if several else "output", "fn": str(k) if several else "",
+            "argmax": f"argmax_output{k}" if several else "argmax",
+            "size": size, "offset": offset, "location": plan.location(t),
+            "scale": repr(float(np.float32(q.scale))), "zp": q.zero_point,
+            "shape_str": _shape_str(g.shapes[t]), "dims": _dims(g.shapes[t]),
+            "layout": g.torch_layouts.get(t, "NF"),
+        })
+        offset += size
+    return outs
+
+
 def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, total_macs: int,
                  kernels: str = "fast", names: LibraryNames | None = None, labels=None,
                  arena_in_psram: bool = False, target_name: str = "target", isa=None) -> dict[str, str]:
@@ -161,32 +183,31 @@ def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, to
     section 4's edgebn_model); labels: one class label per output element, or None."""
     names = names or LibraryNames.for_name(SPEC4_NAME)
     env = environment()
-    qi, qo = g.qparams[g.inputs[0]], g.qparams[g.outputs[0]]
+    qi = g.qparams[g.inputs[0]]
     layers = layer_contexts(g, plan, kernels, isa)
-    out_size = int(np.prod(g.shapes[g.outputs[0]]))
-    if labels is not None and len(labels) != out_size:
-        raise EdgebnError(f"{len(labels)} labels for {out_size} outputs: give one label per output element")
+    outputs = output_contexts(g, plan)
+    if labels is not None and len(labels) != outputs[0]["size"]:
+        where = "outputs" if len(outputs) == 1 else "elements of output 0"
+        raise EdgebnError(f"{len(labels)} labels for {outputs[0]['size']} {where}: give one label per output element")
     ctx = {
         "model_name": model_name, "version": __version__, "layers": layers, "model_hash": model_hash,
         "p": names.prefix, "P": names.macro, "base": names.base, "ops_header": names.ops_header,
         "prefix": names.prefix,
-        "input_size": int(np.prod(g.shapes[g.inputs[0]])), "output_size": out_size,
+        "input_size": int(np.prod(g.shapes[g.inputs[0]])),
         "input_scale": repr(float(np.float32(qi.scale))), "input_zp": qi.zero_point,
-        "output_scale": repr(float(np.float32(qo.scale))), "output_zp": qo.zero_point,
-        "arena_bytes": plan.arena_bytes, "output_offset": plan.location(g.outputs[0]),
+        "outputs": outputs, "outputs_bytes": sum(o["size"] for o in outputs),
+        "arena_bytes": plan.arena_bytes,
         "arena_align": ARENA_ALIGN, "arena_in_psram": arena_in_psram, "target_name": target_name,
         "total_macs": total_macs,
         # C helpers some ops need (softmax's fixed point), once each, in the ops header
         "c_helpers": sorted({OPS[n.op].c_helpers for n in g.nodes if OPS[n.op].c_helpers}),
         "external_libraries": external_libraries(layers),
-        "input_shape_str": _shape_str(g.shapes[g.inputs[0]]), "output_shape_str": _shape_str(g.shapes[g.outputs[0]]),
+        "input_shape_str": _shape_str(g.shapes[g.inputs[0]]),
         "input_layout_note": "HWC" if len(g.shapes[g.inputs[0]]) == 3 else "features",
-        "input_layout": g.torch_layouts.get(g.inputs[0], "NF"), "output_layout": g.torch_layouts.get(g.outputs[0], "NF"),
-        "input_dims": _dims(g.shapes[g.inputs[0]]), "output_dims": _dims(g.shapes[g.outputs[0]]),
+        "input_layout": g.torch_layouts.get(g.inputs[0], "NF"),
+        "input_dims": _dims(g.shapes[g.inputs[0]]),
         "labels": [c_string(label) for label in labels] if labels is not None else None,
     }
-    if ctx["output_offset"] == "input":  # an identity model: the output aliases the input
-        raise ValueError("the model output is its input")
     return {
         names.header: env.get_template("model/edgebn_model.h.j2").render(ctx),
         names.ops_header: env.get_template("model/edgebn_ops.h.j2").render(ctx),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImportError_, UnsupportedOpError
-from .ir import Graph
+from .ir import MAX_OUTPUTS, Graph
 from .ops import ATEN_RULES, OPS, AtenContext, Ref
 
 __all__ = ["load_program", "run_program", "import_program", "import_module", "import_checkpoint", "supported_aten_ops"]
@@ -135,8 +135,9 @@ def load_program(path: str | os.PathLike):
 
 def run_program(ep, x):
     """The float forward of an ExportedProgram, run node by node on its aten graph (torch.fx.Interpreter)
-    with its stored parameters, buffers and constants. Never `ep.module()`, which builds and exec()s a
-    guard function from strings in the archive."""
+    with its stored parameters, buffers and constants: the output tensor, or the list of them for a
+    model with several outputs. Never `ep.module()`, which builds and exec()s a guard function from
+    strings in the archive."""
     torch = _torch()
     runnable = set(supported_aten_ops()) | SKIP_OPS | {"<built-in function getitem>"}
     for n in ep.graph.nodes:     # nothing but the ops edgebn compiles is run on the archive's arguments
@@ -160,9 +161,9 @@ def run_program(ep, x):
         outs = torch.fx.Interpreter(ep.graph_module).run(*args)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     user = [o for o, spec in zip(outs, ep.graph_signature.output_specs) if spec.kind.name == "USER_OUTPUT"]
-    if len(user) != 1:
-        raise UnsupportedOpError(f"the program returns {len(user)} values; edgebn runs single-output models")
-    return user[0]
+    if not user:
+        raise UnsupportedOpError("the program returns nothing")
+    return user[0] if len(user) == 1 else list(user)
 
 
 def _first_line(e: BaseException) -> str:
@@ -389,14 +390,9 @@ def import_program(ep) -> Graph:
         if n.op in ("placeholder", "get_attr"):
             continue
         if n.op == "output":
-            outs = [a for a in n.args[0]] if isinstance(n.args[0], (list, tuple)) else [n.args[0]]
-            if len(outs) != 1 or not isinstance(outs[0], torch.fx.Node):
-                raise UnsupportedOpError(f"the model returns {len(outs)} values; edgebn compiles single-output models")
-            out = resolve(outs[0].name)
-            if out in consts or out not in graph.shapes:
-                raise UnsupportedOpError("the model output is not computed from its input")
-            graph.outputs = [out]
-            graph.torch_layouts[out] = _LAYOUT[len(tshapes[outs[0].name])]
+            outs = _graph_outputs(n, sig, resolve, consts, graph, tshapes, pending)
+            graph.outputs = [t for t, _ in outs]
+            graph.torch_layouts.update(outs)
             continue
         target = str(n.target)
         source = user_source(n.meta)
@@ -505,6 +501,44 @@ def import_program(ep) -> Graph:
     if not graph.nodes:
         raise UnsupportedOpError("the model computes nothing (no supported op between input and output)")
     return graph
+
+
+def _graph_outputs(n, sig, resolve, consts: dict, graph: Graph, tshapes: dict, pending: dict) -> list[tuple[str, str]]:
+    """The program's user outputs, in order, as (edgebn tensor, PyTorch layout). A tuple or list of
+    tensors (torch.export flattens nested ones) gives several graph outputs; the same tensor returned
+    twice, an intermediate that later layers also read, and the input itself are outputs like any
+    other. Buffer mutations among the outputs mean a training-mode export."""
+    torch = _torch()
+    outs = list(n.args[0]) if isinstance(n.args[0], (list, tuple)) else [n.args[0]]
+    specs = list(sig.output_specs)
+    if len(specs) == len(outs):
+        mutated = [s.target for s in specs if s.kind.name != "USER_OUTPUT"]
+        if mutated:
+            raise ImportError_(f"the program updates {', '.join(map(repr, mutated[:3]))}"
+                               f"{', ...' if len(mutated) > 3 else ''}: the model was exported in training mode "
+                               "(call model.eval() before torch.export)")
+    if not outs:
+        raise UnsupportedOpError("the model returns no tensor")
+    if len(outs) > MAX_OUTPUTS:
+        raise UnsupportedOpError(f"the model returns {len(outs)} tensors; edgebn compiles at most {MAX_OUTPUTS} "
+                                 "outputs (one C pointer parameter each)")
+    result = []
+    for k, o in enumerate(outs):
+        which = "the model output" if len(outs) == 1 else f"output {k} of the model"
+        if not isinstance(o, torch.fx.Node):
+            raise UnsupportedOpError(f"{which} is {type(o).__name__} {str(o)[:40]!r}, not a tensor: return only "
+                                     "tensors computed from the input")
+        if o.name in pending:
+            raise UnsupportedOpError(f"{which} has shape {tshapes[o.name]}: only rank 2 (N,F), 3 (N,C,L) and "
+                                     "4 (N,C,H,W) outputs are supported")
+        t = resolve(o.name)
+        if t in consts or t not in graph.shapes or o.name not in tshapes:
+            raise UnsupportedOpError(f"{which} is not computed from its input (a constant, parameter or buffer)")
+        shape = tshapes[o.name]
+        if len(shape) not in _LAYOUT:
+            raise UnsupportedOpError(f"{which} has shape {shape}: expected (1,F), (1,C,L) or (1,C,H,W)")
+        result.append((t, _LAYOUT[len(shape)]))
+    return result
 
 
 def _named_arguments(overload, args: list, kwargs: dict, target: str, where: str) -> dict:

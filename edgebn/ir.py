@@ -12,7 +12,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Node", "Graph", "FoldRecord", "image_view"]
+__all__ = ["Node", "Graph", "FoldRecord", "image_view", "MAX_OUTPUTS"]
+
+# Most outputs a model may have: the C API takes one pointer per output (NAME_run_hooked: N + 3
+# parameters), and C99 guarantees 127 parameters.
+MAX_OUTPUTS = 64
 
 
 @dataclass

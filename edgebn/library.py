@@ -111,11 +111,11 @@ class LibraryInfo:
     total_macs: int
     arena_bytes: int
     input_size: int
-    output_size: int
+    output_sizes: tuple[int, ...]   # int8 elements of each output, in the model's order
     input_layout: str
     has_labels: bool
     example_input: object      # float32 array, one input in PyTorch layout (batch axis dropped)
-    example_class: int         # the emulator's argmax for it
+    example_class: int         # the emulator's argmax of (the first) output for it
     idf_target: str = "esp32s3"
     external_libraries: tuple = ()   # emit.graph_external_libraries: outside kernel libraries (ESP-NN)
 
@@ -139,7 +139,11 @@ class LibraryInfo:
         return {
             "p": n.prefix, "P": n.macro, "header": n.header, "source": n.source, "model_name": one_line,
             "version": self.version, "lib_version": self.version, "total_macs": self.total_macs,
-            "arena_bytes": self.arena_bytes, "input_size": self.input_size, "output_size": self.output_size,
+            "arena_bytes": self.arena_bytes, "input_size": self.input_size,
+            "output_size": "+".join(map(str, self.output_sizes)), "num_outputs": len(self.output_sizes),
+            # the functions for (the first) output: a model with several outputs numbers them
+            "dequantize0": "dequantize_output" if len(self.output_sizes) == 1 else "dequantize_output0",
+            "argmax0": "argmax" if len(self.output_sizes) == 1 else "argmax_output0",
             "input_layout": self.input_layout, "has_labels": self.has_labels,
             "example_name": self.example_name, "example_input_header": self.example_input_header,
             "example_class": self.example_class, "idf_target": self.idf_target,

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgebnError
+from .ir import MAX_OUTPUTS
 from .pt2 import nests_deeper
 
 __all__ = ["LIMITS", "read_json", "read_npz", "check_model_name", "safe_model_name", "check_quantized",
@@ -44,6 +45,7 @@ LIMITS = {
     "npz_total_bytes": 512 * MiB,
     "float_weight_abs": 1e15,
     "rank": 4,
+    "outputs": MAX_OUTPUTS,
 }
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
@@ -190,8 +192,9 @@ def _graph_nodes(sec: dict, where: str, shapes: dict, weights: dict, integer: bo
         raise OutError(f"{where}: {len(nodes):,} nodes, more than {LIMITS['nodes']:,}")
     inputs = _get(sec, "inputs", list, where)
     outputs = _get(sec, "outputs", list, where)
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise OutError(f"{where}: {len(inputs)} inputs and {len(outputs)} outputs; edgebn models have one of each")
+    if len(inputs) != 1 or not 1 <= len(outputs) <= LIMITS["outputs"]:
+        raise OutError(f"{where}: {len(inputs)} inputs and {len(outputs)} outputs; edgebn models have one input "
+                       f"and 1 to {LIMITS['outputs']} outputs")
     known = {_ident(inputs[0], f"{where} inputs")}
     out = []
     for i, n in enumerate(nodes):
@@ -229,10 +232,11 @@ def _graph_nodes(sec: dict, where: str, shapes: dict, weights: dict, integer: bo
                 raise OutError(f"{w} ({name}): weight {k!r} has dtype {arr.dtype}")
             params[k] = arr
         out.append((name, op, list(ins), attrs, params, n.get("source", "") if integer else ""))
-    if outputs[0] not in known:
-        raise OutError(f"{where}: output {str(outputs[0])[:60]!r} is not computed")
+    for k, t in enumerate(outputs):
+        if not isinstance(t, str) or t not in known:
+            raise OutError(f"{where}: output {k} {str(t)[:60]!r} is not computed")
     layouts = _get(sec, "torch_layouts", dict, where)
-    for t in (inputs[0], outputs[0]):
+    for t in (inputs[0], *outputs):
         if layouts.get(t) not in _LAYOUTS:
             raise OutError(f"{where}: torch layout of {t!r} is {str(layouts.get(t))[:20]!r}, not one of {sorted(_LAYOUTS)}")
     return out

@@ -38,15 +38,14 @@ def build_report(float_graph: Graph, q: Graph, plan: ArenaPlan, macs: dict, flas
     sqnr: dict[str, float] = {}
     if sample is not None and len(sample):
         fvals = execute(float_graph, torch_to_device(np.asarray(sample, np.float64)), run_float)
-        _, layers = emu.run(emu.quantize_input(np.asarray(sample)), return_layers=True)
+        ys, layers = emu.run_all(emu.quantize_input(np.asarray(sample)), return_layers=True)
         for name, qv in layers:
             qp = q.qparams[name]
             sqnr[name] = sqnr_db(fvals[name], dequantize(qv, qp.scale, qp.zero_point))
-        out = q.outputs[0]
-        if out not in sqnr:
-            qp = q.qparams[out]
-            sqnr[out] = sqnr_db(fvals[out], dequantize(emu.run(emu.quantize_input(np.asarray(sample))),
-                                                       qp.scale, qp.zero_point))
+        for out, y in zip(q.outputs, ys):       # an output that is no C layer: an alias, or the input
+            if out not in sqnr:
+                qp = q.qparams[out]
+                sqnr[out] = sqnr_db(fvals[out], dequantize(y, qp.scale, qp.zero_point))
     rows = []
     for n in q.nodes:
         qp = q.qparams[n.name]
@@ -60,12 +59,15 @@ def build_report(float_graph: Graph, q: Graph, plan: ArenaPlan, macs: dict, flas
             "bytes": int(np.prod(q.shapes[n.name])) * qp.bits // 8,
             "source": n.source,
         })
+    outputs = [{"index": k, "name": t, "shape": list(q.shapes[t]), "scale": q.qparams[t].scale,
+                "zero_point": q.qparams[t].zero_point, "layout": q.torch_layouts[t], "sqnr_db": _json_float(sqnr.get(t))}
+               for k, t in enumerate(q.outputs)]
     return {
         "target": target.name,
         "input": {"shape": list(q.shapes[q.inputs[0]]), "scale": q.qparams[q.inputs[0]].scale,
                   "zero_point": q.qparams[q.inputs[0]].zero_point, "layout": q.torch_layouts[q.inputs[0]]},
-        "output": {"shape": list(q.shapes[q.outputs[0]]), "scale": q.qparams[q.outputs[0]].scale,
-                   "zero_point": q.qparams[q.outputs[0]].zero_point, "layout": q.torch_layouts[q.outputs[0]]},
+        **({"output": outputs[0]} if len(outputs) == 1 else {}),
+        "outputs": outputs,
         "layers": rows,
         "fold_log": [r.as_dict() for r in q.fold_log],
         "notes": q.notes,
@@ -75,7 +77,8 @@ def build_report(float_graph: Graph, q: Graph, plan: ArenaPlan, macs: dict, flas
         "arena_bytes": int(plan.arena_bytes),
         "arena_lower_bound": int(plan.lower_bound),
         "arena_live_bytes": [int(b) for b in plan.live_bytes],
-        "output_sqnr_db": _json_float(sqnr.get(q.outputs[0])),
+        # the worst output's, for a model with several (each one's is in "outputs")
+        "output_sqnr_db": _json_float(min((sqnr[t] for t in q.outputs), default=None) if sqnr else None),
         "budget": {"ram_bytes": target.ram_bytes, "flash_bytes": target.flash_bytes},
         "model_hash": emu.model_hash,
     }

@@ -110,6 +110,22 @@ def _cost_cell(cost: dict | None, name: str) -> str:
     return f"<td>{'–' if v is None else f'{v:,}'}</td>"
 
 
+def _outputs_line(report: dict) -> str:
+    outs = report.get("outputs") or [report["output"]]
+    if len(outs) == 1:
+        return f"output {'x'.join(map(str, outs[0]['shape']))}"
+    return f"{len(outs)} outputs: " + ", ".join(
+        f"{k}: {'x'.join(map(str, o['shape']))} (scale {o['scale']:.4g}, zp {o['zero_point']}, {html.escape(o['layout'])})"
+        for k, o in enumerate(outs))
+
+
+def _output_cards(report: dict) -> list[tuple[str, str]]:
+    outs = report.get("outputs") or []
+    if len(outs) <= 1:
+        return [("output SQNR", f"{_fmt_sqnr(report.get('output_sqnr_db'))} dB")]
+    return [(f"output {k} SQNR", f"{_fmt_sqnr(o.get('sqnr_db'))} dB") for k, o in enumerate(outs)]
+
+
 def render_html(report: dict) -> str:
     layers = report["layers"]
     cost = report.get("cost")
@@ -138,7 +154,7 @@ def render_html(report: dict) -> str:
     cards = [
         ("MACs", f"{report['macs']:,}"), ("weights (flash)", f"{report['flash_bytes']:,} B"),
         ("arena (RAM)", f"{report['arena_bytes']:,} B"), ("arena lower bound", f"{report.get('arena_lower_bound', 0):,} B"),
-        ("output SQNR", f"{_fmt_sqnr(report.get('output_sqnr_db'))} dB"),
+        *_output_cards(report),
         ("worst layer SQNR", f"{worst[1]:.1f} dB ({worst[0]})" if worst else "–"), ("target", report["target"]),
     ]
     if cost:
@@ -172,7 +188,7 @@ def render_html(report: dict) -> str:
 <style>{CSS}</style></head><body>
 <h1>edgebn compile report</h1>
 <div class=sub>model hash <code>0x{report.get('model_hash', 0):08x}</code> · input {dev} on the device
- (model layout {report['input']['layout']}) · output {'x'.join(map(str, report['output']['shape']))}{qline}</div>
+ (model layout {report['input']['layout']}) · {_outputs_line(report)}{qline}</div>
 <div class=cards>{''.join(f'<div class=card>{k}<b>{html.escape(str(v))}</b></div>' for k, v in cards)}</div>
 {f'<h2>Warnings</h2><div class=warn><ul>{warns}</ul></div>' if warns else ''}
 <h2>Per-layer SQNR (int8 vs float on the calibration set)</h2>

@@ -83,7 +83,7 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
     contexts = layer_contexts(g, plan, kernels, b.isa)
     emu = Emulator.load(out)
     x = random_inputs(emu, 1, seed)[0]
-    expected = np.asarray(emu.run(x[None])).reshape(-1)
+    expected = np.asarray(emu.run_packed(x[None])).reshape(-1)
     with tempfile.TemporaryDirectory(prefix="edgebn-bench-") as tmp:
         lib = Path(tmp) / "lib"
         lib.mkdir()
@@ -156,7 +156,7 @@ def bench_on_link(link: Link, emu, facts: list[dict], *, seed: int = 0, cpu_hz: 
         raise EdgebnError(f"{link.name} reports no cycle counter (port {info.port_name!r})")
     hz = info.cpu_hz or cpu_hz
     x = random_inputs(emu, 1, seed)[0]
-    expected = np.asarray(emu.run(x[None])).reshape(-1)
+    expected = np.asarray(emu.run_packed(x[None])).reshape(-1)
     plain = link.run(x.tobytes())
     debug = link.run(x.tobytes(), debug=True)
     for run in (plain, debug):

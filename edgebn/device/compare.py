@@ -1,7 +1,7 @@
 """Compare a board against the emulator: every output int8 must be identical.
 
-``compare_on_link`` streams inputs over a synced ``Link``, checks each output against
-``emu.run``, survives resets and line noise by resyncing and retrying the input, and explains a
+``compare_on_link`` streams inputs over a synced ``Link``, checks each output (every output of the
+model, packed in its order, as the harness's RESULT carries them) against ``emu.run_packed``, survives resets and line noise by resyncing and retrying the input, and explains a
 mismatch by re-running that input in debug mode: the first layer whose output differs, the channel
 (NHWC: the last axis) and position of its first difference, and a histogram of the differences.
 """
@@ -64,9 +64,12 @@ class InputMismatch:
     differing_outputs: int
     layer: LayerDiff | None
     note: str = ""
+    per_output: list[int] = field(default_factory=list)   # differing int8 per model output (several outputs)
 
     def describe(self) -> str:
         head = f"input {self.index}: {self.differing_outputs} output int8 differ"
+        if len(self.per_output) > 1:
+            head += " (" + ", ".join(f"output {k}: {n}" for k, n in enumerate(self.per_output)) + ")"
         if self.layer is not None:
             return f"{head}; {self.layer.describe()}"
         return f"{head}; {self.note}" if self.note else head
@@ -133,6 +136,7 @@ class CompareReport:
             "retries": self.retries,
             "resets": self.resets,
             "mismatches": [{"input": m.index, "differing_outputs": m.differing_outputs,
+                            "differing_per_output": m.per_output,
                             "message": m.describe(),
                             "layer": None if m.layer is None else {
                                 "index": m.layer.index, "name": m.layer.name,
@@ -152,7 +156,7 @@ def check_device_model(info: P.Info, emu, out: str | Path) -> None:
         raise ModelMismatch(
             f"the board runs model 0x{info.model_hash:08x} but {out} holds model "
             f"0x{int(emu.model_hash):08x}; flash it first (edgebn flash {out})")
-    in_size, out_size = int(np.prod(emu.input_shape)), int(np.prod(emu.output_shape))
+    in_size, out_size = int(np.prod(emu.input_shape)), int(emu.packed_output_size)
     if (info.input_size, info.output_size) != (in_size, out_size):
         raise ModelMismatch(
             f"the board's model takes {info.input_size} and gives {info.output_size} int8, "
@@ -239,7 +243,7 @@ def compare_on_link(link: Link, emu, inputs: np.ndarray, *, target: str = "board
             f"({link.selftest_line or f'vector {info.selftest_failed_vector}'})")
     report = CompareReport(info=info, target=target)
     resets_at_start = link.resets_seen
-    expected_all = np.asarray(emu.run(inputs)).reshape(len(inputs), -1)
+    expected_all = np.asarray(emu.run_packed(inputs))
 
     for i in tqdm(range(len(inputs)), desc="compare", unit="input", disable=progress is False
                   or (progress is None and not sys.stderr.isatty()), file=sys.stderr):
@@ -249,7 +253,8 @@ def compare_on_link(link: Link, emu, inputs: np.ndarray, *, target: str = "board
         report.inputs += 1
         report.cycles.append(result.cycles)
         report.instret.append(result.instret)
-        differing = int(np.count_nonzero(got != expected_all[i]))
+        bad = got != expected_all[i]
+        differing = int(np.count_nonzero(bad))
         if differing == 0:
             report.matched += 1
             continue
@@ -260,7 +265,9 @@ def compare_on_link(link: Link, emu, inputs: np.ndarray, *, target: str = "board
         layer = locate_mismatch(emu, x, debug.layers)
         note = "" if layer is not None else (
             "every layer matched when re-run in debug mode; the board is not deterministic")
-        report.mismatches.append(InputMismatch(i, differing, layer, note))
+        per_output = [int(np.count_nonzero(bad[o.offset:o.offset + o.size])) for o in emu.outputs] \
+            if len(emu.outputs) > 1 else []
+        report.mismatches.append(InputMismatch(i, differing, layer, note, per_output))
     report.resets = link.resets_seen - resets_at_start
     return report
 

@@ -22,19 +22,20 @@ def selftest_inputs(emu, count: int = 3, seed: int = 20240601) -> np.ndarray:
 
 def selftest_header(emu, inputs_int8: np.ndarray) -> str:
     """The text of ``edgebn_selftest.h`` for ``inputs_int8`` (``[N, *emu.input_shape]`` device
-    layout, or ``[N, input_size]``), with the outputs ``emu.run`` computes for them."""
+    layout, or ``[N, input_size]``), with the outputs the emulator computes for them (every output,
+    packed in the model's order: ``emu.run_packed``)."""
     x = np.asarray(inputs_int8)
     if x.dtype != np.int8:
         raise EdgebnError(f"self-test inputs must be int8 (already quantized), got {x.dtype}")
     input_size = int(np.prod(emu.input_shape))
-    output_size = int(np.prod(emu.output_shape))
+    output_size = int(emu.packed_output_size)
     if x.ndim < 1 or x.size != x.shape[0] * input_size:
         raise EdgebnError(f"self-test inputs of shape {tuple(x.shape)} do not hold whole inputs of "
                           f"shape {tuple(emu.input_shape)} ({input_size} int8 each)")
     if x.shape[0] > MAX_SELFTEST_VECTORS:
         raise EdgebnError(f"{x.shape[0]} self-test vectors; at most {MAX_SELFTEST_VECTORS} fit")
     x = x.reshape(x.shape[0], *emu.input_shape)
-    y = np.asarray(emu.run(x)) if len(x) else np.zeros((0, output_size), np.int8)
+    y = np.asarray(emu.run_packed(x)) if len(x) else np.zeros((0, output_size), np.int8)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir() / "project"),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)

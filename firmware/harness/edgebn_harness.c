@@ -29,14 +29,16 @@
 #error "edgebn_selftest.h was rendered for another model (EDGEBN_SELFTEST_MODEL_HASH != EDGEBN_MODEL_HASH)"
 #endif
 #if EDGEBN_SELFTEST_COUNT > 0 && (EDGEBN_SELFTEST_INPUT_SIZE != EDGEBN_MODEL_INPUT_SIZE || \
-                                  EDGEBN_SELFTEST_OUTPUT_SIZE != EDGEBN_MODEL_OUTPUT_SIZE)
+                                  EDGEBN_SELFTEST_OUTPUT_SIZE != EDGEBN_MODEL_OUTPUTS_BYTES)
 #error "edgebn_selftest.h tensor sizes differ from edgebn_model.h"
 #endif
 
 #define SEQ_UNKNOWN 0xFFFFu
 
 static int8_t harness_input[EDGEBN_MODEL_INPUT_SIZE];
-static int8_t harness_output[EDGEBN_MODEL_OUTPUT_SIZE];
+/* every model output, packed one after another in the model's order (EDGEBN_MODEL_OUTPUT_ARGS gives
+ * edgebn_model_run one pointer per output into it): what RESULT carries */
+static int8_t harness_output[EDGEBN_MODEL_OUTPUTS_BYTES];
 
 static int selftest_status = EDGEBN_SELFTEST_NONE;
 static uint32_t selftest_failed_vector = 0xFFu;
@@ -167,7 +169,7 @@ static void send_info(uint32_t seq)
     }
     put_u32(p + 0, (uint32_t)EDGEBN_MODEL_HASH);
     put_u32(p + 4, (uint32_t)EDGEBN_MODEL_INPUT_SIZE);
-    put_u32(p + 8, (uint32_t)EDGEBN_MODEL_OUTPUT_SIZE);
+    put_u32(p + 8, (uint32_t)EDGEBN_MODEL_OUTPUTS_BYTES);
     put_u32(p + 12, (uint32_t)EDGEBN_MODEL_NUM_LAYERS);
     put_u32(p + 16, (uint32_t)EDGEBN_MODEL_ARENA_BYTES);
     put_u32(p + 20, edgebn_port_cpu_hz());
@@ -237,7 +239,7 @@ static void handle_run(uint32_t seq, uint32_t flags)
         ctx.sum_instret = 0u;
         ctx.mark_instret = edgebn_port_instret();
         ctx.mark_cycles = edgebn_port_cycles();
-        rc = edgebn_model_run_hooked(harness_input, harness_output, debug_hook, &ctx);
+        rc = edgebn_model_run_hooked(harness_input, EDGEBN_MODEL_OUTPUT_ARGS(harness_output), debug_hook, &ctx);
         cycles = ctx.sum_cycles + (edgebn_port_cycles() - ctx.mark_cycles);
         instret = ctx.sum_instret + (edgebn_port_instret() - ctx.mark_instret);
         layers_sent = ctx.layers_sent;
@@ -245,7 +247,7 @@ static void handle_run(uint32_t seq, uint32_t flags)
         uint64_t c0, i0;
         i0 = edgebn_port_instret();
         c0 = edgebn_port_cycles();
-        rc = edgebn_model_run(harness_input, harness_output);
+        rc = edgebn_model_run(harness_input, EDGEBN_MODEL_OUTPUT_ARGS(harness_output));
         cycles = edgebn_port_cycles() - c0;
         instret = edgebn_port_instret() - i0;
     }
@@ -257,9 +259,9 @@ static void handle_run(uint32_t seq, uint32_t flags)
     put_u64(p + 8, instret);
     put_u32(p + 16, layers_sent);
     crc = frame_begin(EDGEBN_MSG_RESULT, flags & EDGEBN_FLAG_DEBUG, seq,
-                      (uint32_t)(sizeof p + EDGEBN_MODEL_OUTPUT_SIZE));
+                      (uint32_t)(sizeof p + EDGEBN_MODEL_OUTPUTS_BYTES));
     crc = frame_body(crc, p, sizeof p);
-    crc = frame_body(crc, harness_output, EDGEBN_MODEL_OUTPUT_SIZE);
+    crc = frame_body(crc, harness_output, EDGEBN_MODEL_OUTPUTS_BYTES);
     frame_end(crc);
 }
 
@@ -426,14 +428,14 @@ static void run_selftest(void)
         for (i = 0; i < (int32_t)EDGEBN_MODEL_INPUT_SIZE; ++i) {
             harness_input[i] = edgebn_selftest_inputs[v][i];
         }
-        rc = edgebn_model_run(harness_input, harness_output);
+        rc = edgebn_model_run(harness_input, EDGEBN_MODEL_OUTPUT_ARGS(harness_output));
         if (rc != 0) {
             selftest_fail(v);
             write_field(" model_run=", rc);
             write_text("\r\n");
             return;
         }
-        for (i = 0; i < (int32_t)EDGEBN_MODEL_OUTPUT_SIZE; ++i) {
+        for (i = 0; i < (int32_t)EDGEBN_MODEL_OUTPUTS_BYTES; ++i) {
             if (harness_output[i] != edgebn_selftest_outputs[v][i]) {
                 selftest_fail(v);
                 write_field(" index=", i);
@@ -463,7 +465,7 @@ int edgebn_harness_boot(void)
     write_text(" model=");
     write_hex32((uint32_t)EDGEBN_MODEL_HASH);
     write_field(" in=", (int32_t)EDGEBN_MODEL_INPUT_SIZE);
-    write_field(" out=", (int32_t)EDGEBN_MODEL_OUTPUT_SIZE);
+    write_field(" out=", (int32_t)EDGEBN_MODEL_OUTPUTS_BYTES);
     write_field(" layers=", (int32_t)EDGEBN_MODEL_NUM_LAYERS);
     write_field(" arena=", (int32_t)EDGEBN_MODEL_ARENA_BYTES);
     write_text("\r\n");

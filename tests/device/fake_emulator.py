@@ -1,6 +1,6 @@
 """numpy twin of tests/device/fake_model/edgebn_model.c, shaped like edgebn's Emulator
-(ARCHITECTURE.md: run, run(return_layers=True), input_shape, output_shape, model_hash,
-quantize_input), so the device side can be tested before and apart from the real compiler."""
+(ARCHITECTURE.md: run, run(return_layers=True), run_packed, input_shape, output_shape,
+packed_output_size, model_hash, quantize_input), so the device side can be tested before and apart from the real compiler."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,6 +23,7 @@ def _trunc_div(a: np.ndarray, d: int) -> np.ndarray:
 class FakeEmulator:
     input_shape = (4, 4, 2)
     output_shape = (5,)
+    packed_output_size = 5
     layer_names = ("conv1x1_relu", "linear")
     layer_sizes = (48, 5)
 
@@ -71,3 +72,7 @@ class FakeEmulator:
         if not return_layers:
             return y1
         return y1, [("conv1x1_relu", y0.reshape(-1, 4, 4, 3).astype(np.int8)), ("linear", y1)]
+
+    def run_packed(self, q: np.ndarray) -> np.ndarray:
+        """Every output packed per input: the one output, flattened (what RESULT carries)."""
+        return np.asarray(self.run(q)).reshape(len(q), -1)

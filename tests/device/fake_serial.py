@@ -59,7 +59,7 @@ class FakeDevice:
 
     def info(self) -> P.Info:
         return P.Info(self.model_hash, int(np.prod(self.emu.input_shape)),
-                      int(np.prod(self.emu.output_shape)), len(self.emu.layer_names), 48,
+                      int(self.emu.packed_output_size), len(self.emu.layer_names), 48,
                       240_000_000, int(np.prod(self.emu.input_shape)), 1, 1,
                       P.COUNTER_CYCLES, P.SelftestStatus.PASS, 3, None, self.port_name)
 

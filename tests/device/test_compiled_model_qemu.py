@@ -109,8 +109,8 @@ def test_compare_refuses_the_board_of_another_model(compiled, tmp_path):
                                                          "0x0badf00d"))
     class OtherEmu:  # the other board's self-test vectors must match its own hash
         model_hash = 0x0BADF00D
-        input_shape, output_shape = emu.input_shape, emu.output_shape
-        run = staticmethod(emu.run)
+        input_shape, packed_output_size = emu.input_shape, emu.packed_output_size
+        run_packed = staticmethod(emu.run_packed)
 
     with qemu_link(other, selftest_header(OtherEmu, selftest_inputs(emu))) as link:
         with pytest.raises(ModelMismatch, match=f"board runs model 0x0badf00d but .* holds model {h}"):

@@ -35,10 +35,14 @@ class HeaderOnlyEmulator:
 
     input_shape = (8,)
     output_shape = (8,)
+    packed_output_size = 8
     model_hash = 0x5EED0001
 
     def run(self, x_int8: np.ndarray) -> np.ndarray:
         return np.clip(2 * (x_int8.astype(np.int32) + 1), -128, 127).astype(np.int8)
+
+    def run_packed(self, x_int8: np.ndarray) -> np.ndarray:
+        return self.run(x_int8).reshape(len(x_int8), -1)
 
 
 def make_project(out_dir: Path, targets: Sequence[str], default_env: str) -> Path:
