@@ -208,7 +208,8 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
 @click.option("--dequantize", is_flag=True, help="Write float32 outputs instead of raw int8.")
 @click.option("--channels-last", is_flag=True, help="Inputs/outputs in device (NHWC) layout.")
 def emulate_cmd(out_dir, input_path, output_path, dequantize, channels_last):
-    """Run inputs through the bit-exact int8 emulator of a compiled model."""
+    """Run inputs through the bit-exact int8 emulator of a compiled model. A model with several
+    outputs writes an .npz archive with one array per output (output0, output1, ...)."""
     from .emulator import Emulator
 
     emu = Emulator.load(out_dir)
@@ -217,11 +218,20 @@ def emulate_cmd(out_dir, input_path, output_path, dequantize, channels_last):
         x = np.load(input_path, allow_pickle=False)
     except Exception as e:
         raise EdgebnError(f"{input_path}: cannot read input ({str(e).splitlines()[0]})") from None
-    y = emu.predict(x, channels_last=channels_last, dequantize=dequantize)
-    from .fsio import save_npy
+    several = emu.num_outputs > 1
+    if several and str(output_path).lower().endswith(".npy"):
+        raise EdgebnError(f"-o {output_path}: the model has {emu.num_outputs} outputs; give an .npz path (one "
+                          f"archive holding output0..output{emu.num_outputs - 1})")
+    ys = emu.predict_all(x, channels_last=channels_last, dequantize=dequantize)
+    from .fsio import save_npy, save_npz
 
-    save_npy(output_path, y)      # exactly OUTPUT (np.save would append .npy), whole or not at all
-    click.echo(f"wrote {output_path}: {y.dtype} {tuple(y.shape)}")
+    # exactly OUTPUT (np.save would append .npy), whole or not at all
+    if several:
+        save_npz(output_path, {f"output{k}": y for k, y in enumerate(ys)}, compressed=False)
+        click.echo(f"wrote {output_path}: " + ", ".join(f"output{k} {y.dtype} {tuple(y.shape)}" for k, y in enumerate(ys)))
+    else:
+        save_npy(output_path, ys[0])
+        click.echo(f"wrote {output_path}: {ys[0].dtype} {tuple(ys[0].shape)}")
 
 
 def _register_device_commands() -> None:

@@ -5,7 +5,8 @@ The float graph (after the BatchNorm folds, before quantization) is stored at co
 OUT/edgebn_float.npz (float64 weights) and the "float_model" section of OUT/edgebn.json, so no
 checkpoint and no torch are needed. Reported:
   * top-1 of float and of int8 (emulator) when labels are given, and their top-1 agreement;
-  * logit SQNR (int8 vs float outputs);
+  * logit SQNR (int8 vs float outputs; a model with several outputs gets each one's SQNR, and top-1,
+    labels and "logit_sqnr_db" are about output 0);
   * per-layer SQNR, worst first: "isolated" feeds each layer the float values of its inputs
     (quantized with their own scales), so it is that layer's own quantization error; "accumulated"
     is the int8 network run end to end up to that layer.
@@ -152,7 +153,8 @@ def _dq(g: Graph, name: str, q):
     return dequantize(q, qp.scale, qp.zero_point)
 
 
-def _torch_float(model_path, x: np.ndarray) -> np.ndarray:
+def _torch_float(model_path, x: np.ndarray) -> list[np.ndarray]:
+    """The checkpoint's float outputs on x, one array per output (model layout)."""
     import torch
 
     from .importer import load_program, run_program
@@ -173,9 +175,9 @@ def _torch_float(model_path, x: np.ndarray) -> np.ndarray:
                                       f"({str(e).splitlines()[0]})") from e
                 step = 1
                 continue
-            outs.append((y[0] if isinstance(y, (tuple, list)) else y).numpy().astype(np.float64))
+            outs.append([t.numpy().astype(np.float64) for t in (y if isinstance(y, (tuple, list)) else [y])])
             i += len(xb)
-    return np.concatenate(outs)
+    return [np.concatenate(parts) for parts in zip(*outs)]
 
 
 def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=None) -> dict:
@@ -196,13 +198,11 @@ def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=Non
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(x):
             raise EdgebnError(f"labels: {len(labels)} labels for {len(x)} inputs")
-    out = qg.outputs[0]
     bn_shift = ShiftCheck(fg)
     layers = [n for n in qg.nodes if not OPS[n.op].alias]
     iso = {n.name: _Acc() for n in layers}
     acc = {n.name: _Acc() for n in layers}
-    logit = _Acc()
-    f_logits, q_logits = [], []
+    f_logits, q_logits = [[] for _ in qg.outputs], [[] for _ in qg.outputs]
     # every tensor of a chunk is kept (float64): bound the chunk to ~2e7 values (160 MB)
     per_sample = sum(int(np.prod(sh)) for sh in fg.shapes.values()) + int(np.prod(fg.shapes[fg.inputs[0]]))
     chunk = max(1, min(CHUNK, int(2e7 // max(per_sample, 1))))
@@ -211,29 +211,38 @@ def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=Non
         dev = emu.quantize_input(xb)                       # also checks the shape
         fvals = execute(fg, torch_to_device(np.asarray(xb, np.float64)), run_float)
         bn_shift.add(fvals)
-        y, qlayers = emu.run(dev, return_layers=True)
+        ys, qlayers = emu.run_all(dev, return_layers=True)
         for name, qv in qlayers:
             acc[name].add(fvals[name], _dq(qg, name, qv))
         for n in layers:
             ins = [quantize(fvals[t], qg.qparams[t].scale, qg.qparams[t].zero_point) for t in n.inputs]
             iso[n.name].add(fvals[n.name], _dq(qg, n.name, run_int8(n, ins)))
-        f_logits.append(device_to_torch(fvals[out], fg.torch_layouts[out]))
-        q_logits.append(emu.to_torch_layout(_dq(qg, out, y)))
+        for k, (fout, qout, y) in enumerate(zip(fg.outputs, qg.outputs, ys)):
+            f_logits[k].append(device_to_torch(fvals[fout], fg.torch_layouts[fout]))
+            q_logits[k].append(emu.to_torch_layout(_dq(qg, qout, y), k))
     bn_report = bn_shift.result()
-    f_logits = np.concatenate(f_logits)
-    q_logits = np.concatenate(q_logits)
+    f_logits = [np.concatenate(f) for f in f_logits]
+    q_logits = [np.concatenate(q) for q in q_logits]
     if model is not None:
         f_logits = _torch_float(model, x)
-        if f_logits.shape != q_logits.shape:
-            raise EdgebnError(f"--model output shape {f_logits.shape} differs from the compiled model's "
-                              f"{q_logits.shape}: not the same model")
-    logit.add(f_logits, q_logits)
-    f_top = f_logits.reshape(len(x), -1).argmax(1)
-    q_top = q_logits.reshape(len(x), -1).argmax(1)
+        if [f.shape for f in f_logits] != [q.shape for q in q_logits]:
+            raise EdgebnError(f"--model output shapes {[f.shape for f in f_logits]} differ from the compiled "
+                              f"model's {[q.shape for q in q_logits]}: not the same model")
+    per_output = []
+    for k, (f, q) in enumerate(zip(f_logits, q_logits)):
+        sq = _Acc()
+        sq.add(f, q)
+        per_output.append({"index": k, "shape": list(q.shape[1:]), "sqnr_db": sq.db(),
+                           "top1_agreement": float(np.mean(f.reshape(len(x), -1).argmax(1)
+                                                           == q.reshape(len(x), -1).argmax(1)))})
+    # top-1 and labels are about output 0 (a classifier's logits; a detector's class head first)
+    f_top = f_logits[0].reshape(len(x), -1).argmax(1)
+    q_top = q_logits[0].reshape(len(x), -1).argmax(1)
     res = {
         "n": int(len(x)),
         "float_reference": "checkpoint" if model is not None else "stored float graph",
-        "logit_sqnr_db": logit.db(),
+        "logit_sqnr_db": per_output[0]["sqnr_db"],
+        "outputs": per_output,
         "top1_agreement": float(np.mean(f_top == q_top)),
         "float_top1": float(np.mean(f_top == labels)) if labels is not None else None,
         "int8_top1": float(np.mean(q_top == labels)) if labels is not None else None,
@@ -257,8 +266,13 @@ def format_evaluation(r: dict) -> str:
     lines = [f"{r['n']} inputs; float reference: {r['float_reference']}"]
     if r["float_top1"] is not None:
         lines.append(f"top-1  float {100 * r['float_top1']:.2f}%   int8 {100 * r['int8_top1']:.2f}%")
+    several = len(r.get("outputs", ())) > 1
     lines.append(f"top-1 agreement int8 vs float {100 * r['top1_agreement']:.2f}%   "
-                 f"logit SQNR {_fmt(r['logit_sqnr_db'])} dB")
+                 f"logit SQNR {_fmt(r['logit_sqnr_db'])} dB" + ("   (output 0)" if several else ""))
+    if several:
+        for o in r["outputs"]:
+            lines.append(f"output {o['index']} {'x'.join(map(str, o['shape']))}: SQNR {_fmt(o['sqnr_db'])} dB, "
+                         f"argmax agreement {100 * o['top1_agreement']:.2f}%")
     head = f"{'layer (worst first)':<28} {'op':<11} {'isolated dB':>12} {'accumulated dB':>15}"
     lines += ["", head, "-" * len(head)]
     for l in r["layers"]:

@@ -129,6 +129,8 @@ def _vi(g: Graph, name: str, t: str):
 
 def export_qdq(out_dir, path=None, all_layers: bool = True, isolate: bool = False):
     """OUT -> (onnx.ModelProto, {onnx output name: edgebn tensor}, {onnx input name: edgebn tensor}).
+    The ONNX outputs are the model's outputs in order (a tensor returned twice appears once), then,
+    with all_layers, every other C layer's output.
 
     Inputs are int8 in ONNX layout. Normally the one input is the model input ("input") and the graph
     runs end to end. With `isolate`, every C layer reads its inputs from graph inputs of their own
@@ -160,8 +162,10 @@ def export_qdq(out_dir, path=None, all_layers: bool = True, isolate: bool = Fals
         if isolate and n.name in produced_by_layer and g.consumers(n.name):
             bind(n.name, f"in__{n.name}")      # every reader sees the emulator's int8 values
     names = [n.name for n in emu.layers] if all_layers else []
-    out = g.outputs[0]
-    outputs = [out] + [t for t in names if t != out]
+    if g.inputs[0] in g.outputs:         # the model returns its input: an ONNX output of its own
+        outq[g.inputs[0]] = b.op("Identity", ["input"], "input_as_output")
+    # the model's outputs first, in order (each tensor once), then every other C layer's
+    outputs = list(dict.fromkeys(g.outputs)) + [t for t in names if t not in g.outputs]
     graph = helper.make_graph(b.nodes, "edgebn_qdq", [_vi(g, nm, t) for nm, t in inputs.items()],
                               [_vi(g, outq[t], t) for t in outputs], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgebn")

@@ -1,4 +1,4 @@
-"""Fold a global average pool into the linear that alone reads it (optional: `--fold-pool`).
+"""Fold a global average pool into the linear(s) that alone read it (optional: `--fold-pool`).
 
     linear(W, b)(mean over H,W of x)  ==  linear(W', b)(flatten x),  W'[o, (h*W + w)*C + c] = W[o, c] / (H*W)
 
@@ -7,6 +7,8 @@ scale (SPEC.md, as TFLite), but averaging H*W values shrinks their spread, so th
 on a few dozen of its 256 levels and its rounding dominates the logits' error. The folded linear
 accumulates the int8 input exactly in int32 instead, and only the weights are rounded. Cost: the
 linear's weights grow H*W-fold (flash) and its MACs with them; the pass refuses past MAX_WEIGHTS.
+A pool read by several linears (through flattens), as a detector's class and box heads read one
+pooled feature, is folded into each of them when every reader is such a linear.
 """
 from __future__ import annotations
 
@@ -20,11 +22,21 @@ __all__ = ["fold_pool_into_linear", "MAX_WEIGHTS"]
 MAX_WEIGHTS = 1 << 17   # int8 weights of a folded linear (128 KiB of flash)
 
 
-def _sole_reader(g: Graph, tensor: str) -> Node | None:
-    readers = g.consumers(tensor)
-    if len(readers) == 1 and g.use_count(tensor) == 1 and tensor not in g.outputs:
-        return readers[0]
-    return None
+def _linear_readers(g: Graph, tensor: str) -> tuple[list[Node], list[Node]] | None:
+    """(the free aliases between `tensor` and its readers, in graph order; the readers), or None when
+    one of them is a model output."""
+    aliases, readers, todo = [], [], [tensor]
+    while todo:
+        t = todo.pop()
+        if t in g.outputs:
+            return None
+        for r in g.consumers(t):
+            if OPS[r.op].alias:
+                aliases.append(r)
+                todo.append(r.name)
+            else:
+                readers.append(r)
+    return aliases, readers
 
 
 def _is_global_mean(g: Graph, n: Node) -> bool:
@@ -35,25 +47,25 @@ def _is_global_mean(g: Graph, n: Node) -> bool:
 def fold_pool_into_linear(graph: Graph, max_weights: int = MAX_WEIGHTS) -> Graph:
     g = graph.copy()
     for pool in [n for n in g.nodes if _is_global_mean(g, n)]:
-        reader = _sole_reader(g, pool.name)
-        chain = [pool]
-        while reader is not None and OPS[reader.op].alias:
-            chain.append(reader)
-            reader = _sole_reader(g, reader.name)
-        if reader is None or not (OPS[reader.op].weighted and OPS[reader.op].reads_flat):
+        found = _linear_readers(g, pool.name)
+        if found is None or not found[1]:
             continue
+        aliases, readers = found
         h, w, c = g.shapes[pool.inputs[0]]
-        wt = reader.params["weight"]
-        if wt.shape[1] != c:
+        if not all(OPS[r.op].weighted and OPS[r.op].reads_flat and len(r.inputs) == 1
+                   and r.params["weight"].shape[1] == c for r in readers):
             continue
-        if wt.shape[0] * h * w * c > max_weights:
-            g.notes.append(f"global average pool {pool.name!r} not folded into {reader.name!r}: "
-                           f"{wt.shape[0] * h * w * c:,} weights > {max_weights:,}")
+        big = [r for r in readers if r.params["weight"].shape[0] * h * w * c > max_weights]
+        if big:
+            g.notes.append(f"global average pool {pool.name!r} not folded into {big[0].name!r}: "
+                           f"{big[0].params['weight'].shape[0] * h * w * c:,} weights > {max_weights:,}")
             continue
-        reader.params["weight"] = np.tile(wt / (h * w), (1, h * w))       # column (h*W + w)*C + c
+        for reader in readers:
+            reader.params["weight"] = np.tile(reader.params["weight"] / (h * w), (1, h * w))  # column (h*W + w)*C + c
         src = pool.inputs[0]
-        for n in reversed(chain):
+        for n in reversed(aliases):
             g.remove(n, src)
+        g.remove(pool, src)
         g.notes.append(f"global average pool {pool.name!r} ({h}x{w}) folded into the weights of linear "
-                       f"{reader.name!r} ({wt.shape[1]} -> {h * w * c} inputs)")
+                       f"{', '.join(repr(r.name) for r in readers)} ({c} -> {h * w * c} inputs)")
     return g

@@ -297,9 +297,10 @@ class QATModule(nn.Module):
         self._cache = (key, self.ranges(), qg)
         return qg
 
-    def forward_int8(self, x) -> torch.Tensor:
+    def forward_int8(self, x):
         """int8 outputs in device layout (as `edgebn emulate` without --dequantize, before the layout
-        change), computed in integers from the float input."""
+        change), computed in integers from the float input: a tensor, or a tuple of them (in the
+        model's order) for a model with several outputs."""
         qg = self.quantized_graph()
         x = torch.as_tensor(x)
         dev = _to_device(x.detach().to(torch.float64))
@@ -312,17 +313,23 @@ class QATModule(nn.Module):
                 raise UnsupportedOpError(f"edgebn.qat: {node.where()} has no integer form under QAT")
             y = h.integer(node, [vals[t] for t in node.inputs])
             vals[node.name] = y.reshape((dev.shape[0],) + tuple(qg.shapes[node.name]))
-        return vals[qg.outputs[0]].to(torch.int8)
+        return _one_or_tuple(vals[t].to(torch.int8) for t in qg.outputs)
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
+        """The model's output(s) in its layout: integer-exact in eval mode, fake-quantized in training;
+        a tuple for a model with several outputs, as the wrapped model returns them."""
         if not self.training:
             with torch.no_grad():
-                y = self.forward_int8(x)
+                ys = self.forward_int8(x)
                 qg = self.quantized_graph()
-                q = qg.qparams[qg.outputs[0]]
-                yf = ((y.to(torch.float64) - q.zero_point) * q.scale).to(torch.float32)
-                return _to_torch(yf, qg.torch_layouts[qg.outputs[0]])
+                ys = ys if isinstance(ys, tuple) else (ys,)
+                outs = []
+                for t, y in zip(qg.outputs, ys):
+                    q = qg.qparams[t]
+                    yf = ((y.to(torch.float64) - q.zero_point) * q.scale).to(torch.float32)
+                    outs.append(_to_torch(yf, qg.torch_layouts[t]))
+                return _one_or_tuple(outs)
         return self.forward_fake(x)
 
     def forward_fake(self, x: torch.Tensor) -> torch.Tensor:
@@ -333,7 +340,7 @@ class QATModule(nn.Module):
             xs = [vals[t] for t in node.inputs]
             y = self._fake_node(node, xs)
             vals[node.name] = y.reshape((y.shape[0],) + tuple(g.shapes[node.name]))
-        return _to_torch(vals[g.outputs[0]], g.torch_layouts[g.outputs[0]])
+        return _one_or_tuple(_to_torch(vals[t], g.torch_layouts[t]) for t in g.outputs)
 
     def _range_of(self, tensor: str) -> ActRange:
         """A tensor's range: its own, or (pools, reshapes) the one of the input it keeps."""
@@ -439,3 +446,9 @@ def convert(qm: QATModule) -> nn.Module:
     if not isinstance(qm, QATModule):
         raise UnsupportedOpError(f"edgebn.qat.convert needs the module prepare() returned, got {type(qm).__name__}")
     return copy.deepcopy(qm.model).eval()
+
+
+def _one_or_tuple(values):
+    """One output as itself, several as a tuple (what the wrapped PyTorch model returns)."""
+    values = tuple(values)
+    return values[0] if len(values) == 1 else values

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebn.emulator import ModelOutput
 from edgebn.errors import EdgebnError
 
 FAKE_MODEL_DIR = Path(__file__).resolve().parent / "fake_model"
@@ -24,6 +25,7 @@ class FakeEmulator:
     input_shape = (4, 4, 2)
     output_shape = (5,)
     packed_output_size = 5
+    outputs = (ModelOutput(0, "linear", (5,), None, "NF", 5, 0),)   # qparams: the fake has none
     layer_names = ("conv1x1_relu", "linear")
     layer_sizes = (48, 5)
 
