@@ -64,8 +64,9 @@ class CompiledModel:
         report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         return cls(out_dir, report, Emulator.load(out_dir))
 
-    def emulate(self, x: np.ndarray, dequantize: bool = True, channels_last: bool = False) -> np.ndarray:
-        """Float (or int8) input in model layout -> the board's outputs, in model layout."""
+    def emulate(self, x: np.ndarray, dequantize: bool = True, channels_last: bool = False):
+        """Float (or int8) input in model layout -> the board's output in model layout (a tuple of
+        them, in the model's order, for a model with several outputs)."""
         return self.emulator.predict(x, channels_last=channels_last, dequantize=dequantize)
 
     def evaluate(self, x: np.ndarray, labels: np.ndarray | None = None) -> dict:

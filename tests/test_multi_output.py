@@ -164,8 +164,8 @@ int main(void)
 
 
 def test_two_heads_on_the_emulated_rv32_board(heads):
-    """`edgebn compare --qemu` bit-exact on both heads, and a debug run whose every LAYER frame and
-    RESULT (both outputs, packed) equal the emulator."""
+    """`edgebn compare --qemu` bit-exact on both heads, a debug run whose every LAYER frame and
+    RESULT (both outputs, packed) equal the emulator, and `bench` (bit-exact before it counts)."""
     out, emu = heads["work"] / "out", heads["compiled"].emulator
     np.save(heads["work"] / "x.npy", heads["test"][:6])
     res = subprocess.run(EDGEBN + ["compare", str(out), "--qemu", "--inputs", str(heads["work"] / "x.npy"),
@@ -185,6 +185,9 @@ def test_two_heads_on_the_emulated_rv32_board(heads):
             for got, (name, want) in zip(r.layers, layers):
                 assert got.output == want[i].tobytes(), name
             assert r.output == emu.run_packed(x[i:i + 1]).tobytes()
+    # bench checks the board's packed outputs against the emulator before it counts anything
+    rec = heads["compiled"].bench()
+    assert len(rec["layers"]) == len(emu.layers) and rec["instructions"] > 0
 
 
 def test_two_heads_report_evaluate_and_emulate_per_output(heads, tmp_path):

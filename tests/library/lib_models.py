@@ -8,18 +8,31 @@ import numpy as np
 LABELS = ["zero", "one", "two \"quoted\"", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
-def compile_small(out: Path, name: str | None, seed: int, channels: int = 3, labels=None, **kwargs):
-    """A small BN-CNN (NCHW 1 x channels x 8 x 8 -> 10 classes), compiled under `name`."""
+def compile_small(out: Path, name: str | None, seed: int, channels: int = 3, labels=None, two_heads: bool = False,
+                  **kwargs):
+    """A small BN-CNN (NCHW 1 x channels x 8 x 8 -> 10 classes), compiled under `name`; with
+    two_heads a second output (4 box values) beside the 10 logits."""
     import torch
     from torch import nn
 
     import edgebn
+
+    class TwoHeads(nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body, self.box = body, nn.Linear(12, 4)
+
+        def forward(self, x):
+            z = self.body[:-1](x)
+            return self.body[-1](z), self.box(z)
 
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10)).eval()
+    if two_heads:
+        model = TwoHeads(model).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):

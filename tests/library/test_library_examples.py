@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from lib_models import LABELS
+from lib_models import LABELS, compile_small
 from lib_build import HERE, STRICT, run_rv32
 
 from edgebn.device.qemu import CROSS_CC, qemu_flags
@@ -84,3 +84,21 @@ def test_example_input_header_is_the_first_calibration_sample(tiny):
     body = text[text.index("= {") + 3:text.index("};")]
     values = np.array([float(v.strip().rstrip("f")) for v in body.split(",") if v.strip()], dtype=np.float32)
     assert np.array_equal(values, tiny.calib[0].ravel())
+
+
+def test_examples_of_a_two_output_model_print_output_0s_class(tmp_path):
+    """A model with two outputs: the Arduino sketch and the ESP-IDF main run it with one pointer per
+    output (NAME_OUTPUT_ARGS into one packed buffer) and print output 0's class, label and score."""
+    heads = compile_small(tmp_path / "out", "heads", seed=3, labels=LABELS, two_heads=True)
+    emu = heads.emulator
+    q = emu.run_all(emu.quantize_input(heads.calib[:1]))[0]
+    best = int(np.argmax(q.reshape(-1)))
+    want = ("heads", best, LABELS[best], f"{float(emu.dequantize_output(q, 0).reshape(-1)[best]):.6f}")
+    sketch = heads.path / "lib" / "heads" / "examples" / "heads_classify" / "heads_classify.ino"
+    (tmp_path / "ino").mkdir()
+    (tmp_path / "idf").mkdir()
+    m = build_and_run(heads, [sketch, HERE / "arduino_app.cpp"], [], "host", tmp_path / "ino", [])
+    assert (m.group(1), int(m.group(2)), m.group(3), m.group(4)) == want
+    main = heads.path / "examples" / "esp-idf" / "main" / "main.c"
+    m = build_and_run(heads, [], [main, HERE / "idf_app.c"], "host", tmp_path / "idf", [])
+    assert (m.group(1), int(m.group(2)), m.group(3), m.group(4)) == want
