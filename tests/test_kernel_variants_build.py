@@ -3,7 +3,7 @@
 narrower than the window, channel multiplier 2, dilation, grouped, 1x1 and KxK dense with borders,
 Cout a multiple of 4 or not, both requantisation forms, the zero-point fold refused, linear blocks,
 add tables, pools, pad, cat, lut, permute, mul (same shape, broadcast gate, vectors), expand,
-softmax and log_softmax, conv3d and the 3-D pools, a kept BatchNorm3d, in both kernel sets; and every record at
+softmax and log_softmax, conv3d and the 3-D pools, a kept BatchNorm3d, bilinear upsampling, in both kernel sets; and every record at
 every activation width it declares (the int16x8 conv/depthwise/linear/add/pools and the int8 <-> int16
 requantize). Each layer is rendered from its
 op's records exactly as in a model, under a prefix of its own, and one gcc call compiles them all
@@ -178,6 +178,8 @@ def other_classes():
         ("upsample_nearest_2x", _graph([Node("layer", "upsample_nearest", ["x"], {"shape": (6, 8, 3)},
                                              {"rows": np.arange(6) >> 1, "cols": np.arange(8) >> 1})],
                                        {"x": (3, 4, 3), "layer": (6, 8, 3)})),
+        ("upsample_bilinear_half_pixel", _bilinear_graph(3, 4, 7, 9, False)),
+        ("upsample_bilinear_align_down", _bilinear_graph(5, 6, 2, 3, True)),
         ("slice_channels", _graph([Node("layer", "slice", ["x"], {"start": (0, 0, 3), "step": (1, 1, 1),
                                                              "shape": (3, 4, 2)})],
                                   {"x": (3, 4, 6), "layer": (3, 4, 2)})),
@@ -230,6 +232,15 @@ def int16_classes():
             ("s16_avg_pool_global", _int16(_pool("avg_pool2d", 4, 4, 6, 4, 4, 0))),
             ("requantize_s8_s16", _requantize(8, 16)), ("requantize_s16_s8", _requantize(16, 8))]
     return out
+
+
+def _bilinear_graph(h, w, oh, ow, align, c=3):
+    from edgebn.ops.upsample import bilinear_taps
+
+    node = Node("layer", "upsample_bilinear", ["x"], {"shape": (oh, ow, c), "align_corners": align,
+                                                      "scales": (None, None)},
+                {"rows": bilinear_taps(h, oh, align), "cols": bilinear_taps(w, ow, align)})
+    return _graph([node], {"x": (h, w, c), "layer": (oh, ow, c)})
 
 
 def _mul_attrs(shape):

@@ -103,6 +103,15 @@ def oracle_layer(node, xs, qp):
             if np.array_equal(idx[0], p["rows"]) and np.array_equal(idx[1], p["cols"]):
                 return tflm.resize_nearest(x, qin[0], (oh, ow), half_pixel_centers=hp)
         raise NoTflmForm("upsample_nearest (ATen float32 indices differ from TFLite's)")
+    if node.op == "upsample_bilinear":
+        x = _image(xs[0])
+        oh, ow = len(p["rows"]), len(p["cols"])
+        align = a["align_corners"]
+        from edgebn.ops.upsample import bilinear_taps
+        if not (np.array_equal(bilinear_taps(x.shape[1], oh, align), p["rows"])
+                and np.array_equal(bilinear_taps(x.shape[2], ow, align), p["cols"])):
+            raise NoTflmForm("upsample_bilinear (ATen's 1 / scale_factor differs from TFLite's in / out)")
+        return tflm.resize_bilinear(x, qin[0], (oh, ow), align_corners=align, half_pixel_centers=not align)
     if node.op == "slice":
         x = _image(xs[0])
         oh, ow, oc = image_view(tuple(a["shape"]))

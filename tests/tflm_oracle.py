@@ -22,6 +22,7 @@ API (all activations in device layout, NHWC with the batch first; ints as numpy 
     logistic / tanh(x, qx)               fixed output quantization (LOGISTIC_Q, TANH_Q)
     hard_swish(x, qx, qy)
     resize_nearest(x, q, size, align_corners, half_pixel_centers)
+    resize_bilinear(x, q, size, align_corners, half_pixel_centers)
     transpose(x, q, perm) / split(x, q, axis, n) / split_v(x, q, axis, sizes)
     strided_slice(x, q, begin, end, strides)
     quantize(x, qx, qy, dtype)           requantize int8 <-> int16 (TFLite QUANTIZE)
@@ -566,6 +567,20 @@ def resize_nearest(x, q: Q, size, align_corners: bool = False, half_pixel_center
     o = fb.ResizeNearestNeighborOptionsT()
     o.alignCorners, o.halfPixelCenters = bool(align_corners), bool(half_pixel_centers)
     m.op("RESIZE_NEAREST_NEIGHBOR", [xi, s], [y], o)
+    return _one(m, x)
+
+
+def resize_bilinear(x, q: Q, size, align_corners: bool = False, half_pixel_centers: bool = False) -> np.ndarray:
+    """RESIZE_BILINEAR of NHWC to `size` (H, W). PyTorch's bilinear with align_corners=True is
+    align_corners=True; with align_corners=False it is half_pixel_centers=True."""
+    _check_act(x, q)
+    m = Model()
+    xi = m.input(x.shape, x.dtype, q)
+    s = m.ints(size)
+    y = _out(m, (x.shape[0], size[0], size[1], x.shape[3]), x.dtype, q)
+    o = fb.ResizeBilinearOptionsT()
+    o.alignCorners, o.halfPixelCenters = bool(align_corners), bool(half_pixel_centers)
+    m.op("RESIZE_BILINEAR", [xi, s], [y], o)
     return _one(m, x)
 
 

@@ -11,6 +11,7 @@ torchaudio: the published architectures are written out here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -102,9 +103,10 @@ def conv_bn(cin, cout, k=3, stride=1, groups=1, act=True):
 
 
 class UNet(nn.Module):
-    """A small U-Net: one decoder stage upsamples with ConvTranspose2d, the other with nn.Upsample."""
+    """A small U-Net: one decoder stage upsamples with ConvTranspose2d, the other with nn.Upsample
+    (`up`: "nearest", or "bilinear" with align_corners=False, PyTorch's default)."""
 
-    def __init__(self, cin=3, ncls=4, w=8):
+    def __init__(self, cin=3, ncls=4, w=8, up="nearest"):
         super().__init__()
         self.e1 = nn.Sequential(conv_bn(cin, w), conv_bn(w, w))
         self.e2 = nn.Sequential(conv_bn(w, 2 * w), conv_bn(2 * w, 2 * w))
@@ -112,7 +114,7 @@ class UNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
         self.d2 = nn.Sequential(conv_bn(4 * w, 2 * w), conv_bn(2 * w, 2 * w))
-        self.up1 = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up1 = nn.Upsample(scale_factor=2, mode=up, **({"align_corners": False} if up == "bilinear" else {}))
         self.d1 = nn.Sequential(conv_bn(2 * w + w, w), conv_bn(w, w))
         self.head = nn.Conv2d(w, ncls, 1)
 
@@ -273,6 +275,7 @@ class Entry:
 ZOO: dict[str, Entry] = {
     "m5": Entry(M5, (1, 1, 8000), "torchaudio tutorial M5 (permute + log_softmax)"),
     "unet": Entry(UNet, (1, 3, 32, 32), "U-Net, ConvTranspose2d and Upsample(nearest)"),
+    "unet_bilinear": Entry(partial(UNet, up="bilinear"), (1, 3, 32, 32), "U-Net, ConvTranspose2d and Upsample(bilinear)"),
     "shufflenet_units": Entry(ShuffleNetTiny, (1, 3, 32, 32), "ShuffleNetV2 units: chunk, channel shuffle"),
     "se_expand_as": Entry(SENet, (1, 3, 32, 32), "SE block with x * y.expand_as(x)"),
     "softmax_head": Entry(SoftmaxNet, (1, 3, 32, 32), "classifier ending in softmax"),
