@@ -8,10 +8,10 @@ ops are ONNX's float Conv, Gemm, MaxPool, AveragePool, Add, Concat, Pad, Clip, G
 Runtime computes each layer in float and rounds once (half to even), where edgebn computes in int32
 with TFLite's fixed-point requantization. The two should agree to within one int8 step.
 
-Layout: 4-D tensors are NCHW in ONNX (device NHWC tensors are transposed at the boundaries of the
-ops that see the device byte order: flatten/reshape, permute, linear after a flatten). The ONNX
-model's input is int8 in NCHW (or [N, F]); its outputs are int8 per C layer (`all_layers`) or just
-the model output, in ONNX layout.
+Layout: 4-D tensors are NCHW in ONNX, volumes NCDHW (device NHWC / NDHWC tensors are transposed at
+the boundaries of the ops that see the device byte order: flatten/reshape, permute, linear after a
+flatten). The ONNX model's input is int8 in NCHW (NCDHW, or [N, F]); its outputs are int8 per C
+layer (`all_layers`) or just the model output, in ONNX layout.
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ OPSET = 17
 
 
 def onnx_to_device(y: np.ndarray) -> np.ndarray:
-    """An ONNX-layout array (NCHW or [N, F]) -> edgebn device layout (NHWC or [N, F])."""
+    """An ONNX-layout array (NCHW, NCDHW or [N, F]) -> edgebn device layout (NHWC, NDHWC or [N, F])."""
+    if y.ndim == 5:
+        return y.transpose(0, 2, 3, 4, 1)
     return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
@@ -61,7 +63,8 @@ class _Builder:
         return out
 
     def rank3(self, t: str) -> bool:
-        return len(self.g.shapes[t]) == 3
+        """An image (H, W, C) or a volume (D, H, W, C): channels-first in ONNX."""
+        return len(self.g.shapes[t]) in (3, 4)
 
     # QuantizeLinear / DequantizeLinear with the tensor's own (scale, zero_point)
     def quant(self, t: str, x: str) -> None:
@@ -82,13 +85,14 @@ class _Builder:
     def to_device_flat(self, t: str) -> str:
         x = self.real[t]
         if self.rank3(t):
-            x = self.op("Transpose", [x], f"{t}_nhwc", perm=[0, 2, 3, 1])
+            rank = len(self.g.shapes[t]) + 1
+            x = self.op("Transpose", [x], f"{t}_nhwc", perm=[0] + list(range(2, rank)) + [1])
         return self.op("Reshape", [x, self.const("flat", np.array([0, -1], np.int64))], f"{t}_flat")
 
     def from_device_flat(self, x: str, shape: tuple) -> str:
         x = self.op("Reshape", [x, self.const("shape", np.array((-1,) + tuple(shape), np.int64))], "dev")
-        if len(shape) == 3:
-            x = self.op("Transpose", [x], "nchw", perm=[0, 3, 1, 2])
+        if len(shape) in (3, 4):
+            x = self.op("Transpose", [x], "nchw", perm=[0, len(shape)] + list(range(1, len(shape))))
         return x
 
     def as_image(self, t: str) -> str:
@@ -123,7 +127,7 @@ def _vi(g: Graph, name: str, t: str):
     from onnx import TensorProto, helper
 
     s = g.shapes[t]
-    shape = ["N", s[2], s[0], s[1]] if len(s) == 3 else ["N", s[0]]
+    shape = ["N", s[-1], *s[:-1]] if len(s) in (3, 4) else ["N", s[0]]
     return helper.make_tensor_value_info(name, TensorProto.INT8, shape)
 
 

@@ -57,18 +57,20 @@ def normal(shape, n, seed):
     return np.random.default_rng(seed).standard_normal((n,) + tuple(shape[1:])).astype(np.float32)
 
 
-def compile_model(model: nn.Module, calib: np.ndarray, out_dir: Path):
-    return edgebn.compile(model.eval(), calib, out_dir, example_input=torch.from_numpy(calib[:1]), force=True)
+def compile_model(model: nn.Module, calib: np.ndarray, out_dir: Path, **options):
+    return edgebn.compile(model.eval(), calib, out_dir, example_input=torch.from_numpy(calib[:1]), force=True,
+                          **options)
 
 
 def check_model(model: nn.Module, input_shape, work: Path, *, min_sqnr_db: float, n_calib: int = 512,
                 n_test: int = 32, n_random: int = 16, seed: int = 0, calib=None, test=None,
-                calibrate_on_test: bool = False) -> Checked:
+                calibrate_on_test: bool = False, **options) -> Checked:
     """Compile, build the C, assert host == emulator bit for bit and SQNR(torch, emulator) >= bound.
 
     calibrate_on_test adds the test inputs to the calibration set: no test value is then clipped by
     a range it never saw, so the SQNR measures the int8 arithmetic alone (single-op tests use it to
-    keep their bounds tight); model tests calibrate on separate data, as a user would."""
+    keep their bounds tight); model tests calibrate on separate data, as a user would. `options` go to
+    edgebn.compile (e.g. fold_pool=True)."""
     model = model.eval()
     calib = normal(input_shape, n_calib, seed) if calib is None else calib
     test = normal(input_shape, n_test, seed + 1000) if test is None else test
@@ -76,7 +78,7 @@ def check_model(model: nn.Module, input_shape, work: Path, *, min_sqnr_db: float
         calib = np.concatenate([calib, test])
     tag = f"m{next(_serial)}"
     out = Path(work) / tag
-    compiled = compile_model(model, calib, out)
+    compiled = compile_model(model, calib, out, **options)
     emu = compiled.emulator
     exe = build_host(out, Path(work) / f"{tag}.exe")
 

@@ -55,6 +55,8 @@ def _randomize_bn(m, seed=0):
 
 
 def _onnx_layout(a):
+    if a.ndim == 5:
+        return np.ascontiguousarray(a.transpose(0, 4, 1, 2, 3))
     return np.ascontiguousarray(a.transpose(0, 3, 1, 2) if a.ndim == 4 else a)
 
 
@@ -131,3 +133,56 @@ def test_export_detects_a_wrong_scale(tmp_path):
     (c.path / "edgebn.json").write_text(json.dumps(doc))
     res, _ = ort_vs_emulator(c.path, x[:32], tmp_path, isolate=True)
     assert res[first][0] < 0.9
+
+
+class VolumeNet(nn.Module):
+    """Conv3d + BatchNorm3d + ReLU, MaxPool3d (ceil), AvgPool3d (padding, count_include_pad=False),
+    a kept BatchNorm3d (before a pool), a depthwise Conv3d, a global mean, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Sequential(nn.Conv3d(2, 6, 3, padding=1, bias=False), nn.BatchNorm3d(6), nn.ReLU(),
+                               nn.MaxPool3d(3, 2, padding=1, ceil_mode=True), nn.BatchNorm3d(6),
+                               nn.AvgPool3d(3, 1, padding=1, count_include_pad=False),
+                               nn.Conv3d(6, 6, 3, padding=1, groups=6), nn.ReLU6())
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.head(self.f(x).mean((2, 3, 4)))
+
+
+class BilinearNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+        self.b = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        y = nn.functional.interpolate(self.a(x), scale_factor=2, mode="bilinear", align_corners=False)
+        return self.b(nn.functional.interpolate(y, size=(11, 7), mode="bilinear", align_corners=True))
+
+
+def _randomize_bn_any(m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.copy_(torch.rand(mod.num_features, generator=g) * 0.4 - 0.2)
+                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+    return m.eval()
+
+
+def test_volumes_and_bilinear_match_onnxruntime(tmp_path):
+    """conv3d, the 3-D pools, a kept BatchNorm3d on a volume (a 1x1x1 Conv in ONNX) and bilinear
+    upsampling (ONNX Resize, linear): each layer on the emulator's own inputs within one int8 step."""
+    torch.manual_seed(0)
+    for name, model, shape, want in (
+            ("vol", VolumeNet(), (2, 5, 6, 7), {"conv3d", "max_pool3d", "avg_pool3d", "conv2d", "linear"}),
+            ("bil", BilinearNet(), (3, 8, 6), {"upsample_bilinear"})):
+        model = _randomize_bn_any(model)
+        x = np.random.default_rng(1).normal(0, 1, (120,) + shape).astype(np.float32)
+        c = edgebn.compile(model, x[:100], tmp_path / name, example_input=torch.zeros((1,) + shape), force=True)
+        assert want <= {n.op for n in c.emulator.graph.nodes}
+        res, _ = ort_vs_emulator(c.path, x[100:], tmp_path, isolate=True)
+        assert len(res) == len(c.emulator.layers)
+        _assert_agrees(res)

@@ -277,3 +277,16 @@ def test_volume_into_an_op_without_volumes_is_refused(tmp_path):
     msg = str(info.value)
     assert "aten.cat" in msg and "rank-5 tensor" in msg and "Conv3d" in msg and "test_ops_volume.py:" in msg, msg
     assert not (tmp_path / "out").exists()
+
+
+def test_global_mean3d_folds_into_linear(tmp_path):
+    """--fold-pool on a volume: the global average pool over D, H, W becomes the Linear's weights
+    (columns in NDHWC device order), exact in float64; host C == emulator."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    r = check_model(model, (1, 2, 3, 4, 5), tmp_path, min_sqnr_db=CONV_MIN_SQNR_DB, n_calib=64, n_test=16,
+                    n_random=4, calibrate_on_test=True, fold_pool=True)
+    g = r.compiled.emulator.graph
+    assert "avg_pool3d" not in {n.op for n in g.nodes}
+    assert next(n for n in g.nodes if n.op == "linear").params["weight"].shape == (3, 3 * 4 * 5 * 4)

@@ -112,13 +112,16 @@ def test_new_ops_every_layer_matches_tflm(tmp_path, name, expect):
 
 def test_conv3d_bn3d_compiles_bit_exact_within_ort(tmp_path):
     """Conv3dNet (Conv3d + BatchNorm3d + ReLU + MaxPool3d + Conv3d + BatchNorm3d + AdaptiveAvgPool3d +
-    Flatten + Linear) at (1, 1, 8, 16, 16): compiles with both BatchNorm3d folded, host C == emulator on
-    every int8, logit SQNR >= ONNX Runtime's static QDQ per-channel int8 - 0.5 dB on the same data
-    (measured: edgebn 26.9 dB, ORT 27.3 dB)."""
+    Flatten + Linear) at (1, 1, 8, 16, 16), on benchmarks/timm_coverage.py's data (64 calibration, 32
+    test inputs): compiles with both BatchNorm3d folded, host C == emulator on every int8, logit SQNR >=
+    ONNX Runtime's static QDQ per-channel int8 - 0.5 dB. With --fold-pool (the global average pool
+    folded into the Linear): edgebn 40.40 dB, ORT 40.37 dB. With the defaults the pooled mean of 256
+    voxels keeps its input's scale (SPEC, as TFLite's pools) and lands on a few dozen levels: 36.25 dB,
+    4.1 dB below ORT, whose QDQ graph requantizes the pool's output."""
     e = ZOO["conv3d_bn3d"]
     model = e.build(0)
     calib = structured_batch(64, e.input_shape[1:], seed=1)
-    test = structured_batch(16, e.input_shape[1:], seed=2)
+    test = structured_batch(32, e.input_shape[1:], seed=2)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from timm_coverage import _onnxruntime
@@ -129,10 +132,10 @@ def test_conv3d_bn3d_compiles_bit_exact_within_ort(tmp_path):
         ref = model(torch.from_numpy(test)).double().numpy()
     ort_sqnr = sqnr_db(ref, _onnxruntime(model, torch.from_numpy(calib[:1]), calib, test, tmp_path))
     checked = check_model(model, e.input_shape, tmp_path, min_sqnr_db=ort_sqnr - 0.5, calib=calib, test=test,
-                          n_random=4)
+                          n_random=4, fold_pool=True)
     assert [r["action"] for r in checked.fold_log] == ["folded", "folded"]
     ops = [n.op for n in checked.compiled.emulator.graph.nodes]
-    assert ops.count("conv3d") == 2 and "max_pool3d" in ops and "avg_pool3d" in ops
+    assert ops.count("conv3d") == 2 and "max_pool3d" in ops and "avg_pool3d" not in ops
 
 
 @pytest.mark.parametrize("name", ["unet", "unet_bilinear"])

@@ -2,7 +2,7 @@
 
     linear(W, b)(mean over H,W of x)  ==  linear(W', b)(flatten x),  W'[o, (h*W + w)*C + c] = W[o, c] / (H*W)
 
-in float64, exactly (x flattened in device order, NHWC). Why: an int8 average pool keeps its input's
+in float64, exactly (x flattened in device order, NHWC; a volume's NDHWC likewise, D*H rows). Why: an int8 average pool keeps its input's
 scale (SPEC.md, as TFLite), but averaging H*W values shrinks their spread, so the pooled tensor lands
 on a few dozen of its 256 levels and its rounding dominates the logits' error. The folded linear
 accumulates the int8 input exactly in int32 instead, and only the weights are rounded. Cost: the
@@ -51,7 +51,8 @@ def fold_pool_into_linear(graph: Graph, max_weights: int = MAX_WEIGHTS) -> Graph
         if found is None or not found[1]:
             continue
         aliases, readers = found
-        h, w, c = g.shapes[pool.inputs[0]]
+        *spatial, c = g.shapes[pool.inputs[0]]          # (H, W, C), or a volume's (D, H, W, C)
+        h, w = int(np.prod(spatial[:-1])), spatial[-1]   # a volume's D*H rows: the same device order
         if not all(OPS[r.op].weighted and OPS[r.op].reads_flat and len(r.inputs) == 1
                    and r.params["weight"].shape[1] == c for r in readers):
             continue

@@ -360,6 +360,13 @@ def avgpool3d_from_aten(target, args, ctx):
     return Node(ctx.name, "avg_pool3d", [x.name], attrs, {}, ctx.source)
 
 
+def is_global_mean3d(node: Node, in_shape: tuple) -> bool:
+    """Every channel averaged over the whole (unpadded) volume: passes/fold_pool.py can fold it."""
+    a = node.attrs
+    return len(in_shape) == 4 and tuple(a["out_dhw"]) == (1, 1, 1) and tuple(a["kernel"]) == tuple(in_shape[:3]) \
+        and not any(a["padding"]) and a.get("act") is None
+
+
 def layer_context3d(node: Node, g: Graph) -> dict:
     a = node.attrs
     d, h, w, c = g.shapes[node.inputs[0]]
@@ -402,7 +409,7 @@ register(OpDef(
     name="avg_pool3d", run_float=avgpool3d_float, output_shape=output_shape3d,
     quantize=_quantize_pool, emulate=avgpool3d_emulate, macs=_macs3d, output_qparams="input",
     aten=("aten.avg_pool3d.default", "aten.adaptive_avg_pool3d.default"), from_aten=avgpool3d_from_aten,
-    volumetric=True, layer_context=layer_context3d, onnx=_onnx3d("avg"),
+    volumetric=True, layer_context=layer_context3d, onnx=_onnx3d("avg"), global_mean=is_global_mean3d,
     kernels=(KernelRecord("avg_pool3d", "pool/avg_pool3d.c.j2", lambda node, g: "reference kernel set"),),
     doc="AvgPool3d (count_include_pad both ways, ceil_mode), AdaptiveAvgPool3d with even splits, mean over D,H,W",
 ))

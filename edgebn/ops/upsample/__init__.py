@@ -180,9 +180,16 @@ def bilinear_context(node: Node, g: Graph) -> dict:
             "rows": node.params["rows"].ravel(), "cols": node.params["cols"].ravel()}
 
 
+def _batch_sizes(b, x: str, shape) -> str:
+    """ONNX Resize sizes [N, C, OH, OW] with the batch of x (a constant 1 would resize the batch)."""
+    n = b.op("Slice", [b.op("Shape", [x], "shape"), b.const("s0", np.array([0], np.int64)),
+                       b.const("s1", np.array([1], np.int64))], "batch")
+    return b.op("Concat", [n, b.const("chw", np.array([shape[2], shape[0], shape[1]], np.int64))], "sizes", axis=0)
+
+
 def bilinear_onnx(b, n: Node) -> None:
     shape = n.attrs["shape"]
-    sizes = b.const("sizes", np.array([1, shape[2], shape[0], shape[1]], np.int64))
+    sizes = _batch_sizes(b, b.real[n.inputs[0]], shape)
     mode = "align_corners" if n.attrs["align_corners"] else "pytorch_half_pixel"
     y = b.op("Resize", [b.real[n.inputs[0]], "", "", sizes], n.name, mode="linear",
              coordinate_transformation_mode=mode)
