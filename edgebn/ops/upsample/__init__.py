@@ -72,8 +72,7 @@ def layer_context(node: Node, g: Graph) -> dict:
 
 
 def onnx(b, n: Node) -> None:
-    shape = n.attrs["shape"]
-    sizes = b.const("sizes", np.array([1, shape[2], shape[0], shape[1]], np.int64))
+    sizes = _batch_sizes(b, b.real[n.inputs[0]], n.attrs["shape"])
     y = b.op("Resize", [b.real[n.inputs[0]], "", "", sizes], n.name, mode="nearest",
              coordinate_transformation_mode="asymmetric", nearest_mode="floor")
     b.quant(n.name, y)
