@@ -1,7 +1,7 @@
 """Property tests: hypothesis draws small random BN-CNNs from the supported set (convs of every form
 with or without BN and an activation, BN after an activation, pools, zero padding, residual blocks
-with or without a BN'd shortcut, channel cats, a linear head with or without BatchNorm1d) and checks,
-for each:
+with or without a BN'd shortcut, channel cats, nearest and bilinear upsampling, a linear head with or
+without BatchNorm1d; and volumes: Conv3d / BatchNorm3d / 3-D pools / activations) and checks, for each:
 
   * host C == emulator on every int8 (quantized test inputs, random int8, the extremes);
   * the emulator tracks torch float: end to end and, tighter, layer by layer (each layer's float op
@@ -83,7 +83,7 @@ def _conv(draw, c):
 
 
 def _block(draw, c):
-    kind = draw(st.sampled_from(["conv", "conv", "conv", "act_bn", "pool", "pad", "residual", "cat"]))
+    kind = draw(st.sampled_from(["conv", "conv", "conv", "act_bn", "pool", "pad", "residual", "cat", "upsample"]))
     if kind == "conv":
         return _conv(draw, c)
     if kind == "act_bn":          # BatchNorm after the activation, then a conv (padded or not)
@@ -102,6 +102,13 @@ def _block(draw, c):
         return [nn.ZeroPad2d(tuple(draw(st.integers(0, 2)) for _ in range(4)))], c
     if kind == "residual":
         return [Residual(c, draw(st.booleans()), draw(st.booleans()))], c
+    if kind == "upsample":        # nearest or bilinear (both align_corners), by a factor or to a size
+        mode = draw(st.sampled_from(["nearest", "bilinear"]))
+        how = {"scale_factor": draw(st.sampled_from([2, 1.5]))} if draw(st.booleans()) else \
+            {"size": (draw(st.integers(3, 11)), draw(st.integers(3, 11)))}
+        if mode == "bilinear":
+            how["align_corners"] = draw(st.booleans())
+        return [nn.Upsample(mode=mode, **how)], c
     c1, c2 = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     return [Cat(c, c1, c2)], c1 + c2
 
@@ -161,3 +168,74 @@ def test_random_bn_cnn_is_bit_exact_and_tracks_torch(tmp_path, net):
         assert (f["bn"] in layers) == (f["action"] == "kept-affine"), f
     assert not any(n.op == "batch_norm" for n in graph.nodes)
     assert np.isfinite(r.sqnr_db) or r.sqnr_db == float("inf")
+
+
+def _conv3d(draw, c):
+    k = draw(st.sampled_from([1, 3]))
+    stride = draw(st.sampled_from([1, 1, 2]))
+    pad = draw(st.sampled_from([0, 1])) if k == 3 else 0
+    groups = c if draw(st.booleans()) else 1
+    cout = c * draw(st.sampled_from([1, 2])) if groups > 1 else draw(st.integers(1, 6))
+    layers = [nn.Conv3d(c, cout, k, stride, pad, groups=groups, bias=draw(st.booleans()))]
+    if draw(st.booleans()):
+        layers.append(nn.BatchNorm3d(cout))
+    act = draw(st.sampled_from([None, *ACTIVATIONS]))
+    if act:
+        layers.append(ACTIVATIONS[act]())
+    return layers, cout
+
+
+@st.composite
+def small_bn_volume_nets(draw):
+    """Volumes (N, C, D, H, W): Conv3d of every form with or without BatchNorm3d and an activation,
+    BatchNorm3d after an activation (folded forward or kept), 3-D pools, a global mean + Linear head."""
+    c = draw(st.integers(1, 3))
+    shape = (1, c, draw(st.integers(3, 5)), draw(st.integers(4, 7)), draw(st.integers(4, 7)))
+    layers: list[nn.Module] = [nn.BatchNorm3d(c)] if draw(st.booleans()) else []
+    x = torch.zeros(shape)
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["conv", "conv", "act_bn", "pool"]))
+        if kind == "conv":
+            block, cout = _conv3d(draw, c)
+        elif kind == "act_bn":
+            cout = draw(st.integers(1, 5))
+            block = [ACTIVATIONS[draw(st.sampled_from(sorted(ACTIVATIONS)))](), nn.BatchNorm3d(c),
+                     nn.Conv3d(c, cout, draw(st.sampled_from([1, 3])), padding=draw(st.sampled_from([0, 1])))]
+        else:
+            k, s, p = draw(st.sampled_from([(2, 2, 0), (3, 2, 1), (3, 1, 1)]))
+            ceil = draw(st.booleans())
+            block = [nn.MaxPool3d(k, s, p, ceil_mode=ceil)] if draw(st.booleans()) else \
+                [nn.AvgPool3d(k, s, p, ceil_mode=ceil, count_include_pad=draw(st.booleans()))]
+            cout = c
+        with torch.no_grad():
+            try:
+                y = nn.Sequential(*block).eval()(x)
+            except RuntimeError:                                   # the volume became too small
+                continue
+        if min(y.shape[2:]) < 1:
+            continue
+        layers += block
+        x, c = y, cout
+    if draw(st.booleans()):
+        layers += [nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(c, draw(st.integers(1, 5)))]
+    torch.manual_seed(draw(st.integers(0, 2 ** 16)))
+    model = nn.Sequential(*layers)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_parameters()
+    return randomize_bn(model, seed=draw(st.integers(0, 2 ** 16))), shape
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, print_blob=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(small_bn_volume_nets())
+def test_random_bn_volume_net_is_bit_exact_and_tracks_torch(tmp_path, net):
+    model, shape = net
+    r = check_model(model, shape, tmp_path, min_sqnr_db=MIN_SQNR_DB, n_calib=128, n_test=8, n_random=4,
+                    calibrate_on_test=True)
+    per_layer = layerwise_sqnr(model, r.compiled, r.test_inputs)
+    worst = min(per_layer, key=per_layer.get)
+    assert per_layer[worst] >= MIN_LAYER_SQNR_DB, f"layer {worst}: {per_layer[worst]:.1f} dB\n{model}"
+    assert len(r.fold_log) == count_batchnorms(model), (r.fold_log, model)
+    assert not any(n.op == "batch_norm" for n in r.compiled.emulator.graph.nodes)
