@@ -243,3 +243,33 @@ def test_int16_model_on_the_emulated_rv32_board(residual16):
             for got, (name, want) in zip(r.layers, layers):
                 assert got.output == want[i].astype(want.dtype.newbyteorder("<")).tobytes(), name
             assert r.output == emu.run(x[i:i + 1]).tobytes()
+
+
+def test_auto_keeps_to_the_boards_ram(tmp_path):
+    """With a RAM budget the int16 arena does not fit, auto leaves the layers int8 and says why."""
+    from types import SimpleNamespace
+
+    from edgebn.calibrate import calibrate
+    from edgebn.compiler import _auto_evaluator
+    from edgebn.importer import import_module
+    from edgebn.passes import run_passes
+    from edgebn.plan import plan_arena
+    from edgebn.precision import choose_auto, insert_boundaries
+    from edgebn.quantize import assign_qparams, quantize_graph
+
+    m, x = _model(WideChannel), _data((3, 6, 6), n=32)
+    g = run_passes(import_module(m, torch.from_numpy(x[:1])))
+    ranges = calibrate(g, x, (1, 3, 6, 6))
+
+    def arena(wide):
+        g2, r2, bits = insert_boundaries(g, wide, ranges)
+        return plan_arena(quantize_graph(g2, assign_qparams(g2, r2, bits))).arena_bytes
+
+    roomy = SimpleNamespace(ram_bytes=1 << 20, psram_bytes=0, flash_bytes=1 << 20)
+    tight = SimpleNamespace(ram_bytes=arena(set()), psram_bytes=0, flash_bytes=1 << 20)
+    assert arena({"conv2d", "conv2d_1"}) > tight.ram_bytes
+    free = choose_auto(g, _auto_evaluator(g, ranges, "max", roomy, x, set()), 30.0)
+    assert free.reached and free.wide == {"conv2d", "conv2d_1"}
+    held = choose_auto(g, _auto_evaluator(g, ranges, "max", tight, x, set()), 30.0)
+    assert not held.reached and held.wide == set()
+    assert "conv2d" in held.skipped_budget and held.unreachable[0] == "conv2d_1"
