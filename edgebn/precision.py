@@ -168,6 +168,9 @@ def _ancestors(graph: Graph, start: str, limit: int) -> list[str]:
     return order
 
 
+MIN_GAIN_DB = 0.5      # a raise that lifts the failing layer less than this is not worth a layer
+
+
 def _readers(graph: Graph, tensor: str, capable: set[str]) -> set[str]:
     """The int16-capable layers reading `tensor`, through layers that keep their input's width (pools,
     reshapes): what must also go int16 for the tensor's int16 values to reach a computation."""
@@ -188,9 +191,9 @@ def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, flo
     two raises: c alone, and c with the capable layers reading c's output (an int16 tensor only helps a
     reader that computes in int16). The raise that brings L to the target with the fewest layers wins,
     else the one that lifts L most. `evaluate(wide)` gives ({layer: SQNR}, fits the budget), or
-    (None, False) when a layer's int16 form refuses its ranges. A layer no raise improves (by 0.05 dB)
-    is reported as unreachable and left; raises that break the board's RAM or flash are skipped and
-    reported."""
+    (None, False) when a layer's int16 form refuses its ranges. A layer below the target with every
+    capable layer int16 (the ceiling), or that no raise lifts by MIN_GAIN_DB, is reported as
+    unreachable and left; raises that break the board's RAM or flash are skipped and reported."""
     capable = {n.name for n in graph.nodes if int16_refusal(n, graph) is None}
     wide: set[str] = set()
     base, _ = evaluate(wide)
@@ -198,8 +201,14 @@ def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, flo
         raise EdgebnError("--precision auto: the int8 model itself does not quantize")
     current = dict(base)
     result = AutoResult(set(), current, base, False)
-    hopeless: set[str] = set()
     order = [n.name for n in graph.nodes if n.name in current]
+    # the ceiling: every capable layer int16. A layer below the target even then (the int8 model
+    # input bounds what the layers after it can reach) is reported, not chased.
+    ceiling, _ = evaluate(set(capable))
+    hopeless: set[str] = set()
+    if ceiling is not None:
+        hopeless = {t for t in order if current[t] < min_sqnr and ceiling[t] < min_sqnr}
+        result.unreachable.extend(t for t in order if t in hopeless)
     tried: dict[frozenset, tuple] = {}
     while True:
         failing = [t for t in order if current[t] < min_sqnr and t not in hopeless]
@@ -230,7 +239,7 @@ def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, flo
             key = (ok, -len(move) if ok else 0, sq[target], -len(move))
             if best is None or key > best[0]:
                 best = (key, move, sq)
-        if best is None or best[2][target] < current[target] + 0.05:
+        if best is None or best[2][target] < current[target] + MIN_GAIN_DB:
             hopeless.add(target)
             result.unreachable.append(target)
             continue
