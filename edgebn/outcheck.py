@@ -262,7 +262,7 @@ def _check_widths(g, where: str) -> None:
     a width (attrs "bits", 8 when absent) records it on its tensor too."""
     from .ops import OPS
 
-    for t in (g.inputs[0], g.outputs[0]):
+    for t in (g.inputs[0], *g.outputs):
         if g.qparams[t].bits != 8:
             raise OutError(f"{where}: tensor {t!r} is the model's input or output and is int{g.qparams[t].bits}, not int8")
     for n in g.nodes:

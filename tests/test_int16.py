@@ -273,3 +273,23 @@ def test_auto_keeps_to_the_boards_ram(tmp_path):
     held = choose_auto(g, _auto_evaluator(g, ranges, "max", tight, x, set()), 30.0)
     assert not held.reached and held.wide == set()
     assert "conv2d" in held.skipped_budget and held.unreachable[0] == "conv2d_1"
+
+
+def test_two_output_model_in_int16(tmp_path):
+    """Every output of a two-head model goes back to int8 through its own boundary; host C == emulator
+    on every output and every layer byte."""
+    from zoo_real import ZOO, structured_batch
+
+    e = ZOO["two_heads"]
+    calib = structured_batch(32, e.input_shape[1:], seed=1)
+    c = edgebn.compile(e.build(0), calib, tmp_path / "out", precision="int16", force=True)
+    emu, g = c.emulator, c.emulator.graph
+    assert len(g.outputs) == 2 and all(g.qparams[t].bits == 8 and g.producer(t).op == "requantize" for t in g.outputs)
+    q = emu.quantize_input(calib[:4])
+    ys, layers = emu.run_all(q, return_layers=True)
+    want = np.concatenate([y.reshape(len(q), -1) for y in ys], axis=1)
+    got, got_layers = run_host(build_host(tmp_path / "out", tmp_path / "h.exe"), q.reshape(len(q), -1),
+                               emu.packed_output_size, [a[0].nbytes for _, a in layers])
+    assert np.array_equal(got, want)
+    wanted = np.concatenate([np.ascontiguousarray(a).reshape(len(q), -1).view(np.int8) for _, a in layers], axis=1)
+    assert np.array_equal(got_layers, wanted)
