@@ -290,3 +290,11 @@ def test_global_mean3d_folds_into_linear(tmp_path):
     g = r.compiled.emulator.graph
     assert "avg_pool3d" not in {n.op for n in g.nodes}
     assert next(n for n in g.nodes if n.op == "linear").params["weight"].shape == (3, 3 * 4 * 5 * 4)
+
+
+def test_qat_refuses_volumes():
+    import edgebn.qat
+
+    with pytest.raises(UnsupportedOpError, match="is a volume"):
+        edgebn.qat.prepare(nn.Sequential(nn.BatchNorm3d(2)).eval(),
+                           np.random.default_rng(0).normal(size=(8, 2, 3, 4, 5)).astype(np.float32))

@@ -202,6 +202,10 @@ def _tensor(model: nn.Module, fqn: str) -> torch.Tensor:
 
 def _check_supported(gf: Graph) -> None:
     hooks = op_hooks()
+    volumes = [t for t in gf.inputs if len(gf.shapes[t]) == 4]
+    if volumes:
+        raise UnsupportedOpError(f"edgebn.qat: the model input {volumes[0]!r} is a volume (N, C, D, H, W); QAT "
+                                 "trains images, sequences and feature vectors only (compile it with PTQ)")
     for node in gf.nodes:
         h = hooks.get(node.op)
         weighted = OPS[node.op].weighted
