@@ -118,6 +118,8 @@ def oracle_layer(node, xs, qp):
         (h0, w0, c0), (sh, sw, sc) = a["start"], a["step"]
         return tflm.strided_slice(x, qin[0], [0, h0, w0, c0], [len(x), h0 + sh * oh, w0 + sw * ow, c0 + sc * oc],
                                   [1, sh, sw, sc])
+    if node.op in ("conv3d", "max_pool3d", "avg_pool3d"):
+        raise NoTflmForm(f"{node.op} (TFLite Micro has no 3-D kernels; docs/OPERATORS.md writes the numerics down)")
     if node.op in ("permute", "expand"):
         raise NoTflmForm(f"{node.op} (a gather by a table: int8 values copied)")
     raise AssertionError(f"no oracle mapping for {node.op}: add it to tests/tflm_layers.py")
