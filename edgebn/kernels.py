@@ -6,15 +6,19 @@ Two kernel sets share the numerics exactly (SPEC.md section 1):
   the style of TFLite Micro's reference kernels. They are the fallback and the yardstick.
 * ``"fast"``: each op's `OpDef.fast_kernels`, per-layer specialised templates with every shape a constant, the input zero point
   folded into the bias (``b' = b - Z_in * sum(w)``; a padding tap then adds ``Z_in * w``), weights
-  packed in blocks of four output channels so the inner loop keeps a 4x4 (pixels x channels) tile of
-  accumulators in registers, and the requantisation constants loaded once per channel. Border
+  packed in blocks of four output channels so the inner loop keeps a register tile of accumulators
+  (4 pixels x 4 channels on RV32's 32 registers; 2 x 4 with int16 weights and min/max clamps on the
+  ESP32 / ESP32-S3 cores, whose windowed code sees 16 registers and loads bytes zero-extended: the
+  `_n` records, chosen from those ISA facts), and the requantisation constants loaded once per
+  channel. Border
   pixels run the same tiles over their valid taps only: output rows and columns are split at compile
   time into runs sharing one tap window, each (row run, column run) with a bias that already holds
   the padding taps' ``Z_in * w``. Depthwise rows are compile-time plans of unrolled blocks and a
   4-wide loop sharing input loads (rows outside the map read a constant Z_in row). The residual add
   reads each input's rescaled value from a 256-entry table (exact: it depends on the int8 alone).
-  Where the constants allow (``_rqf_from``), requantisation is a single 64-bit rounding that equals
-  TFLite's two, with Z_out and the clamp folded in.
+  Where the constants allow (``_rqf_from``), requantisation is a single rounding that equals
+  TFLite's two: the high word of ``(4 * acc) * m0`` (one RV32 ``mulh`` / Xtensa ``mulsh``) plus a
+  per-channel offset, one arithmetic shift, with Z_out and the clamp folded in.
 
 ``choose_kernel`` is the single switch point and knows no op: it walks the op's `KernelRecord`s in
 order and takes the first whose ISA facts (``KernelRecord.isa``, e.g. "narrow_register_file") all hold
