@@ -30,6 +30,7 @@ from .evaluate import save_float_graph
 from .errors import BudgetError, CalibrationError, EdgebnError, input_file
 from .ir import Graph
 from .library import SPEC4_NAME, LibraryNames, default_name, load_labels
+from .kernels import weight_flash_bytes
 from .ops import OPS
 from .outdir import CommitResult, OutputDir
 from .passes import run_passes
@@ -348,8 +349,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         plan = plan_arena(qgraph)
         macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
                 for n in qgraph.nodes}
-        const_bytes = sum(int(np.asarray(v).nbytes) for n in qgraph.nodes for k, v in n.params.items()
-                          if k != "weight_scale")
+        # the weights as the target's kernels store them (int16 in the ESP32 / S3 conv tiles)
+        const_bytes = weight_flash_bytes(qgraph, tgt.isa_facts)
         arena_in_psram = plan.arena_bytes > tgt.ram_bytes and plan.arena_bytes <= tgt.psram_bytes
         if check_budget:
             if plan.arena_bytes > tgt.ram_bytes and not arena_in_psram:
@@ -428,10 +429,6 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         return CompiledModel(out_dir, report, emu, timings, commit)
 
 
-def _weight_bytes(q: Graph) -> int:
-    return sum(int(np.asarray(v).nbytes) for n in q.nodes for k, v in n.params.items() if k != "weight_scale")
-
-
 def _choose_precision(float_graph: Graph, ranges: dict, precision: str, min_sqnr, int16_layers, weight_method: str,
                       tgt, sample):
     """(float graph with its int8 <-> int16 boundaries, ranges, {tensor: bits}, report record) for
@@ -486,7 +483,7 @@ def _auto_evaluator(float_graph: Graph, ranges: dict, weight_method: str, tgt, s
             return None, False        # a raise the int16 form refuses (its error says why)
         qi = q.qparams[q.inputs[0]]
         qvals = execute(q, quantize(x, qi.scale, qi.zero_point), run_int8)
-        fits = plan_arena(q).arena_bytes <= ram and _weight_bytes(q) <= tgt.flash_bytes
+        fits = plan_arena(q).arena_bytes <= ram and weight_flash_bytes(q, tgt.isa_facts) <= tgt.flash_bytes
         return layer_sqnr(fvals, q, qvals, names), fits
 
     return evaluate

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .ir import Graph, Node
 from .ops import OPS, KernelRecord
 from .ops._fast import BLOCK
 from .targets import ISAS, Isa
 
-__all__ = ["KERNEL_SETS", "KernelChoice", "choose_kernel", "choose_external", "kernel_context", "isa_of", "BLOCK"]
+__all__ = ["KERNEL_SETS", "KernelChoice", "choose_kernel", "choose_external", "kernel_context", "isa_of", "weight_flash_bytes", "BLOCK"]
 
 KERNEL_SETS = ("fast", "reference")
 
@@ -112,6 +114,20 @@ def choose_external(node: Node, g: Graph) -> dict[str, KernelChoice]:
             if reason:
                 out[rec.library] = KernelChoice(rec, reason)
     return out
+
+
+def weight_flash_bytes(g: Graph, isa: Isa | str | None = None) -> int:
+    """Flash bytes of every layer's parameters as the fast kernels chosen for `isa` store them (the
+    narrow conv tiles keep their weights as int16: `KernelRecord.weight_bytes`)."""
+    total = 0
+    for node in g.nodes:
+        params = sum(int(np.asarray(v).nbytes) for k, v in node.params.items() if k != "weight_scale")
+        op = OPS[node.op]
+        if op.kernels and not op.alias and "weight" in node.params:
+            rec = choose_kernel(node, g, "fast", isa).kernel
+            params += (rec.weight_bytes - 1) * int(np.asarray(node.params["weight"]).size)
+        total += params
+    return total
 
 
 def kernel_context(node: Node, g: Graph, choice: KernelChoice) -> dict:

@@ -305,6 +305,18 @@ def test_kernel_choice_follows_the_isa_facts():
         ISAS["rv32imc"].holds("turbo")
 
 
+def test_weight_flash_counts_the_narrow_tiles_int16_weights():
+    """The flash budget counts the weights as the target's kernels store them: the ESP32 / S3 conv
+    tiles keep int16 weights, one more byte per weight than RV32's."""
+    from edgebn.kernels import weight_flash_bytes
+
+    g = conv_graph(9, 10, 5, 12, 3, pad=1)
+    n = g.nodes[0]
+    params = sum(v.nbytes for v in n.params.values())
+    assert weight_flash_bytes(g, "rv32imc") == weight_flash_bytes(g) == params
+    assert weight_flash_bytes(g, "xtensa-lx6") == params + n.params["weight"].size
+
+
 def test_fast_kernels_on_the_emulated_board(tmp_path):
     """A 3x3 + depthwise + 1x1 + FC chain on the RV32IMC board: bench checks the output against the
     emulator (bit-exact) for both kernel sets, and the fast set needs fewer instructions."""

@@ -103,6 +103,7 @@ class KernelRecord:
     constants: tuple[str, ...] = ()
     const_bytes_fn: Callable[[dict], int] | None = None
     isa: tuple[str, ...] = ()
+    weight_bytes: int = 1      # flash bytes per weight value as the kernel stores it (the narrow conv tiles: int16)
     library: str = ""
     bits: tuple[int, ...] = (8,)               # activation widths it computes (16: int16x8, docs/QUANTIZATION.md)
 

@@ -123,9 +123,9 @@ REFERENCE = KernelRecord("conv2d", "conv2d/conv2d.c.j2", applies=_reference_reas
 FAST = (
     # 16 registers in view and zero-extending byte loads (Xtensa): 2x4 tiles, int16 weights
     KernelRecord("conv2d_1x1_n", "conv2d/conv2d_1x1.c.j2", _applies_1x1_narrow, context_1x1_narrow,
-                 constants=("weight_packed", "bias_f") + RQ_CONSTANTS, isa=NARROW_ISA),
+                 constants=("weight_packed", "bias_f") + RQ_CONSTANTS, isa=NARROW_ISA, weight_bytes=2),
     KernelRecord("conv2d_kxk_n", "conv2d/conv2d_kxk.c.j2", _applies_kxk_narrow, context_kxk_narrow,
-                 constants=("weight_packed", "bias_pat") + RQ_CONSTANTS, isa=NARROW_ISA),
+                 constants=("weight_packed", "bias_pat") + RQ_CONSTANTS, isa=NARROW_ISA, weight_bytes=2),
     KernelRecord("conv2d_1x1", "conv2d/conv2d_1x1.c.j2", _applies_1x1, context_1x1,
                  constants=("weight_packed", "bias_f") + RQ_CONSTANTS),
     KernelRecord("conv2d_kxk", "conv2d/conv2d_kxk.c.j2", _applies_kxk, context_kxk,
