@@ -483,7 +483,7 @@ def _auto_evaluator(float_graph: Graph, ranges: dict, weight_method: str, tgt, s
             return None, False        # a raise the int16 form refuses (its error says why)
         qi = q.qparams[q.inputs[0]]
         qvals = execute(q, quantize(x, qi.scale, qi.zero_point), run_int8)
-        fits = plan_arena(q).arena_bytes <= ram and weight_flash_bytes(q, tgt.isa_facts) <= tgt.flash_bytes
+        fits = plan_arena(q).arena_bytes <= ram and weight_flash_bytes(q, tgt.isa) <= tgt.flash_bytes
         return layer_sqnr(fvals, q, qvals, names), fits
 
     return evaluate

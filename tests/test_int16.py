@@ -265,8 +265,8 @@ def test_auto_keeps_to_the_boards_ram(tmp_path):
         g2, r2, bits = insert_boundaries(g, wide, ranges)
         return plan_arena(quantize_graph(g2, assign_qparams(g2, r2, bits))).arena_bytes
 
-    roomy = SimpleNamespace(ram_bytes=1 << 20, psram_bytes=0, flash_bytes=1 << 20)
-    tight = SimpleNamespace(ram_bytes=arena(set()), psram_bytes=0, flash_bytes=1 << 20)
+    roomy = SimpleNamespace(ram_bytes=1 << 20, psram_bytes=0, flash_bytes=1 << 20, isa="rv32imc")
+    tight = SimpleNamespace(ram_bytes=arena(set()), psram_bytes=0, flash_bytes=1 << 20, isa="rv32imc")
     assert arena({"conv2d", "conv2d_1"}) > tight.ram_bytes
     free = choose_auto(g, _auto_evaluator(g, ranges, "max", roomy, x, set()), 30.0)
     assert free.reached and free.wide == {"conv2d", "conv2d_1"}
