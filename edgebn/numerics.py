@@ -88,30 +88,31 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return m0, shift
 
 
-def _trunc_div_pow2_31(x):
-    """C integer division by 2^31 (truncation toward zero) on int64."""
-    return np.where(x >= 0, x >> 31, -((-x) >> 31))
-
-
 def srdhm(a, b):
-    """SaturatingRoundingDoublingHighMul(a, b) for int32-valued a, b (gemmlowp)."""
+    """SaturatingRoundingDoublingHighMul(a, b) for int32-valued a, b (gemmlowp).
+
+    gemmlowp adds a nudge of 2^30 (1 - 2^30 for a negative product) and divides by 2^31 truncating
+    toward zero; the quotient has the sign of the product, so both cases are one floor division:
+    (a*b + 2^30) >> 31. The one product that saturates is INT32_MIN * INT32_MIN."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    ab = a * b
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    out = _trunc_div_pow2_31(ab + nudge)
-    overflow = (a == INT32_MIN) & (b == INT32_MIN)
-    return np.where(overflow, INT32_MAX, out)
+    out = (a * b + (1 << 30)) >> 31
+    if np.any((a if a.size <= b.size else b) == INT32_MIN):   # checked on the smaller operand first
+        out = np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, out)
+    return np.asarray(out)
 
 
 def rounding_divide_by_pot(x, exponent):
     """RoundingDivideByPOT: x / 2^exponent, ties away from zero (gemmlowp), exponent in [0, 31]."""
     x = np.asarray(x, dtype=np.int64)
     exponent = np.asarray(exponent, dtype=np.int64)
-    mask = (np.int64(1) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+    # gemmlowp adds 1 to floor(x / 2^e) when the remainder exceeds 2^(e-1) - 1 (2^(e-1) for x < 0):
+    # that is floor((x + 2^(e-1) - [x < 0]) / 2^e) for e > 0, and x itself for e = 0
+    half = (np.int64(1) << exponent) >> 1
+    neg = x < 0
+    if not np.all(exponent > 0):
+        neg = neg & (exponent > 0)
+    return (x + half - neg) >> exponent
 
 
 def _wrap_int32(x):
@@ -127,7 +128,13 @@ def multiply_by_quantized_multiplier(acc, m0, shift):
     shift = np.asarray(shift, dtype=np.int64)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
-    x = _wrap_int32(np.asarray(acc, dtype=np.int64) << left)
+    acc = np.asarray(acc, dtype=np.int64)
+    if np.any(left > 0):
+        x = _wrap_int32(acc << left)
+    elif acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
+        x = _wrap_int32(acc)
+    else:
+        x = acc             # in int32 range, nothing to shift: the wrap is the identity
     return rounding_divide_by_pot(srdhm(x, m0), right)
 
 

@@ -216,8 +216,18 @@ def conv_accumulate(x: np.ndarray, w: np.ndarray, groups: int, stride, padding, 
     """Grouped conv of [N, H, W, Cin] with OHWI weight [Cout, KH, KW, Cin/g]: returns [N, OH, OW, Cout].
 
     Used for float (float64 in) and for int8 (integer-valued float64 in, exact: every partial sum of
-    int8 x int8 products stays far below 2^53, so BLAS's summation order cannot round)."""
+    int8 x int8 products stays far below 2^53, so BLAS's summation order cannot round). A pointwise
+    conv is one matrix product without an im2col copy; a depthwise conv is summed tap by tap (for
+    float64 that is a different, equally accurate, summation order than a matrix product's)."""
     cout, kh, kw, cg = w.shape
+    if groups == 1 and kh == kw == 1 and not any(padding):
+        # a pointwise conv: the same matrix product on the strided pixels, without the im2col copy
+        cols = x[:, ::stride[0], ::stride[1], :]
+        n, oh, ow = cols.shape[:3]
+        out = cols.reshape(n * oh * ow, cg) @ w.reshape(cout, -1).T
+        return out.reshape(n, oh, ow, cout)
+    if cg == 1 and groups == cout:
+        return _depthwise_taps(x, w, stride, padding, dilation)
     p = patches(x, (kh, kw), stride, padding, dilation)             # [N, OH, OW, KH, KW, Cin]
     n, oh, ow = p.shape[:3]
     og = cout // groups
@@ -234,6 +244,25 @@ def conv_accumulate(x: np.ndarray, w: np.ndarray, groups: int, stride, padding, 
     return out.reshape(n, oh, ow, cout)
 
 
+def _depthwise_taps(x: np.ndarray, w: np.ndarray, stride, padding, dilation) -> np.ndarray:
+    """Depthwise conv (one filter per channel, w [C, KH, KW, 1]) of [N, H, W, C]: one multiply-add of
+    a strided slice per kernel tap, several times faster than im2col and a batched matrix product."""
+    cout, kh, kw, _ = w.shape
+    sh, sw = stride
+    pt, pl, pb, pr = padding
+    dh, dw = dilation
+    if any(padding):
+        x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    oh = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((x.shape[0], oh, ow, cout))
+    for i in range(kh):
+        for j in range(kw):
+            tap = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw, :]
+            out += tap * w[:, i, j, 0]
+    return out
+
+
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zp_out: int,
                act_min: int, act_max: int, bits: int = 8) -> np.ndarray:
     """Accumulators (last axis = channel) -> int8, per SPEC.md: MBQM + zp, then clamp. bits=16: int64
@@ -242,8 +271,8 @@ def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zp_out: int,
         y = multiply_by_quantized_multiplier_64(acc.astype(np.int64), m0.astype(np.int64),
                                                 shift.astype(np.int64)) + zp_out
         return np.clip(y, act_min, act_max).astype(np.int16)
-    y = multiply_by_quantized_multiplier(acc.astype(np.int64), m0.astype(np.int64),
-                                         shift.astype(np.int64)) + zp_out
+    y = multiply_by_quantized_multiplier(np.asarray(acc, np.int64), np.asarray(m0, np.int64),
+                                         np.asarray(shift, np.int64)) + zp_out
     return np.clip(y, act_min, act_max).astype(np.int8)
 
 
