@@ -24,7 +24,7 @@ from .artifact import save_graph
 from .bn_stats import check_bn_statistics
 from .outcheck import safe_model_name
 from .calibrate import SampleTap, calibrate, validate_batch
-from .emit import emit_model
+from .emit import CodeOnly, emit_model, render_model
 from .emulator import Emulator
 from .evaluate import save_float_graph
 from .errors import BudgetError, CalibrationError, EdgebnError, input_file
@@ -283,8 +283,9 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         raise EdgebnError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if min_sqnr is not None and precision != "auto":
         raise EdgebnError("--min-sqnr is the target of --precision auto; add --precision auto (or drop --min-sqnr)")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}    # CPU seconds of this process per stage (gcc's are its own entry)
     tgt = get_target(target)
     model_name = model_name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else type(model).__name__)
     names = LibraryNames.for_name(name if name is not None else default_name(model_name))
@@ -294,10 +295,10 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     with OutputDir(out_dir, force) as output:
 
         def lap(stage):
-            nonlocal t0
-            now = time.perf_counter()
-            timings[stage] = now - t0
-            t0 = now
+            nonlocal t0, c0
+            now, cnow = time.perf_counter(), time.process_time()
+            timings[stage], cpu[stage] = now - t0, cnow - c0
+            t0, c0 = now, cnow
 
         if isinstance(calib, (str, os.PathLike)):
             calib = load_calibration(calib)
@@ -367,23 +368,29 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                                                "torch_input_shape": list(tshape),
                                                "float_model": save_float_graph(float_graph, tmp)})
         emu = Emulator.load(tmp)
-        for lib_names in {names.prefix: names, SPEC4_NAME: LibraryNames.for_name(SPEC4_NAME)}.values():
-            # lib/NAME is the library; lib/edgebn_model the same model under SPEC section 4's names,
-            # which the harness (src/) and code written for those names use
-            emit_model(qgraph, plan, mhash, tmp / "lib" / lib_names.prefix, name, int(sum(macs.values())),
-                       names=lib_names, labels=labels, arena_in_psram=arena_in_psram, target_name=tgt.name,
-                       isa=tgt.isa_facts)
-        lap("emit")
-        sample = np.asarray(calib[:REPORT_SAMPLES]) if tap is None else tap.sample()
-        sample = None if sample is None else sample[:REPORT_SAMPLES]
-        rng = np.random.default_rng(0)
-        vectors = emu.quantize_input(sample[:SELFTEST_VECTORS]) if sample is not None else \
-            rng.integers(-128, 128, (SELFTEST_VECTORS,) + emu.input_shape, dtype=np.int8)
-        # host gcc measures the stack and the flash (in a thread) while Python runs the report's
-        # SQNR pass; "stack" is the part of the measurement the report did not overlap
+        # host gcc measures the stack and the code size (in a thread, on a code-only render of the model:
+        # its large tables declared extern) while Python writes the library and runs the report's SQNR
+        # pass; "stack" is the part of the measurement they did not overlap
+        code_only, rows_cache = CodeOnly(), {}
+        code_files = render_model(qgraph, plan, mhash, name, int(sum(macs.values())), labels=labels,
+                                  arena_in_psram=arena_in_psram, target_name=tgt.name, isa=tgt.isa_facts,
+                                  code_only=code_only, rows_cache=rows_cache)
         stack_job = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgebn-stack")
-        stack_future = stack_job.submit(_stack_report, tmp)
+        stack_future = stack_job.submit(_stack_report, code_files, code_only.bytes)
         try:
+            for lib_names in {names.prefix: names, SPEC4_NAME: LibraryNames.for_name(SPEC4_NAME)}.values():
+                # lib/NAME is the library; lib/edgebn_model the same model under SPEC section 4's names,
+                # which the harness (src/) and code written for those names use
+                emit_model(qgraph, plan, mhash, tmp / "lib" / lib_names.prefix, name, int(sum(macs.values())),
+                           names=lib_names, labels=labels, arena_in_psram=arena_in_psram, target_name=tgt.name,
+                           isa=tgt.isa_facts, rows_cache=rows_cache)
+            del rows_cache
+            lap("emit")
+            sample = np.asarray(calib[:REPORT_SAMPLES]) if tap is None else tap.sample()
+            sample = None if sample is None else sample[:REPORT_SAMPLES]
+            rng = np.random.default_rng(0)
+            vectors = emu.quantize_input(sample[:SELFTEST_VECTORS]) if sample is not None else \
+                rng.integers(-128, 128, (SELFTEST_VECTORS,) + emu.input_shape, dtype=np.int8)
             report = build_report(float_graph, qgraph, plan, macs, const_bytes, emu, sample, tgt,
                                   [str(w.message) for w in caught])
             lap("report")
@@ -421,6 +428,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         report["boards"] = [f.as_dict() for f in fits]
         report["compile_seconds"] = round(sum(timings.values()), 3)
         report["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        cpu["gcc"] = stack.pop("gcc_cpu_seconds", 0.0)
+        report["timings_cpu"] = {k: round(v, 3) for k, v in cpu.items()}
         report.update(stack)
         write_report(report, tmp)
         commit = output.commit()
@@ -505,18 +514,25 @@ def _given_ranges(graph: Graph, ranges, calibration: str, weight_method: str):
     return check_ranges(graph, given, where), meta
 
 
-def _stack_report(out_dir: Path) -> dict:
-    """Worst-case stack of edgebn_model_run, measured with the host gcc (-fstack-usage); without a
-    host gcc the report says so instead of guessing. model_flash_bytes: the model object's code,
-    weights and data from that compile (x86-64 code, larger than the boards' 16/24-bit encodings)."""
+def _stack_report(code_files: dict[str, str], table_bytes: int) -> dict:
+    """Worst-case stack of edgebn_model_run, measured with the host gcc (-fstack-usage) on the
+    code-only render of the model (edgebn.emit.CodeOnly: the same kernels, its int8 tables extern);
+    without a host gcc the report says so instead of guessing. code_flash_bytes: that object's code,
+    int32 tables and data (x86-64 code, larger than the boards' 16/24-bit encodings);
+    model_flash_bytes: that plus the int8 tables (table_bytes: the weights and lookup tables)."""
     if shutil.which("gcc") is None:
         return {"stack_bytes": None, "stack_note": "not measured: no host gcc on PATH"}
-    from .stack import stack_usage
+    import resource
 
-    su = stack_usage(out_dir)
-    return {"stack_bytes": su["stack_bytes"], "stack_functions": su["functions"],
+    from .stack import stack_usage_of_files
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    su = stack_usage_of_files(code_files)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"gcc_cpu_seconds": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+            "stack_bytes": su["stack_bytes"], "stack_functions": su["functions"],
             "stack_note": "host gcc -O2 -fstack-usage, heaviest call path from edgebn_model_run",
-            "model_flash_bytes": su["flash_bytes"]}
+            "code_flash_bytes": su["flash_bytes"], "model_flash_bytes": su["flash_bytes"] + table_bytes}
 
 
 def _board_fits(tgt, arena_bytes: int, model_flash: int):

@@ -25,16 +25,27 @@ from .ops import OPS
 from .plan import ArenaPlan
 from .resources import ops_dir, templates_dir
 
-__all__ = ["emit_model", "render_model", "layer_contexts", "output_contexts", "c_string"]
+__all__ = ["emit_model", "render_model", "layer_contexts", "output_contexts", "c_string", "CodeOnly"]
 
 
 _INT8_TEXT = np.array([str(i) for i in range(-128, 128)], dtype=object)
 
 
-def _c_rows(values, per_row: int = 16) -> str:
+def _c_rows(values, per_row: int = 16, cache: dict | None = None) -> str:
     """A constant array's initializer, per_row values a line. Weights are most of a model's C text
-    (int8: one table lookup per value instead of a str() call)."""
+    (int8: one table lookup per value instead of a str() call). cache: {array bytes: text} shared by
+    the renders of one compile (the two libraries and the code-only render format each array once)."""
     v = np.asarray(values).ravel()
+    if cache is None:
+        return _format_rows(v, per_row)
+    key = (v.dtype.str, per_row, v.tobytes())
+    text = cache.get(key)
+    if text is None:
+        text = cache[key] = _format_rows(v, per_row)
+    return text
+
+
+def _format_rows(v: np.ndarray, per_row: int) -> str:
     if v.dtype == np.int8:
         text = _INT8_TEXT[v.astype(np.int16) + 128]
     else:
@@ -67,12 +78,56 @@ def c_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def environment() -> jinja2.Environment:
+class CodeOnly:
+    """A code-only render: every int8 table of at least MIN_VALUES values (the weights) is declared
+    `extern` instead of defined, and its bytes are counted here. The kernels index those tables with
+    run-time indices, so the compiler emits the same code and frames for them whatever their values:
+    edgebn.stack measures stack and code size on this render without compiling megabytes of
+    initializers. Short tables and int32 tables (biases, multipliers) stay defined: the compiler
+    folds a short constant table into immediates (an add's [m0, hk, rs]), which changes frames.
+    tests/test_stack_code_only.py holds the frames equal to the full render's."""
+
+    MIN_VALUES = 1024
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.arrays = 0
+
+    def __call__(self, values) -> bool:
+        v = np.asarray(values)
+        if v.dtype != np.int8 or v.size < self.MIN_VALUES:
+            return False
+        self.bytes += int(v.nbytes)
+        self.arrays += 1
+        return True
+
+
+class _MemoryBytecodeCache(jinja2.BytecodeCache):
+    """Compiled templates shared by every environment of the process (a compile renders the model
+    three times, each with its own filters); jinja keys them by template name and source checksum."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _MemoryBytecodeCache()
+
+
+def environment(code_only: CodeOnly | None = None, rows_cache: dict | None = None) -> jinja2.Environment:
     # "model/...", "ops/_fast.j2" from templates/; "<op>/<kernel>.c.j2" from edgebn/ops/
     env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(templates_dir()), str(ops_dir())]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True)
-    env.filters["c_rows"] = _c_rows
+                             keep_trailing_newline=True, bytecode_cache=_BYTECODE)
+    env.filters["c_rows"] = _c_rows if rows_cache is None else (lambda values: _c_rows(values, cache=rows_cache))
+    env.filters["c_extern"] = code_only if code_only is not None else (lambda values: False)
     env.filters["c_size"] = lambda values: int(np.asarray(values).size)
     env.filters["c_string"] = c_string
     env.filters["c_float_rows"] = _c_float_rows
@@ -178,11 +233,14 @@ def output_contexts(g: Graph, plan: ArenaPlan) -> list[dict]:
 
 def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, total_macs: int,
                  kernels: str = "fast", names: LibraryNames | None = None, labels=None,
-                 arena_in_psram: bool = False, target_name: str = "target", isa=None) -> dict[str, str]:
+                 arena_in_psram: bool = False, target_name: str = "target", isa=None,
+                 code_only: CodeOnly | None = None, rows_cache: dict | None = None) -> dict[str, str]:
     """The library's C files {file name: text}. names: the C prefix and file names (default: SPEC
-    section 4's edgebn_model); labels: one class label per output element, or None."""
+    section 4's edgebn_model); labels: one class label per output element, or None. code_only: a
+    CodeOnly, for a render whose int8 tables are extern (not a library: for edgebn.stack);
+    rows_cache: a dict shared by several renders of one model (see _c_rows)."""
     names = names or LibraryNames.for_name(SPEC4_NAME)
-    env = environment()
+    env = environment(code_only, rows_cache)
     qi = g.qparams[g.inputs[0]]
     layers = layer_contexts(g, plan, kernels, isa)
     outputs = output_contexts(g, plan)
@@ -217,11 +275,12 @@ def render_model(g: Graph, plan: ArenaPlan, model_hash: int, model_name: str, to
 
 def emit_model(g: Graph, plan: ArenaPlan, model_hash: int, lib_dir: Path, model_name: str,
                total_macs: int, kernels: str = "fast", names: LibraryNames | None = None, labels=None,
-               arena_in_psram: bool = False, target_name: str = "target", isa=None) -> list[Path]:
+               arena_in_psram: bool = False, target_name: str = "target", isa=None,
+               rows_cache: dict | None = None) -> list[Path]:
     lib_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render_model(g, plan, model_hash, model_name, total_macs, kernels, names, labels,
-                                   arena_in_psram, target_name, isa).items():
+                                   arena_in_psram, target_name, isa, rows_cache=rows_cache).items():
         path = lib_dir / name
         write_text(path, text)
         written.append(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import EdgebnError
 
-__all__ = ["stack_usage", "parse_su", "parse_callgraph", "worst_path"]
+__all__ = ["stack_usage", "stack_usage_of_files", "parse_su", "parse_callgraph", "worst_path"]
 
 ROOT_FUNCTIONS = ("edgebn_model_run", "edgebn_model_run_hooked")
 
@@ -61,11 +61,27 @@ def worst_path(root: str, frames: dict[str, int], calls: dict[str, set[str]]) ->
 def stack_usage(out_dir, cc: str = "gcc", opt: str = "-O2", extra_flags=()) -> dict:
     """Compile OUT/lib/edgebn_model/*.c with -fstack-usage -fcallgraph-info=su and return
     {"stack_bytes": worst stack of one edgebn_model_run call, "functions": {name: frame bytes},
-     "compiler": cc, "flags": [...]}."""
+     "compiler": cc, "flags": [...], "flash_bytes": code, constants and data of the objects}."""
     lib = Path(out_dir) / "lib" / "edgebn_model"
     srcs = sorted(lib.glob("*.c"))
     if not srcs:
         raise EdgebnError(f"{lib}: no generated C to measure")
+    return _measure(srcs, lib, cc, opt, extra_flags)
+
+
+def stack_usage_of_files(files: dict[str, str], cc: str = "gcc", opt: str = "-O2", extra_flags=()) -> dict:
+    """stack_usage of generated files given as {file name: text} (its .c files compiled, its headers
+    on the include path), e.g. edgebn.emit's code-only render of the model: as stack_usage."""
+    with tempfile.TemporaryDirectory(prefix="edgebn-su-src-") as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        srcs = sorted(Path(tmp).glob("*.c"))
+        if not srcs:
+            raise EdgebnError("no generated C to measure")
+        return _measure(srcs, Path(tmp), cc, opt, extra_flags)
+
+
+def _measure(srcs: list[Path], lib: Path, cc: str, opt: str, extra_flags) -> dict:
     if shutil.which(cc) is None:
         raise EdgebnError(f"stack usage needs a C compiler; {cc!r} is not on PATH")
     flags = ["-std=c99", opt, "-fstack-usage", "-fcallgraph-info=su", *extra_flags]

@@ -1,0 +1,180 @@
+"""Compile time per model (issue 10 part 4): `edgebn compile` on a .pt2, wall and CPU seconds, per stage.
+
+For each model (timm architectures with pretrained=False as in benchmarks/timm_coverage.py, NAME@SIZE
+for another input size than --size; or a tests/zoo_real.py key) a helper process exports it to a
+.pt2 and writes 64 structured calibration inputs (not timed). Then
+
+    /usr/bin/time python -m edgebn compile MODEL.pt2 --calib CALIB.npy -o OUT -q
+
+is timed: wall seconds, and user+sys CPU seconds of edgebn and of its children (the host gcc of the
+stack measurement). CPU seconds are the comparable number on a shared machine; the load average
+before and after each compile is recorded beside them. From OUT/report.json: `timings` (wall per
+stage), `timings_cpu` (this process's CPU per stage, and gcc's), the generated C's size, and flash
+split into code (`code_flash_bytes`, host x86-64 -O2) and weights (`flash_bytes`).
+
+    .venv/bin/python benchmarks/compile_time.py [--models timm:a,timm:b@96,m5] [--size 64]
+        [--root CHECKOUT] [--label after] [--json benchmarks/compile_time.json] [--out benchmarks/compile_time.md]
+
+--root measures another checkout of edgebn (e.g. a `git archive` of an older commit) with this
+script; rows are merged into --json by (model, label), so a "before" and an "after" run of the same
+models end up side by side in the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+N_CALIB = 64
+TIMEOUT_S = 1800
+# the models of benchmarks/timm_coverage.md that compile, and the issue's MobileNetV2-0.35 at 96x96
+DEFAULT_MODELS = (
+    "timm:mobilenetv2_035@96", "timm:mobilenetv2_035", "timm:mobilenetv3_small_050", "timm:mobilenetv3_small_100",
+    "timm:mobilenetv3_large_075", "timm:lcnet_050", "timm:lcnet_100", "timm:mnasnet_small", "timm:mnasnet_050",
+    "timm:ghostnet_050", "timm:ghostnet_100", "timm:regnety_002", "timm:regnetx_002", "timm:mixnet_s",
+    "timm:efficientnet_lite0", "timm:mobilenetv4_conv_small", "timm:tinynet_e", "timm:semnasnet_050",
+    "timm:hardcorenas_a", "timm:repghostnet_050", "timm:spnasnet_100", "timm:fbnetc_100", "timm:mobilenetv1_100",
+    "timm:dla46_c", "m5", "unet", "shufflenet_units", "se_expand_as", "softmax_head",
+)
+
+
+def prepare(model: str, size: int, work: Path) -> None:
+    """Export `model` to work/model.pt2 and write work/calib.npy (in its own process: not timed)."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from zoo_real import ZOO, structured_batch
+
+    torch.set_num_threads(1)
+    if model.startswith("timm:"):
+        from timm_models import create
+        m, shape = create(model[5:], size), (3, size, size)
+    else:
+        m, shape = ZOO[model].build(0), ZOO[model].input_shape[1:]
+    calib = structured_batch(N_CALIB, shape, seed=1)
+    ep = torch.export.export(m, (torch.from_numpy(calib[:1]),))
+    torch.export.save(ep, str(work / "model.pt2"))
+    np.save(work / "calib.npy", calib)
+
+
+def _split(spec: str, size: int) -> tuple[str, int]:
+    name, _, s = spec.partition("@")
+    return name, int(s) if s else size
+
+
+def measure(spec: str, size: int, root: Path) -> dict:
+    name, size = _split(spec, size)
+    row: dict = {"model": spec, "input_size": size if name.startswith("timm:") else None}
+    with tempfile.TemporaryDirectory(prefix="edgebn-ctime-") as tmp:
+        work = Path(tmp)
+        prep = subprocess.run([sys.executable, __file__, "--prepare", name, "--size", str(size), "--work", tmp],
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
+        if prep.returncode != 0:
+            row["error"] = "prepare: " + (prep.stderr.strip().splitlines() or ["?"])[-1][:200]
+            return row
+        env = dict(os.environ, PYTHONPATH=str(root))
+        row["load_before"] = round(os.getloadavg()[0], 2)
+        cmd = ["/usr/bin/time", "-f", "TIME %e %U %S", sys.executable, "-m", "edgebn", "compile",
+               str(work / "model.pt2"), "--calib", str(work / "calib.npy"), "-o", str(work / "out"), "-q"]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S, cwd=tmp)
+        row["load_after"] = round(os.getloadavg()[0], 2)
+        times = [ln for ln in res.stderr.splitlines() if ln.startswith("TIME ")]
+        if res.returncode != 0 or not times:
+            errs = [ln for ln in res.stderr.splitlines() if "error" in ln]
+            row["error"] = (errs or res.stderr.strip().splitlines() or ["?"])[-1][:200]
+            return row
+        wall, user, sys_ = (float(v) for v in times[-1].split()[1:])
+        row.update(wall_s=wall, cpu_s=round(user + sys_, 2))
+        report = json.loads((work / "out" / "report.json").read_text())
+        lib = work / "out" / "lib" / report["library"]["name"]
+        c_files = sorted(lib.glob("*.c"))
+        row.update(
+            compile_seconds=report.get("compile_seconds"), timings=report.get("timings"),
+            timings_cpu=report.get("timings_cpu"),
+            c_bytes=sum(f.stat().st_size for f in c_files),
+            c_lines=sum(f.read_text().count("\n") for f in c_files),
+            weight_bytes=report.get("flash_bytes"), code_flash_bytes=report.get("code_flash_bytes"),
+            model_flash_bytes=report.get("model_flash_bytes"), layers=len(report.get("layers", ())))
+    return row
+
+
+def _f(v, spec=".1f"):
+    return "" if v is None else format(v, spec)
+
+
+def to_markdown(rows: list[dict], command: str) -> str:
+    stages = ("import", "calibrate", "quantize", "emit", "report", "stack", "project")
+    lines = [
+        "# Compile time per model",
+        "",
+        f"Command: `{command}` (each label measured with `--root` on that checkout; see the script's docstring).",
+        "",
+        "`edgebn compile MODEL.pt2 --calib CALIB.npy -q` (64 structured calibration inputs, default target",
+        "qemu-rv32) under `/usr/bin/time`: `wall s` and `CPU s` (user + sys of edgebn and its children, the host",
+        "gcc included) for the whole command, Python start-up and `import torch` included. The machine has 2",
+        "cores shared with other jobs: `load` is the 1-minute load average before/after the compile, and CPU",
+        "seconds are the comparable column when it is high. Stages: wall seconds from report.json `timings`",
+        "(`stack` is the part of the host-gcc measurement nothing overlapped), then `gcc CPU s` from",
+        "`timings_cpu`. Flash: `code B` = code + int32 tables of the host x86-64 -O2 object (report",
+        "`code_flash_bytes`), `weights B` = the constants (`flash_bytes`).",
+        "",
+        "| model | label | load | wall s | CPU s | " + " | ".join(stages) + " | gcc CPU s | C MB | code B | weights B |",
+        "|---|---|---|---|---|" + "---|" * len(stages) + "---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r.get('label', '')} | | | | " + " | " * len(stages)
+                         + f" | | error: {r['error'].replace('|', '/')} |")
+            continue
+        t, tc = r.get("timings") or {}, r.get("timings_cpu") or {}
+        lines.append(
+            f"| {r['model']} | {r.get('label', '')} | {r['load_before']:.1f}/{r['load_after']:.1f} | "
+            f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | " + " | ".join(_f(t.get(s)) for s in stages)
+            + f" | {_f(tc.get('gcc'))} | {r['c_bytes'] / 1e6:.1f} | {_f(r.get('code_flash_bytes'), ',')} | "
+            f"{_f(r.get('weight_bytes'), ',')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", help="comma-separated timm:NAME[@SIZE] or tests/zoo_real.py keys; default: "
+                                     "every model of benchmarks/timm_coverage.md that compiles")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--root", default=str(ROOT), help="the edgebn checkout to measure (default: this one)")
+    ap.add_argument("--label", default="", help="the rows' label (e.g. before / after)")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "compile_time.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "compile_time.md"))
+    ap.add_argument("--prepare", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.prepare:
+        prepare(args.prepare, args.size, Path(args.work))
+        return 0
+    models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
+    path = Path(args.json)
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    for spec in models:
+        row = measure(spec, args.size, Path(args.root))
+        row["label"] = args.label
+        rows = [r for r in rows if (r["model"], r.get("label", "")) != (spec, args.label)] + [row]
+        rows.sort(key=lambda r: (_order(r["model"]), r.get("label", "")))
+        path.write_text(json.dumps(rows, indent=1))
+        Path(args.out).write_text(to_markdown(rows, ".venv/bin/python benchmarks/compile_time.py --label LABEL"))
+        print(f"{spec} [{args.label}]: " + (row["error"] if "error" in row else
+                                             f"wall {row['wall_s']:.1f} s, CPU {row['cpu_s']:.1f} s, "
+                                             f"load {row['load_before']}/{row['load_after']}"), flush=True)
+    return 0
+
+
+def _order(model: str) -> int:
+    return DEFAULT_MODELS.index(model) if model in DEFAULT_MODELS else len(DEFAULT_MODELS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
