@@ -2,13 +2,20 @@
 shows the traceback."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import click
-import numpy as np
+# numpy's OpenBLAS on one thread (unless the user chose otherwise): a compile's matrix products are
+# small, the host gcc of the stack measurement runs beside them, and on a shared 2-core machine a
+# second BLAS thread spinning for work doubled the report's CPU seconds for no wall-clock gain
+# (benchmarks/compile_time.md). Set before numpy loads OpenBLAS, which reads it once.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
 
 from .errors import EdgebnError, input_file
 from .quantize import PTQ_DEFAULTS as DEFAULTS

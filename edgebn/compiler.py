@@ -516,10 +516,10 @@ def _given_ranges(graph: Graph, ranges, calibration: str, weight_method: str):
 
 def _stack_report(code_files: dict[str, str], table_bytes: int) -> dict:
     """Worst-case stack of edgebn_model_run, measured with the host gcc (-fstack-usage) on the
-    code-only render of the model (edgebn.emit.CodeOnly: the same kernels, its int8 tables extern);
-    without a host gcc the report says so instead of guessing. code_flash_bytes: that object's code,
-    int32 tables and data (x86-64 code, larger than the boards' 16/24-bit encodings);
-    model_flash_bytes: that plus the int8 tables (table_bytes: the weights and lookup tables)."""
+    code-only render of the model (edgebn.emit.CodeOnly: the same kernels, its tables of 1024 values
+    or more extern); without a host gcc the report says so instead of guessing. code_flash_bytes: that
+    object's code, shorter tables and data (x86-64 code, larger than the boards' 16/24-bit
+    encodings); model_flash_bytes: that plus the extern tables (table_bytes: weights, bias tables)."""
     if shutil.which("gcc") is None:
         return {"stack_bytes": None, "stack_note": "not measured: no host gcc on PATH"}
     import resource

@@ -79,12 +79,13 @@ def c_string(text: str) -> str:
 
 
 class CodeOnly:
-    """A code-only render: every int8 table of at least MIN_VALUES values (the weights) is declared
-    `extern` instead of defined, and its bytes are counted here. The kernels index those tables with
-    run-time indices, so the compiler emits the same code and frames for them whatever their values:
-    edgebn.stack measures stack and code size on this render without compiling megabytes of
-    initializers. Short tables and int32 tables (biases, multipliers) stay defined: the compiler
-    folds a short constant table into immediates (an add's [m0, hk, rs]), which changes frames.
+    """A code-only render: every integer table of at least MIN_VALUES values (the weights, the fast
+    kernels' per-column and per-window bias tables) is declared `extern` instead of defined, and its
+    bytes are counted here. The kernels index those tables with run-time indices, so the compiler
+    emits the same code and frames for them whatever their values: edgebn.stack measures stack and
+    code size on this render without compiling megabytes of initializers. Shorter tables stay
+    defined: the compiler folds a short constant table into immediates (an add's [m0, hk, rs], the
+    weights of a small depthwise layer it unrolls completely), which changes frames.
     tests/test_stack_code_only.py holds the frames equal to the full render's."""
 
     MIN_VALUES = 1024
@@ -95,7 +96,7 @@ class CodeOnly:
 
     def __call__(self, values) -> bool:
         v = np.asarray(values)
-        if v.dtype != np.int8 or v.size < self.MIN_VALUES:
+        if v.dtype.kind not in "iu" or v.size < self.MIN_VALUES:
             return False
         self.bytes += int(v.nbytes)
         self.arrays += 1

@@ -1,11 +1,12 @@
-"""The stack measurement compiles a code-only render of the model (edgebn.emit.CodeOnly: its int8
+"""The stack measurement compiles a code-only render of the model (edgebn.emit.CodeOnly: its integer
 tables of at least CodeOnly.MIN_VALUES values declared extern, not defined), so that gcc does not
-spend its time on megabytes of weight initializers. That is sound only if the kernels' code and
-frames do not depend on those tables' values. Here every conv/linear shape class of
-tests/test_kernel_variants_build.py, at channel counts that make its weights such a table, plus
-that file's small cases, in the fast kernel set a compile emits, is compiled from both renders, and
-every function's frame must be the same. (Below the threshold they are not: gcc unrolls a small
-depthwise layer completely and folds its weights into immediates, e.g. 64 -> 72 bytes.)"""
+spend its time on megabytes of weight and bias-table initializers. That is sound only if the
+kernels' code and frames do not depend on those tables' values. Here every conv/linear shape class
+of tests/test_kernel_variants_build.py, at channel counts that make its weights (and most bias
+tables) such tables, in the fast kernel set a compile emits, is compiled from both renders, and
+every function's frame must be the same (the other ops' tables are shorter: both renders are the
+same C). Below the threshold they are not: gcc unrolls a small depthwise layer completely and
+folds its weights into immediates (a frame of 64 bytes became 72)."""
 from __future__ import annotations
 
 import subprocess
@@ -14,16 +15,16 @@ from edgebn.emit import CodeOnly, environment, layer_contexts
 from edgebn.ops import OPS
 from edgebn.plan import plan_arena
 from edgebn.stack import parse_su
-from test_kernel_variants_build import conv, conv_classes, conv_transpose, other_classes
+from test_kernel_variants_build import conv, conv_transpose
 from test_kernels import linear_graph
 
 
 def big_classes():
-    """Conv/linear shape classes whose int8 weights reach CodeOnly.MIN_VALUES."""
+    """Conv/linear shape classes whose int8 weights reach CodeOnly.MIN_VALUES values."""
     out, i = [], 0
     for k in (1, 3, 5, 7):
         for stride in (1, 2):
-            for h, w in ((3, 5), (7, 13), (16, 16)):
+            for h, w in ((3, 5), (7, 13)):
                 for pad in sorted({0, k // 2}):
                     if h + 2 * pad < k or w + 2 * pad < k:
                         continue
@@ -52,7 +53,7 @@ def big_classes():
 def _frames(tmp_path, tag, code_only):
     env = environment(code_only)
     parts, n = [], 0
-    for _name, g in big_classes() + conv_classes() + other_classes():
+    for _name, g in big_classes():
         for layer in layer_contexts(g, plan_arena(g), "fast"):
             n += 1
             layer["p"] = f"v{n:03d}"
@@ -79,6 +80,6 @@ def test_code_only_render_has_the_same_frames(tmp_path):
     code_only = CodeOnly()
     extern, extern_src = _frames(tmp_path, "code_only", code_only)
     assert extern == full, {k: (full.get(k), extern.get(k)) for k in set(full) | set(extern) if full.get(k) != extern.get(k)}
-    assert len(full) > 250
-    assert code_only.arrays >= len(big_classes()) and extern_src.count("extern const int8_t") == code_only.arrays
-    assert full_src.count("extern const int8_t") == 0
+    assert len(full) > 100
+    assert code_only.arrays >= len(big_classes()) and extern_src.count("extern const ") == code_only.arrays
+    assert full_src.count("extern const ") == 0
