@@ -17,7 +17,8 @@ split into code (`code_flash_bytes`, host x86-64 -O2) and weights (`flash_bytes`
 
 --root measures another checkout of edgebn (e.g. a `git archive` of an older commit) with this
 script; rows are merged into --json by (model, label), so a "before" and an "after" run of the same
-models end up side by side in the table.
+models end up side by side in the table. --models "" only rewrites the markdown from --json (with
+--note, a paragraph saying what the labels are).
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def _f(v, spec=".1f"):
     return "" if v is None else format(v, spec)
 
 
-def to_markdown(rows: list[dict], command: str) -> str:
+def to_markdown(rows: list[dict], command: str, note: str = "") -> str:
     stages = ("import", "calibrate", "quantize", "emit", "report", "stack", "project")
     lines = [
         "# Compile time per model",
@@ -121,9 +122,10 @@ def to_markdown(rows: list[dict], command: str) -> str:
         "cores shared with other jobs: `load` is the 1-minute load average before/after the compile, and CPU",
         "seconds are the comparable column when it is high. Stages: wall seconds from report.json `timings`",
         "(`stack` is the part of the host-gcc measurement nothing overlapped), then `gcc CPU s` from",
-        "`timings_cpu`. Flash: `code B` = code + int32 tables of the host x86-64 -O2 object (report",
-        "`code_flash_bytes`), `weights B` = the constants (`flash_bytes`).",
+        "`timings_cpu`. Flash: `code B` = code, tables under 1024 values and strings of the host x86-64 -O2",
+        "object (report `code_flash_bytes`), `weights B` = the model's constants (`flash_bytes`).",
         "",
+    ] + ([note, ""] if note else []) + [
         "| model | label | load | wall s | CPU s | " + " | ".join(stages) + " | gcc CPU s | C MB | code B | weights B |",
         "|---|---|---|---|---|" + "---|" * len(stages) + "---|---|---|---|",
     ]
@@ -150,22 +152,28 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="", help="the rows' label (e.g. before / after)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "compile_time.json"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "compile_time.md"))
+    ap.add_argument("--note", default="", help="a paragraph for the markdown (what the labels are)")
     ap.add_argument("--prepare", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.prepare:
         prepare(args.prepare, args.size, Path(args.work))
         return 0
-    models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
+    models = args.models.split(",") if args.models is not None else list(DEFAULT_MODELS)
     path = Path(args.json)
     rows = json.loads(path.read_text()) if path.is_file() else []
+    if not models or models == [""]:     # --models "": rewrite the markdown from --json
+        Path(args.out).write_text(to_markdown(rows, ".venv/bin/python benchmarks/compile_time.py --label LABEL "
+                                                    "[--root CHECKOUT]", args.note))
+        return 0
     for spec in models:
         row = measure(spec, args.size, Path(args.root))
         row["label"] = args.label
         rows = [r for r in rows if (r["model"], r.get("label", "")) != (spec, args.label)] + [row]
         rows.sort(key=lambda r: (_order(r["model"]), r.get("label", "")))
         path.write_text(json.dumps(rows, indent=1))
-        Path(args.out).write_text(to_markdown(rows, ".venv/bin/python benchmarks/compile_time.py --label LABEL"))
+        Path(args.out).write_text(to_markdown(rows, ".venv/bin/python benchmarks/compile_time.py --label LABEL "
+                                                    "[--root CHECKOUT]", args.note))
         print(f"{spec} [{args.label}]: " + (row["error"] if "error" in row else
                                              f"wall {row['wall_s']:.1f} s, CPU {row['cpu_s']:.1f} s, "
                                              f"load {row['load_before']}/{row['load_after']}"), flush=True)
