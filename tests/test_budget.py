@@ -18,6 +18,11 @@ def test_arena_over_the_boards_ram_is_refused_with_the_numbers(tmp_path):
     # the same model fits the S3's budget
     c = edgebn.compile(model, x, tmp_path / "s3", target="esp32s3", example_input=torch.zeros(1, 3, 96, 96))
     assert TARGETS["esp32"].ram_bytes < c.report["arena_bytes"] <= TARGETS["esp32s3"].ram_bytes
+    # the S3 target's library has the ESP32 / S3 conv tiles (2x4, int16 weights: counted as such)
+    src = (tmp_path / "s3" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
+    assert "_conv2d_kxk_n_s8" in src and "static const int16_t l00_w[" in src
+    assert c.report["flash_bytes"] == 32 * 27 * 2 + sum(
+        v.nbytes for n in c.emulator.graph.nodes for k, v in n.params.items() if k not in ("weight", "weight_scale"))
 
 
 def test_weights_over_the_boards_flash_are_refused_with_the_numbers(tmp_path):
