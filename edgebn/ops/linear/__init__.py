@@ -96,6 +96,17 @@ def _fast_context(node, g):
     return weighted_fast_context(node, _fc_context(node.params["weight"], bias), blocked=False, tiles=False)
 
 
+def _applies_fast_narrow(node, g):
+    return _applies_fast(node, g) and "fully connected: 8 outputs per pass, int16 weights, an input per iteration"
+
+
+def _fast_context_narrow(node, g):
+    """The ESP32 / S3 form (16 registers in view, bytes load zero-extended): int16 weights, which the
+    16x16 multiply reads as loaded (an int8 costs a load and a sign extension)."""
+    ctx = _fast_context(node, g)
+    return {**ctx, "weight_fc": ctx["weight_fc"].astype(np.int16), "w_t": "int16_t", "narrow": True}
+
+
 def onnx(b, n: Node) -> None:
     a, t = n.attrs, n.name
     w, bias = b.weights(n, n.params["weight"], n.inputs[0])
@@ -125,6 +136,9 @@ register(OpDef(
     doc="Linear (fully connected), fused ReLU/ReLU6/clamp",
     layer_context=layer_context, kernels=(REFERENCE,),
     fast_kernels=(
+        KernelRecord("linear_fast_n", "linear/linear_fast.c.j2", _applies_fast_narrow, _fast_context_narrow,
+                     constants=("weight_fc", "bias_f") + RQ_CONSTANTS, isa=("narrow_register_file", "unsigned_byte_load"),
+                     weight_bytes=2),
         KernelRecord("linear_fast", "linear/linear_fast.c.j2", _applies_fast, _fast_context,
                      constants=("weight_fc", "bias_f") + RQ_CONSTANTS),
         # the zero-point fold could overflow: the reference loop, and why
