@@ -202,6 +202,16 @@ def test_two_heads_report_evaluate_and_emulate_per_output(heads, tmp_path):
     r = compiled.evaluate(heads["test"])
     assert [o["shape"] for o in r["outputs"]] == [[5], [4]] and r["logit_sqnr_db"] == r["outputs"][0]["sqnr_db"]
     assert all(o["sqnr_db"] > 20 for o in r["outputs"])
+    # the checkpoint as the float reference: its aten graph returns both heads
+    from edgebn.evaluate import evaluate
+
+    pt2 = tmp_path / "heads.pt2"
+    torch.export.save(torch.export.export(heads["model"], (torch.from_numpy(heads["test"][:1]),)), str(pt2))
+    rm = evaluate(out, heads["test"][:1], model=pt2)
+    ours = evaluate(out, heads["test"][:1])
+    assert rm["float_reference"] == "checkpoint" and len(rm["outputs"]) == 2
+    for a, b in zip(rm["outputs"], ours["outputs"]):      # the folded float graph == the checkpoint, nearly
+        assert abs(a["sqnr_db"] - b["sqnr_db"]) < 0.5, (a, b)
     x = tmp_path / "x.npy"
     np.save(x, heads["test"][:3])
     res = subprocess.run(EDGEBN + ["emulate", str(out), "--input", str(x), "-o", str(tmp_path / "y.npy")],
@@ -334,3 +344,11 @@ def test_tampered_outputs_are_refused_with_one_line(heads, tmp_path, edit, needl
     err = res.stderr.strip()
     assert res.returncode == 1 and len(err.splitlines()) == 1 and err.startswith("edgebn: error: "), err
     assert needle in err and "Traceback" not in err
+
+
+def test_a_mismatch_names_the_outputs_that_differ():
+    from edgebn.device.compare import InputMismatch
+
+    m = InputMismatch(3, 2, None, "every layer matched when re-run in debug mode", [0, 2])
+    assert m.describe().startswith("input 3: 2 output int8 differ (output 0: 0, output 1: 2); every layer")
+    assert InputMismatch(1, 4, None).describe() == "input 1: 4 output int8 differ"
