@@ -247,6 +247,26 @@ def test_two_heads_qat_integer_forward_equals_the_compiled_model(heads, tmp_path
     assert all(np.array_equal(d.numpy(), e) for d, e in zip(deq, compiled.emulate(heads["test"])))
 
 
+def test_two_heads_onnx_export_gives_both_outputs_first(heads, tmp_path):
+    """The QDQ export (an outside check of the integer arithmetic) lists the model's outputs first, in
+    order, and ONNX Runtime's int8 for each is within one step of the emulator's."""
+    import onnxruntime as ort
+
+    from edgebn.onnx_export import export_qdq, onnx_to_device
+
+    emu = heads["compiled"].emulator
+    model, names, inputs = export_qdq(heads["work"] / "out", tmp_path / "m.onnx")
+    assert [names[o.name] for o in model.graph.output[:2]] == emu.graph.outputs
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), so, providers=["CPUExecutionProvider"])
+    q = _inputs(emu, heads["test"])
+    got = sess.run([o.name for o in model.graph.output[:2]], {"input": np.ascontiguousarray(q.transpose(0, 3, 1, 2))})
+    for k, (g, want) in enumerate(zip(got, emu.run_all(q))):
+        d = np.abs(onnx_to_device(g).astype(np.int16) - want.astype(np.int16))
+        assert np.mean(d <= 1) >= 0.99, (k, float(np.mean(d <= 1)), int(d.max()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Outputs that alias: the same tensor twice, an intermediate read later, the input itself
 
@@ -295,6 +315,10 @@ def test_shared_and_aliased_outputs_bit_exact(tmp_path, with_input):
     assert np.array_equal(ys[first + 1], ys[first + 3])
     if with_input:
         assert np.array_equal(ys[0], q)
+        from edgebn.onnx_export import export_qdq
+
+        onnx_model, names, _ = export_qdq(tmp_path / "out")     # the input as an output: an Identity
+        assert [names[o.name] for o in onnx_model.graph.output[:4]] == list(dict.fromkeys(g.outputs))
     with torch.no_grad():
         refs = model(torch.from_numpy(calib[:8]))
     for k, (ref, y) in enumerate(zip(refs, compiled.emulate(calib[:8]))):
