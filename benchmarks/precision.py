@@ -7,7 +7,8 @@ and report: logit SQNR vs float on the evaluation set (emulator = the board), th
 accumulated SQNR on the calibration sample (report.json), the layers auto raised, the arena (RAM) and
 the weights (flash) in bytes.
 
-    .venv/bin/python benchmarks/precision.py [--models digits,resnet8,...] [--min-sqnr 30,40]
+    .venv/bin/python benchmarks/precision.py [--models digits,resnet8,...] [--min-sqnr 25,30]
+                                             [--configs int8,int16,auto]
 
 It is a benchmark, not a test. Results go to benchmarks/precision.md and benchmarks/precision.json.
 """
@@ -58,7 +59,8 @@ def run(case, work: Path, **kw) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--min-sqnr", default="30,40", help="auto targets, dB, comma-separated")
+    ap.add_argument("--min-sqnr", default="25", help="auto targets, dB, comma-separated")
+    ap.add_argument("--configs", default="int8,int16,auto", help="which of int8, int16, auto to run")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "precision"))
     args = ap.parse_args(argv)
     targets = [float(t) for t in args.min_sqnr.split(",") if t]
@@ -66,16 +68,20 @@ def main(argv=None):
     for name in [m for m in args.models.split(",") if m]:
         case = make_case(name)
         row = {"model": name, "title": case["title"]}
+        configs = args.configs.split(",")
         with tempfile.TemporaryDirectory() as tmp:
-            row["int8"] = run(case, Path(tmp) / "int8")
-            row["int16"] = run(case, Path(tmp) / "int16", precision="int16")
-            for t in targets:
+            if "int8" in configs:
+                row["int8"] = run(case, Path(tmp) / "int8")
+            if "int16" in configs:
+                row["int16"] = run(case, Path(tmp) / "int16", precision="int16")
+            for t in targets if "auto" in configs else ():
                 row[f"auto{t:g}"] = run(case, Path(tmp) / f"auto{t:g}", precision="auto", min_sqnr=t)
         results.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out + ".json").write_text(json.dumps({"targets": targets, "results": results}, indent=1))
-    Path(args.out + ".md").write_text(table(results, targets))
-    print(table(results, targets))
+    if args.configs == "int8,int16,auto":
+        Path(args.out + ".md").write_text(table(results, targets))
+        print(table(results, targets))
 
 
 def table(results, targets) -> str:

@@ -167,7 +167,7 @@ def _shape(text: str) -> tuple[int, ...]:
               help="Activation width: int8; int16 (TFLite's int16x8 on every layer whose op has it); auto (the fewest "
               "layers raised to int16 for --min-sqnr). docs/QUANTIZATION.md.")
 @click.option("--min-sqnr", type=float, help="--precision auto: every layer's accumulated SQNR target, dB "
-              "[default: 30].")
+              "[default: 25].")
 @click.option("--int16-layers", help="Comma-separated layer names computed in int16 (any --precision).")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,

@@ -29,7 +29,7 @@ __all__ = ["PRECISIONS", "DEFAULT_MIN_SQNR", "int16_refusal", "wide_layers", "in
 
 PRECISIONS = ("int8", "int16", "auto")
 # --precision auto's default target, dB (docs/QUANTIZATION.md gives the evidence)
-DEFAULT_MIN_SQNR = 30.0
+DEFAULT_MIN_SQNR = 25.0
 
 
 def _choosable(node: Node) -> bool:
@@ -189,7 +189,8 @@ def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, flo
     """Greedy: while a layer's accumulated SQNR is below `min_sqnr`, take the first such layer L (graph
     order); for each of the nearest int16-capable layers c among L and the layers it reads from, try
     two raises: c alone, and c with the capable layers reading c's output (an int16 tensor only helps a
-    reader that computes in int16). The raise that brings L to the target with the fewest layers wins,
+    reader that computes in int16); and, as a last resort, every capable layer L reads from (directly
+    or not) with their readers. The raise that brings L to the target with the fewest layers wins,
     else the one that lifts L most. `evaluate(wide)` gives ({layer: SQNR}, fits the budget), or
     (None, False) when a layer's int16 form refuses its ranges. A layer below the target with every
     capable layer int16 (the ceiling), or that no raise lifts by MIN_GAIN_DB, is reported as
@@ -215,10 +216,14 @@ def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, flo
         if not failing:
             break
         target = failing[0]
-        cands = [t for t in _ancestors(graph, target, max_candidates) if t in capable]
+        cands = [t for t in _ancestors(graph, target, len(order)) if t in capable]
         moves = []
-        for c in cands[:max_candidates]:
-            for move in ({c}, {c} | _readers(graph, c, capable)):
+        cone = set()            # the last resort: every capable layer L reads from, with their readers
+        for c in cands:
+            cone |= {c} | _readers(graph, c, capable)
+        for i, c in enumerate(cands):
+            group = [{c}, {c} | _readers(graph, c, capable)] if i < max_candidates else []
+            for move in group + ([cone] if i == len(cands) - 1 else []):
                 move = frozenset(move - wide)
                 if move and move not in moves:
                     moves.append(move)
