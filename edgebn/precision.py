@@ -244,7 +244,8 @@ def choose_auto(graph: Graph, evaluate: Callable[[set[str]], tuple[dict[str, flo
             key = (ok, -len(move) if ok else 0, sq[target], -len(move))
             if best is None or key > best[0]:
                 best = (key, move, sq)
-        if best is None or best[2][target] < current[target] + MIN_GAIN_DB:
+        # a raise that reaches the target is taken however small the step; else it must lift L enough
+        if best is None or (best[2][target] < min_sqnr and best[2][target] < current[target] + MIN_GAIN_DB):
             hopeless.add(target)
             result.unreachable.append(target)
             continue
