@@ -52,10 +52,10 @@ PEER_TOOLS = ("torchao_pt2e", "nncf", "aimet")
 LABELS = {"torchao_pt2e": "torchao PT2E XNNPACK per-channel", "nncf": "NNCF default PTQ",
           "aimet": "AIMET CLE + QuantSim tf_enhanced per-channel", "aimet_adaround": "AIMET + AdaRound"}
 EDGEBN_CONFIGS = {
-    "edgebn minmax (SPEC default)": {"calibration": "minmax", "bias_correction": False, "fold_pool": False},
+    "edgebn minmax (SPEC recipe)": {"calibration": "minmax", "bias_correction": False, "fold_pool": False},
     "edgebn histogram + bias correction": {"calibration": "histogram", "bias_correction": True, "fold_pool": False},
-    "edgebn histogram + bias correction + fold-pool": {"calibration": "histogram", "bias_correction": True,
-                                                       "fold_pool": True},
+    "edgebn default: histogram + bias correction + fold-pool": {"calibration": "histogram", "bias_correction": True,
+                                                                "fold_pool": True},
     "edgebn minmax + bias correction + fold-pool": {"calibration": "minmax", "bias_correction": True,
                                                     "fold_pool": True},
 }

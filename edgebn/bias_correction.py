@@ -66,6 +66,26 @@ def _channel_mean(v: np.ndarray) -> np.ndarray:
     return v.reshape(-1, v.shape[-1]).mean(axis=0)
 
 
+SHRINK = True
+
+
+def _shrunk_mean(v: np.ndarray) -> np.ndarray:
+    """Per channel, the mean error over the samples, shrunk toward 0 by how well the samples pin it
+    down: e * max(0, 1 - se^2 / e^2) with se the standard error of the per-sample means (the
+    positive-part James-Stein estimate). A layer that sees few values per channel (after a global
+    pool: one per sample) on a small calibration set would otherwise take sampling noise into its
+    bias and add it to every input it will ever see."""
+    per_sample = v.reshape(v.shape[0], -1, v.shape[-1]).mean(axis=1)
+    e = per_sample.mean(axis=0)
+    if not SHRINK:
+        return e
+    n = per_sample.shape[0]
+    se2 = per_sample.var(axis=0, ddof=1) / n if n > 1 else np.full_like(e, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keep = np.where(e != 0, np.clip(1.0 - se2 / (e * e), 0.0, 1.0), 0.0)
+    return e * keep
+
+
 def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
                  quantize_node) -> tuple[Graph, Graph, list[BiasCorrection]]:
     """(corrected float graph, its quantized graph, log). `x`: calibration inputs in model layout
@@ -87,7 +107,7 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
         if node.name in weighted:
             qin = qp[node.inputs[0]]
             ref = _preact_float(orig, xs_f[0])
-            err = _channel_mean(_preact_int8(qnode, xs_q[0], qin) - ref)
+            err = _shrunk_mean(_preact_int8(qnode, xs_q[0], qin) - ref)
             node.params["bias"] = node.params["bias"] - err
             qnode = quantize_node(node, g)
             after = _channel_mean(_preact_int8(qnode, xs_q[0], qin) - ref)

@@ -17,9 +17,11 @@ from .weights import WEIGHT_METHODS, set_weight_scales
 
 __all__ = ["PTQ_DEFAULTS", "assign_qparams", "quantize_graph"]
 
-# The defaults of `edgebn compile` and edgebn.compile (docs/QUANTIZATION.md gives the evidence).
-PTQ_DEFAULTS = {"calibration": "minmax", "weight_method": "max", "bias_correction": False, "equalize": False,
-                "fold_pool": False}
+# The defaults of `edgebn compile` and edgebn.compile, chosen on measured logit SQNR
+# (benchmarks/ptq_recipes.md, docs/QUANTIZATION.md "The default recipe"). SPEC.md's recipe is
+# calibration "minmax" with the bias correction and the pool fold off; every option stays available.
+PTQ_DEFAULTS = {"calibration": "histogram", "weight_method": "max", "bias_correction": True, "equalize": False,
+                "fold_pool": True}
 
 
 def _calibrated(rng, bits: int) -> QParams:

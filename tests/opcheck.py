@@ -129,3 +129,28 @@ def layerwise_sqnr(model: nn.Module, compiled, x: np.ndarray) -> dict[str, float
         ref = OPS[node.op].run_float(node, [deq(t) for t in node.inputs])
         out[node.name] = sqnr_db(np.asarray(ref).reshape(values[node.name].shape), deq(node.name))
     return out
+
+
+def quantize_only(model: nn.Module, calib: np.ndarray, **ptq):
+    """The emulator of the int8 model `edgebn.compile(model, calib, ...)` would build with these PTQ
+    options (edgebn.quantize.PTQ_DEFAULTS for the others), without emitting C or writing OUT: the same
+    import, passes, fold-pool / equalization, calibration, bias correction (on the first
+    BIAS_CORRECTION_SAMPLES inputs) and quantization. For SQNR checks of nets whose C takes long to build."""
+    from edgebn.calibrate import calibrate
+    from edgebn.compiler import BIAS_CORRECTION_SAMPLES, torch_input_shape
+    from edgebn.emulator import Emulator
+    from edgebn.importer import import_module
+    from edgebn.passes import run_passes
+    from edgebn.passes.equalize import equalize
+    from edgebn.passes.fold_pool import fold_pool_into_linear
+    from edgebn.quantize import PTQ_DEFAULTS, assign_qparams, quantize_graph
+
+    o = {**PTQ_DEFAULTS, **ptq}
+    g = run_passes(import_module(model.eval(), torch.from_numpy(np.ascontiguousarray(calib[:1]))))
+    if o["fold_pool"]:
+        g = fold_pool_into_linear(g)
+    if o["equalize"]:
+        g = equalize(g)
+    ranges = calibrate(g, calib, torch_input_shape(g), method=o["calibration"])
+    bc = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if o["bias_correction"] else None
+    return Emulator(quantize_graph(g, assign_qparams(g, ranges), o["weight_method"], bias_correction_data=bc))
