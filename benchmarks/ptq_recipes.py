@@ -74,14 +74,15 @@ def make_case(name: str, size: int):
             "x": structured_batch(N_TEST, shape, seed=2)}
 
 
-def run_case(case) -> dict:
+def run_case(case, recipes=tuple(RECIPES), ort=True) -> dict:
     from timm_coverage import _onnxruntime
 
     model, calib, x = case["model"], case["calib"], case["x"]
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).double().numpy()
     row = {"model": case["name"]}
-    for label, kw in RECIPES.items():
+    for label in recipes:
+        kw = RECIPES[label]
         t = time.perf_counter()
         try:
             y = quantized(model, calib, **kw).predict(x)
@@ -89,6 +90,8 @@ def run_case(case) -> dict:
         except Exception as e:  # noqa: BLE001 - a recipe failing is a result to report
             row[label] = f"error: {str(e).splitlines()[0][:100]}"
         row[f"{label} s"] = round(time.perf_counter() - t, 1)
+    if not ort:
+        return row
     with tempfile.TemporaryDirectory() as tmp:
         try:
             out = _onnxruntime(model, torch.from_numpy(calib[:1]), calib, x, Path(tmp))
@@ -121,6 +124,8 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(PEERS_MODELS + ZOO_REAL + tuple(f"timm:{t}" for t in TIMM)))
     ap.add_argument("--size", type=int, default=64, help="timm input size")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "ptq_recipes.json"))
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="recipes to (re)run; the others' cells are kept")
+    ap.add_argument("--no-ort", action="store_true", help="keep the ORT cell of an earlier run")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -130,10 +135,11 @@ def main(argv=None):
         if name.startswith("timm:"):
             import_timm()
         t = time.perf_counter()
-        row = run_case(make_case(name, args.size))
+        row = run_case(make_case(name, args.size), args.recipes.split(","), not args.no_ort)
         row["seconds"] = round(time.perf_counter() - t, 1)
         print(json.dumps(row), flush=True)
-        rows = [r for r in rows if r["model"] != name] + [row]
+        old = next((r for r in rows if r["model"] == name), {})
+        rows = [r for r in rows if r["model"] != name] + [{**old, **row}]
         out.write_text(json.dumps(rows, indent=1) + "\n")
     out.with_suffix(".md").write_text(to_markdown(rows))
 

@@ -69,8 +69,9 @@ def check_model(model: nn.Module, input_shape, work: Path, *, min_sqnr_db: float
 
     calibrate_on_test adds the test inputs to the calibration set: no test value is then clipped by
     a range it never saw, so the SQNR measures the int8 arithmetic alone (single-op tests use it to
-    keep their bounds tight); model tests calibrate on separate data, as a user would. `options` go to
-    edgebn.compile (e.g. fold_pool=True)."""
+    keep their bounds tight, with minmax ranges unless `options` say otherwise: the default histogram
+    ranges clip sparse tails by design); model tests calibrate on separate data with the default
+    recipe, as a user would. `options` go to edgebn.compile (e.g. fold_pool=True)."""
     model = model.eval()
     calib = normal(input_shape, n_calib, seed) if calib is None else calib
     test = normal(input_shape, n_test, seed + 1000) if test is None else test
@@ -78,6 +79,8 @@ def check_model(model: nn.Module, input_shape, work: Path, *, min_sqnr_db: float
         calib = np.concatenate([calib, test])
     tag = f"m{next(_serial)}"
     out = Path(work) / tag
+    if calibrate_on_test:
+        options = {"calibration": "minmax", **options}
     compiled = compile_model(model, calib, out, **options)
     emu = compiled.emulator
     exe = build_host(out, Path(work) / f"{tag}.exe")
