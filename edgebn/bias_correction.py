@@ -66,9 +66,6 @@ def _channel_mean(v: np.ndarray) -> np.ndarray:
     return v.reshape(-1, v.shape[-1]).mean(axis=0)
 
 
-SHRINK = True
-
-
 def _shrunk_mean(v: np.ndarray) -> np.ndarray:
     """Per channel, the mean error over the samples, shrunk toward 0 by how well the samples pin it
     down: e * max(0, 1 - se^2 / e^2) with se the standard error of the per-sample means (the
@@ -77,8 +74,6 @@ def _shrunk_mean(v: np.ndarray) -> np.ndarray:
     bias and add it to every input it will ever see."""
     per_sample = v.reshape(v.shape[0], -1, v.shape[-1]).mean(axis=1)
     e = per_sample.mean(axis=0)
-    if not SHRINK:
-        return e
     n = per_sample.shape[0]
     se2 = per_sample.var(axis=0, ddof=1) / n if n > 1 else np.full_like(e, np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
