@@ -1,11 +1,12 @@
 """Calibrate: run the float graph over calibration batches and choose each tensor's real range.
 
 Methods (SPEC.md section 1 allows better range choices; the int8 arithmetic never changes):
-  minmax      the observed [min, max] (default, as SPEC.md)
+  minmax      the observed [min, max] (SPEC.md's recipe; `calibrate()`'s default)
   percentile  the [100-p, p] percentiles of the observed values (p = 99.99 by default)
   mse         the clipping range minimizing the int8 quantization MSE of the observed values
-  histogram   every observed value binned into a streaming histogram (fixed bin width, doubled as
-              the range grows, so no value is ever dropped), then the [lo, hi] minimizing the
+  histogram   (edgebn compile's default, edgebn.quantize.PTQ_DEFAULTS) every observed value binned
+              into a streaming histogram (fixed bin width, doubled as the range grows, so no
+              value is ever dropped), then the [lo, hi] minimizing the
               expected int8 error over the histogram: rounding error scale^2/12 inside the range,
               the squared clipping distance outside it (the search PyTorch's HistogramObserver, which
               PT2E uses, does over its histogram)
