@@ -116,8 +116,16 @@ def layerwise_sqnr(model: nn.Module, compiled, x: np.ndarray) -> dict[str, float
     from edgebn.ops import OPS
     from edgebn.passes import run_passes
 
+    from edgebn.passes.equalize import equalize
+    from edgebn.passes.fold_pool import fold_pool_into_linear
+
     emu = compiled.emulator
     fg = run_passes(import_module(model.eval(), torch.from_numpy(x[:1])))
+    quant = compiled.report.get("quantization", {})
+    if quant.get("fold_pool"):          # the graph the compiler quantized (the default folds the pool)
+        fg = fold_pool_into_linear(fg)
+    if quant.get("equalize"):
+        fg = equalize(fg)
     qg = emu.graph
     values = execute(qg, emu.quantize_input(x), run_int8, keep_all=True)
 
