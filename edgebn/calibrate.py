@@ -240,11 +240,17 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
                                                           method == "histogram")
     if seen == 0:
         raise CalibrationError("calibration data is empty")
+    if method == "histogram":   # its error search squares real values: refuse out-of-range data before it
+        _check_limits({name: (obs.lo, obs.hi) for name, obs in observers.items()})
     ranges = {name: obs.range(method, percentile) for name, obs in observers.items()}
+    _check_limits(ranges)
+    return ranges
+
+
+def _check_limits(ranges: dict[str, tuple[float, float]]) -> None:
     for name, (lo, hi) in ranges.items():
         peak = max(abs(lo), abs(hi))
         if peak > VALUE_LIMIT:
             raise CalibrationError(f"tensor {name!r} reaches {peak:.3g} on the calibration data; int8 scales are "
                                    f"float32, so edgebn quantizes values up to ±{VALUE_LIMIT:g} (check the "
                                    "calibration data's units and the input scaling)")
-    return ranges
