@@ -256,10 +256,12 @@ def _depthwise_taps(x: np.ndarray, w: np.ndarray, stride, padding, dilation) -> 
     oh = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1
     ow = (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
     out = np.zeros((x.shape[0], oh, ow, cout))
+    tmp = np.empty_like(out)          # one product buffer for every tap: no temporary per tap
     for i in range(kh):
         for j in range(kw):
             tap = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw, :]
-            out += tap * w[:, i, j, 0]
+            np.multiply(tap, w[:, i, j, 0], out=tmp)
+            out += tmp
     return out
 
 
