@@ -51,6 +51,12 @@ def _preact_float(node: Node, x: np.ndarray) -> np.ndarray:
     return run_float(plain, [x])
 
 
+def _clamped(node: Node, preact: np.ndarray) -> np.ndarray:
+    """run_float of a weighted layer from its pre-activation: the fused clamp applied."""
+    act = node.attrs.get("act")
+    return preact if act is None else np.clip(preact, act.get("lo"), act.get("hi"))
+
+
 def _preact_int8(qnode: Node, q_in: np.ndarray, qin: QParams) -> np.ndarray:
     """s_in * s_w[c] * acc[c] for the quantized layer: the same linear op on the dequantized input
     with dequantized weights and bias (exact up to float64 rounding: padding taps dequantize to 0)."""
@@ -109,7 +115,10 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
             log.append(BiasCorrection(node.name, float(np.abs(err).mean()), float(np.abs(after).mean()),
                                       float(np.abs(err).max())))
         shape = (n_batch,) + tuple(g.shapes[node.name])
-        fvals[node.name] = np.asarray(run_float(orig, xs_f)).reshape(shape)   # the true float network
+        # the true float network; a weighted layer's output is its pre-activation clamped (every
+        # weighted op's run_float is acc + bias, then the fused clamp): not computed twice
+        fout = _clamped(orig, ref) if node.name in weighted else run_float(orig, xs_f)
+        fvals[node.name] = np.asarray(fout).reshape(shape)
         qvals[node.name] = np.asarray(run_int8(qnode, xs_q)).reshape(shape)
         qnodes.append(qnode)
         for t in node.inputs:
