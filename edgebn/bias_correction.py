@@ -27,6 +27,7 @@ from .execute import run_float, run_int8
 from .ir import Graph, Node
 from .numerics import dequantize, quantize
 from .ops import OPS, QParams
+from .ops.base import apply_act
 from .ops.reshape import torch_to_device
 
 __all__ = ["BiasCorrection", "bias_correct", "weighted_nodes"]
@@ -49,12 +50,6 @@ def _preact_float(node: Node, x: np.ndarray) -> np.ndarray:
     """The layer in float64 without its fused clamp."""
     plain = Node(node.name, node.op, node.inputs, {**node.attrs, "act": None}, node.params)
     return run_float(plain, [x])
-
-
-def _clamped(node: Node, preact: np.ndarray) -> np.ndarray:
-    """run_float of a weighted layer from its pre-activation: the fused clamp applied."""
-    act = node.attrs.get("act")
-    return preact if act is None else np.clip(preact, act.get("lo"), act.get("hi"))
 
 
 def _preact_int8(qnode: Node, q_in: np.ndarray, qin: QParams) -> np.ndarray:
@@ -117,7 +112,7 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
         shape = (n_batch,) + tuple(g.shapes[node.name])
         # the true float network; a weighted layer's output is its pre-activation clamped (every
         # weighted op's run_float is acc + bias, then the fused clamp): not computed twice
-        fout = _clamped(orig, ref) if node.name in weighted else run_float(orig, xs_f)
+        fout = apply_act(ref, orig.attrs.get("act")) if node.name in weighted else run_float(orig, xs_f)
         fvals[node.name] = np.asarray(fout).reshape(shape)
         qvals[node.name] = np.asarray(run_int8(qnode, xs_q)).reshape(shape)
         qnodes.append(qnode)

@@ -25,6 +25,7 @@ from ..numerics import (multiply_by_quantized_multiplier, multiply_by_quantized_
                         quantize as quantize_array, dequantize)
 
 __all__ = [
+    "apply_act",
     "OpDef", "OPS", "register", "Ref", "AtenContext", "QParams", "KernelRecord", "array_bytes",
     "patches", "conv_accumulate", "requantize", "act_range", "as_images", "from_images",
     "build_lut", "bits_of",
@@ -281,6 +282,12 @@ def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zp_out: int,
 def bits_of(node: Node) -> int:
     """The width of a quantized node's output activations (attrs "bits", 8 when absent)."""
     return int(node.attrs.get("bits", 8))
+
+
+def apply_act(y: np.ndarray, act: dict | None) -> np.ndarray:
+    """A fused clamp activation {lo, hi} (None = none, a bound None = open) on a float result: what
+    run_float of every op with a fusable activation does after its affine part."""
+    return y if act is None else np.clip(y, act.get("lo"), act.get("hi"))
 
 
 def act_range(act: dict | None, q: QParams) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from ...ir import Graph, Node
 from ...numerics import add_multipliers, multiply_by_quantized_multiplier
 from .._fast import INT32_MAX, rqf_from
 from .._affine import activation_types
-from ..base import KernelRecord, OpDef, act_range, bits_of, register
+from ..base import apply_act, KernelRecord, OpDef, act_range, bits_of, register
 
 LEFT_SHIFT = 20
 LEFT_SHIFT_16 = 15      # TFLite's int16 ADD (general-scale path): 15 bits of headroom
@@ -18,8 +18,7 @@ LEFT_SHIFT_16 = 15      # TFLite's int16 ADD (general-scale path): 15 bits of he
 
 def run_float(node, xs):
     y = xs[0] + xs[1]
-    act = node.attrs.get("act")
-    return y if act is None else np.clip(y, act.get("lo"), act.get("hi"))
+    return apply_act(y, node.attrs.get("act"))
 
 
 def quantize(node, graph, qp):

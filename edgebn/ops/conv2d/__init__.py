@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import Graph, Node, image_view
-from ..base import OpDef, bits_of, conv_accumulate, register, requantize, as_images
+from ..base import apply_act, OpDef, bits_of, conv_accumulate, register, requantize, as_images
 from .._affine import activation_types, quantize_weighted
 from . import esp_nn, kernels
 
@@ -46,10 +46,7 @@ def run_float(node: Node, xs):
     a = node.attrs
     y = conv_accumulate(as_images(xs[0]).astype(np.float64), node.params["weight"], a["groups"], a["stride"],
                         a["padding"], a["dilation"]) + node.params["bias"]
-    act = a.get("act")
-    if act is not None:
-        y = np.clip(y, act.get("lo"), act.get("hi"))
-    return y
+    return apply_act(y, a.get("act"))
 
 
 def quantize(node: Node, graph, qp):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import Graph, Node
-from ..base import KernelRecord, OpDef, register, requantize
+from ..base import apply_act, KernelRecord, OpDef, register, requantize
 from .._affine import quantize_weighted
 
 
@@ -69,8 +69,7 @@ def run_float(node: Node, xs):
     a = node.attrs
     y = accumulate(xs[0].astype(np.float64), node.params["weight"], a["groups"], a["stride"], a["padding"],
                    a["dilation"]) + node.params["bias"]
-    act = a.get("act")
-    return y if act is None else np.clip(y, act.get("lo"), act.get("hi"))
+    return apply_act(y, a.get("act"))
 
 
 def quantize(node: Node, graph, qp):

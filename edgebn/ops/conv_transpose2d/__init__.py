@@ -15,7 +15,7 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import Graph, Node, image_view
-from ..base import KernelRecord, OpDef, as_images, register, requantize
+from ..base import apply_act, KernelRecord, OpDef, as_images, register, requantize
 from .._affine import quantize_weighted
 
 
@@ -54,10 +54,7 @@ def run_float(node: Node, xs):
     a = node.attrs
     y = transpose_accumulate(as_images(xs[0]).astype(np.float64), node.params["weight"], a["stride"],
                              a["padding"], a["output_padding"]) + node.params["bias"]
-    act = a.get("act")
-    if act is not None:
-        y = np.clip(y, act.get("lo"), act.get("hi"))
-    return y
+    return apply_act(y, a.get("act"))
 
 
 def quantize(node: Node, graph, qp):

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir import Graph, Node
-from ..base import KernelRecord, OpDef, bits_of, register, requantize
+from ..base import apply_act, KernelRecord, OpDef, bits_of, register, requantize
 from .._affine import activation_types, quantize_weighted
 from .._fast import RQ_CONSTANTS, fold_is_exact, folded_bias, weighted_fast_context
 
@@ -19,8 +19,7 @@ def output_shape(node, ins):
 
 def run_float(node, xs):
     y = xs[0].reshape(xs[0].shape[0], -1).astype(np.float64) @ node.params["weight"].T + node.params["bias"]
-    act = node.attrs.get("act")
-    return y if act is None else np.clip(y, act.get("lo"), act.get("hi"))
+    return apply_act(y, node.attrs.get("act"))
 
 
 def quantize(node, graph, qp):

@@ -14,7 +14,7 @@ import numpy as np
 from ...errors import EdgebnError, UnsupportedOpError
 from ...ir import Graph, Node, image_view
 from ...numerics import INT32_MAX, multiply_by_quantized_multiplier, quantize_multiplier
-from ..base import KernelRecord, OpDef, act_range, as_images, register
+from ..base import apply_act, KernelRecord, OpDef, act_range, as_images, register
 
 
 def device_broadcast(a: tuple, b: tuple) -> tuple:
@@ -44,8 +44,7 @@ def _images(xs, shape):
 def run_float(node: Node, xs):
     a, b = _images(xs, node.attrs["shape"])
     y = a * b
-    act = node.attrs.get("act")
-    return y if act is None else np.clip(y, act.get("lo"), act.get("hi"))
+    return apply_act(y, node.attrs.get("act"))
 
 
 def quantize(node: Node, graph: Graph, qp) -> Node:
