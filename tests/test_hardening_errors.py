@@ -12,22 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from click.testing import CliRunner
 
 import edgebn
-from edgebn.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4 * 8 * 8, 5)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(torch.relu(self.bn(self.c(x))), 1))
+import hardening
+from hardening import SmallNet, assert_one_line_error
+from edgebn.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +25,17 @@ def work(tmp_path_factory):
     torch.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
     np.save(d / "x.npy", x)
-    torch.export.save(torch.export.export(Net().eval(), (torch.zeros(1, 3, 8, 8),)), str(d / "m.pt2"))
-    edgebn.compile(Net().eval(), x, d / "out", example_input=torch.zeros(1, 3, 8, 8))
+    torch.export.save(torch.export.export(SmallNet().eval(), (torch.zeros(1, 3, 8, 8),)), str(d / "m.pt2"))
+    edgebn.compile(SmallNet().eval(), x, d / "out", example_input=torch.zeros(1, 3, 8, 8))
     return d
 
 
 def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+    return hardening.cli(*args, catch_exceptions=True)
 
 
 def one_line(res, code: int, *needles) -> str:
-    err = res.stderr.strip()
-    assert res.exit_code == code, (res.exit_code, res.output)
-    assert "Traceback" not in res.output and "Usage:" not in res.output and "Error:" not in err, res.output
-    assert len(err.splitlines()) == 1 and err.startswith("edgebn: error: "), err
-    for n in needles:
-        assert n.lower() in err.lower(), (n, err)
-    return err
+    return assert_one_line_error(res, *needles, code=code)
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -16,32 +16,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from click.testing import CliRunner
 
 from helpers import build_host, run_host
 
 import edgebn
-from edgebn.cli import main
+from hardening import EDGEBN, SHAPE, SmallNet, assert_one_line_error, cli
 from edgebn.errors import EdgebnError
 
-SHAPE = (1, 3, 8, 8)
-EDGEBN = [str(Path(sys.executable).with_name("edgebn"))]
-if not Path(EDGEBN[0]).exists():
-    EDGEBN = [sys.executable, "-m", "edgebn"]
-
-
-class Net(nn.Module):
+class Net(SmallNet):
     """The factory for `--model test_hardening_inputs:Net`."""
-
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.p = nn.MaxPool2d(2)
-        self.fc = nn.Linear(64, 5)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.p(torch.relu(self.bn(self.c(x)))), 1))
 
 
 def trained_net(seed=0) -> Net:
@@ -84,23 +67,6 @@ def work(tmp_path_factory):
     torch.save(trained_net().state_dict(), d / "good_sd.pt")
     np.save(d / "calib.npy", np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32))
     return d
-
-
-def cli(*args):
-    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return res
-
-
-def assert_one_line_error(res, *needles):
-    """Exit 1, exactly one stderr line, `edgebn: error: ...` naming the cause, no traceback."""
-    err = res.stderr.strip()
-    assert res.exit_code == 1, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("edgebn: error: "), err
-    for n in needles:
-        assert n.lower() in err.lower(), (n, err)
-    return err
 
 
 def compile_pt2(work, pt2, calib=None, out=None):

@@ -17,27 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from click.testing import CliRunner
 
 import edgebn
+from hardening import ENV, SmallNet
 from edgebn.artifact import FLOAT_NAME, WEIGHTS_NAME, arrays_crc32, load_graph, model_hash
 from edgebn.cli import main
 from edgebn.errors import EdgebnError
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4 * 4 * 4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(nn.functional.max_pool2d(torch.relu(self.bn(self.c(x))), 2), 1))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +33,7 @@ def compiled(tmp_path_factory):
     torch.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
     np.save(d / "x.npy", x)
-    edgebn.compile(Net().eval(), x, d / "out", example_input=torch.zeros(1, 3, 8, 8), target="esp32")
+    edgebn.compile(SmallNet().eval(), x, d / "out", example_input=torch.zeros(1, 3, 8, 8), target="esp32")
     return d
 
 
@@ -291,7 +278,7 @@ def test_bench_refuses_a_huge_shape_before_allocating(compiled, tmp_path):
 def test_compile_writes_a_safe_model_name(tmp_path):
     torch.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
-    c = edgebn.compile(Net().eval(), x, tmp_path / "out", example_input=torch.zeros(1, 3, 8, 8),
+    c = edgebn.compile(SmallNet().eval(), x, tmp_path / "out", example_input=torch.zeros(1, 3, 8, 8),
                        model_name="evil */\n#error pwned\n/* x")
     doc = json.loads((tmp_path / "out" / "edgebn.json").read_text())
     assert doc["name"] == "evil_____error_pwned____x"

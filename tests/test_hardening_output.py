@@ -17,25 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 import edgebn
+from hardening import EDGEBN, SmallNet
 import edgebn.compiler as compiler
 import edgebn.outdir as outdir
 from edgebn.errors import EdgebnError
 
-EDGEBN = [str(Path(sys.executable).with_name("edgebn"))]
-if not Path(EDGEBN[0]).exists():
-    EDGEBN = [sys.executable, "-m", "edgebn"]
-
-
-class Small(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4 * 4 * 4, 3)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(nn.functional.max_pool2d(torch.relu(self.bn(self.c(x))), 2), 1))
 
 
 def tree(d: Path) -> dict[str, str]:
@@ -51,7 +39,7 @@ def leftovers(parent: Path) -> list[str]:
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("hard_out")
     torch.manual_seed(0)
-    torch.export.save(torch.export.export(Small().eval(), (torch.zeros(1, 3, 8, 8),)), str(d / "m.pt2"))
+    torch.export.save(torch.export.export(SmallNet(3).eval(), (torch.zeros(1, 3, 8, 8),)), str(d / "m.pt2"))
     np.save(d / "calib.npy", np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
     bad = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
     bad[3, 0, 0, 0] = np.nan

@@ -19,37 +19,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from click.testing import CliRunner
 
-from edgebn.cli import main
+from hardening import EDGEBN, ENV, SmallNet, cli, one_line_error
 from edgebn.errors import ImportError_
 from edgebn.pt2 import LIMITS, check_expr, read_pt2
 
-EDGEBN = [str(Path(sys.executable).with_name("edgebn"))]
-if not Path(EDGEBN[0]).exists():
-    EDGEBN = [sys.executable, "-m", "edgebn"]
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 MEM_LIMIT = 1536 << 20          # address space for a compile subprocess (a normal compile needs ~1.2 GiB)
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4 * 4 * 4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(nn.functional.max_pool2d(torch.relu(self.bn(self.c(x))), 2), 1))
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("pt2")
     torch.manual_seed(0)
-    torch.export.save(torch.export.export(Net().eval(), (torch.zeros(1, 3, 8, 8),)), str(d / "good.pt2"))
+    torch.export.save(torch.export.export(SmallNet().eval(), (torch.zeros(1, 3, 8, 8),)), str(d / "good.pt2"))
     np.save(d / "calib.npy", np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
     return d
 
@@ -73,21 +55,6 @@ def rewrite(src: Path, dst: Path, model=None, add=(), drop=(), member_edit=None)
         for name, data in add:
             zout.writestr(name[1:] if name.startswith("!") else f"{root}/{name}", data)
     return dst
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(stderr: str, exit_code: int, *needles) -> str:
-    err = stderr.strip()
-    assert exit_code == 1, (exit_code, stderr)
-    assert "Traceback" not in stderr
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("edgebn: error: "), err
-    for n in needles:
-        assert n.lower() in err.lower(), (n, err)
-    return err
 
 
 def run_limited(args, cwd, limit=MEM_LIMIT, timeout=300):
@@ -260,7 +227,7 @@ def test_archive_allowlist(work, tmp_path, case, needle):
 def test_file_names_torch_export_save_writes_are_accepted(work, tmp_path):
     """torch.export.save names the archive's top folder after the file stem, spaces and all."""
     path = tmp_path / "my model v2 (ü).pt2"
-    torch.export.save(torch.export.export(Net().eval(), (torch.zeros(1, 3, 8, 8),)), str(path))
+    torch.export.save(torch.export.export(SmallNet().eval(), (torch.zeros(1, 3, 8, 8),)), str(path))
     with zipfile.ZipFile(path) as z:
         assert z.namelist()[0].startswith("my model v2 (ü)/")
     res = cli("compile", path, "--calib", work / "calib.npy", "-o", tmp_path / "out", "-q")
