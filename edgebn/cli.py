@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 from .errors import EdgebnError, input_file
 from .quantize import PTQ_DEFAULTS as DEFAULTS
+from .targets import TARGETS
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -137,7 +138,7 @@ def _shape(text: str) -> tuple[int, ...]:
               help="Calibration inputs: float32 .npy/.npz, model layout, leading batch axis.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output project directory.")
 @click.option("--target", default="qemu-rv32", show_default=True,
-              type=click.Choice(["qemu-rv32", "esp32", "esp32s3", "esp32c3"]))
+              type=click.Choice(list(TARGETS)))
 @click.option("--model", "model_spec", help="pkg.module:Factory building the nn.Module (instead of a .pt2).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict for --model (loaded weights_only).")
 @click.option("--input-shape", help="Input shape for --model, e.g. 1,3,32,32.")

@@ -572,9 +572,12 @@ def _write_library(tmp: Path, names, model_name: str, total_macs: int, arena_byt
                        tgt.idf_target or "esp32c3", tuple(graph_external_libraries(emu.graph)))
     lib_dir = tmp / "lib" / names.prefix
     write_library(lib_dir, info)
-    arduino = [f for f in fits if getattr(BOARD_SUPPORT.get(f.target.pio_board), "framework", None) == "arduino"]
+    arduino = [f for f in fits if getattr(BOARD_SUPPORT.get(f.target.pio_env), "framework", None) == "arduino"]
     envs = [{"name": f.target.pio_env, "description": f.target.description or f.target.name,
-             "platform": PLATFORM_SPECS[f.target.pio_platform], "board": f.target.pio_board}
+             "platform": PLATFORM_SPECS[f.target.pio_platform], "board": f.target.pio_board,
+             "flash_size": f"{BOARD_SUPPORT[f.target.pio_env].flash_chip_bytes // (1024 * 1024)}MB",
+             "memory_type": BOARD_SUPPORT[f.target.pio_env].memory_type,
+             "defines": BOARD_SUPPORT[f.target.pio_env].defines}
             for f in arduino if f.fits]
     gone = [{"name": f.target.pio_env, "reason": f.reason} for f in arduino if not f.fits]
     write_examples(tmp, info, envs, gone)

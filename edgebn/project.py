@@ -39,23 +39,32 @@ ESP_COREDUMP_BYTES = 0x10000        # last 64 KiB of flash
 
 @dataclass(frozen=True)
 class BoardSupport:
-    """How PlatformIO builds for one target's board."""
+    """How PlatformIO builds one target's env (its board, and the module on it).
+
+    One PlatformIO board id can carry several modules (esp32-s3-devkitc-1 comes with N8, N8R2,
+    N16R8, ...): what differs is said here, and the env overrides the board's defaults with it."""
 
     framework: str | None       # PlatformIO framework, None for the offline emulated board
     port: str                   # firmware/ports/*_<port>.c|.cpp: edgebn_port.h and the entry point
     monitor_speed: int = 0      # serial baud of the harness (0: no serial line, e.g. QEMU stdio)
     upload_speed: int = 0       # esptool baud for flashing
-    flash_chip_bytes: int = 0   # size of the board's flash chip, for the partition table
+    flash_chip_bytes: int = 0   # size of the module's flash chip: partition table, board_upload.flash_size
+    memory_type: str = ""       # board_build.arduino.memory_type (flash_psram mode, e.g. qio_opi); "" = the board's
+    defines: tuple[str, ...] = ()   # extra -D for the module (BOARD_HAS_PSRAM: Arduino-ESP32 sets up its PSRAM)
 
 
 # Arduino-ESP32 rather than ESP-IDF: docs/OFFLINE.md and the generated README say why.
 # 115200 baud: what every USB-UART bridge on these dev kits (CP210x, CH340, the S3/C3's own USB
 # serial) handles reliably with default drivers; the harness reads the same number via
 # -DEDGEBN_SERIAL_BAUD=${this.monitor_speed}. 921600 is esptool's usual fast flashing rate.
+# Keyed by Target.pio_env. The N16R8 module's octal PSRAM needs Arduino-ESP32's qio_opi build
+# (quad flash, octal PSRAM) and BOARD_HAS_PSRAM; its 16 MB flash needs board_upload.flash_size.
 BOARD_SUPPORT: dict[str, BoardSupport] = {
     "esp32dev": BoardSupport("arduino", "arduino", 115200, 921600, 4 * 1024 * 1024),
-    "esp32-s3-devkitc-1": BoardSupport("arduino", "arduino", 115200, 921600, 8 * 1024 * 1024),
-    "esp32-c3-devkitm-1": BoardSupport("arduino", "arduino", 115200, 921600, 4 * 1024 * 1024),
+    "esp32s3": BoardSupport("arduino", "arduino", 115200, 921600, 8 * 1024 * 1024),
+    "esp32s3_n16r8": BoardSupport("arduino", "arduino", 115200, 921600, 16 * 1024 * 1024,
+                                  memory_type="qio_opi", defines=("BOARD_HAS_PSRAM",)),
+    "esp32c3": BoardSupport("arduino", "arduino", 115200, 921600, 4 * 1024 * 1024),
     "qemu_rv32": BoardSupport(None, "qemu_rv32"),
 }
 
@@ -75,6 +84,8 @@ class _Env:
     partitions_csv: str = ""
     flash_chip_mib: int = 0
     app_partition_kib: int = 0
+    memory_type: str = ""
+    defines: tuple[str, ...] = ()
     platform_dir: str = ""
     target: Target | None = None
 
@@ -131,8 +142,8 @@ def _resolve_targets(targets: Sequence[Target | str]) -> list[Target]:
     if duplicates:
         raise EdgebnError(f"targets repeat PlatformIO env(s) {', '.join(duplicates)}")
     for t in resolved:
-        if t.pio_board not in BOARD_SUPPORT:
-            raise EdgebnError(f"target {t.name!r}: no PlatformIO support for board {t.pio_board!r}")
+        if t.pio_env not in BOARD_SUPPORT:
+            raise EdgebnError(f"target {t.name!r}: no PlatformIO support for env {t.pio_env!r}")
     return resolved
 
 
@@ -141,7 +152,7 @@ def _app_partition_bytes(flash_chip_bytes: int) -> int:
 
 
 def _env_for(target: Target) -> _Env:
-    support = BOARD_SUPPORT[target.pio_board]
+    support = BOARD_SUPPORT[target.pio_env]
     common = dict(name=target.pio_env, description=target.description or target.name,
                   board=target.pio_board, framework=support.framework,
                   port_files=_port_files(support.port), target=target)
@@ -154,7 +165,7 @@ def _env_for(target: Target) -> _Env:
                 upload_speed=support.upload_speed, partitions_csv=f"partitions_{mib}MB.csv",
                 flash_chip_mib=mib,
                 app_partition_kib=_app_partition_bytes(support.flash_chip_bytes) // 1024,
-                **common)
+                memory_type=support.memory_type, defines=support.defines, **common)
 
 
 def _require_file(path: Path, what: str) -> Path:

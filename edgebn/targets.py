@@ -178,6 +178,13 @@ TARGETS: dict[str, Target] = {
         Target("esp32s3", "xtensa-lx7", 240, 320 * 1024, 7 * 1024 * 1024, "esp32s3",
                "esp32-s3-devkitc-1", "espressif32", "ESP32-S3 (Xtensa LX7, 512 KiB SRAM)",
                psram_bytes=2 * 1024 * 1024, bench_board="qemu_esp32s3", idf_target="esp32s3"),
+        # The S3 dev kit most sold: ESP32-S3-WROOM-1-N16R8 (16 MB quad flash, 8 MB octal PSRAM) on
+        # the same devkitc-1 board. Same chip and budgets as esp32s3 but the flash and PSRAM; the
+        # PlatformIO settings the module needs (flash size, octal PSRAM) are edgebn.project's BOARD_SUPPORT.
+        Target("esp32s3-n16r8", "xtensa-lx7", 240, 320 * 1024, 15 * 1024 * 1024, "esp32s3_n16r8",
+               "esp32-s3-devkitc-1", "espressif32",
+               "ESP32-S3 N16R8 (Xtensa LX7, 512 KiB SRAM, 16 MB flash, 8 MB octal PSRAM)",
+               psram_bytes=8 * 1024 * 1024, bench_board="qemu_esp32s3", idf_target="esp32s3"),
         Target("esp32c3", "rv32imc", 160, 256 * 1024, 3 * 1024 * 1024, "esp32c3",
                "esp32-c3-devkitm-1", "espressif32", "ESP32-C3 (RV32IMC, 400 KiB SRAM)",
                bench_board="qemu_rv32", idf_target="esp32c3"),

@@ -31,3 +31,13 @@ def test_weights_over_the_boards_flash_are_refused_with_the_numbers(tmp_path):
     with pytest.raises(BudgetError, match=r"bytes of weights; esp32c3 has 3,145,728 bytes of flash"):
         edgebn.compile(model, x, tmp_path / "out", target="esp32c3", example_input=torch.zeros(1, 1800))
     assert not (tmp_path / "out").exists()
+
+
+def test_weights_over_the_n8_modules_flash_fit_the_n16r8_module():
+    """8 MiB of code + weights: over every board's flash budget but the ESP32-S3 N16R8's (16 MB)."""
+    from edgebn.project import board_fits
+
+    fits = {f.target.name: f for f in board_fits(list(TARGETS.values()), 100_000, 8 * 1024 * 1024)}
+    assert [name for name, f in fits.items() if f.fits] == ["esp32s3-n16r8"]
+    assert fits["esp32s3-n16r8"].arena_placement == "internal"
+    assert fits["esp32s3"].reason == "code + weights 8,388,608 B > 7,340,032 B flash"

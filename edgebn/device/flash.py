@@ -22,6 +22,7 @@ import click
 
 from ..errors import EdgebnError
 from ..project import BOARD_SUPPORT
+from ..targets import TARGETS
 from .pio import run_pio
 from .protocol import SELFTEST_PREFIX
 
@@ -57,8 +58,8 @@ def _default_env(parser: configparser.ConfigParser, ini: Path) -> str:
 
 def _is_emulated(parser: configparser.ConfigParser, env: str) -> bool:
     board = parser.get(f"env:{env}", "board", fallback=None)
-    support = BOARD_SUPPORT.get(board) if board else None
-    return support is not None and support.framework is None
+    return any(t.pio_board == board and BOARD_SUPPORT[t.pio_env].framework is None
+               for t in TARGETS.values() if t.pio_env in BOARD_SUPPORT)
 
 
 def _boot_emulated(project_dir: Path, env: str, *, offline: bool, core_dir: Path | None, stream,

@@ -31,13 +31,13 @@ def test_a_board_the_model_does_not_fit_gets_no_env_but_a_reason(tmp_path):
     arena = c.report["arena_bytes"]
     assert TARGETS["esp32c3"].ram_bytes < arena <= TARGETS["esp32s3"].ram_bytes
     ini = (c.path / "platformio.ini").read_text()
-    assert envs(ini) == ["esp32s3", "qemu_rv32"]
+    assert envs(ini) == ["esp32s3", "esp32s3_n16r8", "qemu_rv32"]
     assert (f"; [env:esp32dev] left out: the model does not fit {TARGETS['esp32'].description}: "
             f"arena {arena:,} B > {TARGETS['esp32'].ram_bytes:,} B RAM.") in ini
     example = (c.path / "examples" / "platformio" / "platformio.ini").read_text()
-    assert envs(example) == ["esp32s3"] and "; [env:esp32c3] left out: arena" in example
+    assert envs(example) == ["esp32s3", "esp32s3_n16r8"] and "; [env:esp32c3] left out: arena" in example
     boards = {b["target"]: b for b in c.report["boards"]}
-    assert [t for t, b in boards.items() if b["fits"]] == ["esp32s3", "qemu-rv32"]
+    assert [t for t, b in boards.items() if b["fits"]] == ["esp32s3", "esp32s3-n16r8", "qemu-rv32"]
     assert all(b["arena_placement"] == "internal" for b in boards.values() if b["fits"])
     table = format_table(c.report)
     assert "board esp32 (env:esp32dev): left out of platformio.ini: arena" in table
@@ -57,5 +57,5 @@ def test_an_s3_arena_over_internal_ram_goes_to_psram(tmp_path):
     boards = {b["target"]: b for b in c.report["boards"]}
     assert boards["esp32s3"]["fits"] and boards["esp32s3"]["arena_placement"] == "psram"
     assert not boards["esp32c3"]["fits"] and not boards["esp32"]["fits"]
-    assert envs((c.path / "platformio.ini").read_text()) == ["esp32s3", "qemu_rv32"]
+    assert envs((c.path / "platformio.ini").read_text()) == ["esp32s3", "esp32s3_n16r8", "qemu_rv32"]
     assert "board esp32s3 (env:esp32s3): fits (arena in psram)" in format_table(c.report)

@@ -24,7 +24,7 @@ from edgebn.errors import EdgebnError
 from edgebn.project import PLATFORM_DIR
 from edgebn.targets import TARGETS
 
-ALL_TARGETS = ["esp32", "esp32s3", "esp32c3", "qemu-rv32"]
+ALL_TARGETS = ["esp32", "esp32s3", "esp32s3-n16r8", "esp32c3", "qemu-rv32"]
 
 
 def test_pio_project_config_accepts_every_env(compiled_out, offline_env):
@@ -48,6 +48,8 @@ def test_pio_project_config_accepts_every_env(compiled_out, offline_env):
         # ${this.monitor_speed} resolved: the harness and the serial monitor agree on the baud.
         assert "-DEDGEBN_SERIAL_BAUD=115200" in env["build_flags"]
         assert (compiled_out / env["board_build.partitions"]).is_file()
+        assert env["board_upload.flash_size"].endswith("MB")
+    assert config["env:esp32s3_n16r8"]["board_build.arduino.memory_type"] == "qio_opi"
 
 
 def elf_header(path):

@@ -14,7 +14,7 @@ from edgebn.targets import TARGETS
 
 from project_fixtures import make_project
 
-ALL_TARGETS = ["esp32", "esp32s3", "esp32c3", "qemu-rv32"]
+ALL_TARGETS = ["esp32", "esp32s3", "esp32s3-n16r8", "esp32c3", "qemu-rv32"]
 
 
 def read_ini(out: Path) -> configparser.ConfigParser:
@@ -33,7 +33,7 @@ def test_one_env_per_target_with_its_board(tmp_path):
         target = TARGETS[name]
         section = ini[f"env:{target.pio_env}"]
         assert section["board"] == target.pio_board
-        if BOARD_SUPPORT[target.pio_board].framework:
+        if BOARD_SUPPORT[target.pio_env].framework:
             assert section["framework"] == "arduino"
             assert section["platform"].startswith("platformio/espressif32 @ ^6")
             assert section["build_unflags"].split() == ["-Os"]
@@ -67,9 +67,9 @@ def test_offline_platform_is_copied_with_the_shared_flags(tmp_path):
 def test_partition_tables_fit_flash_and_the_target_budget(tmp_path):
     out = make_project(tmp_path / "out", ALL_TARGETS, "esp32dev")
     ini = read_ini(out)
-    for name in ("esp32", "esp32s3", "esp32c3"):
+    for name in ("esp32", "esp32s3", "esp32s3-n16r8", "esp32c3"):
         target = TARGETS[name]
-        flash = BOARD_SUPPORT[target.pio_board].flash_chip_bytes
+        flash = BOARD_SUPPORT[target.pio_env].flash_chip_bytes
         table = out / ini[f"env:{target.pio_env}"]["board_build.partitions"]
         rows = [r for r in csv.reader(l for l in table.read_text().splitlines()
                                       if l.strip() and not l.startswith("#"))]
@@ -81,6 +81,24 @@ def test_partition_tables_fit_flash_and_the_target_budget(tmp_path):
         apps = [p for p in parts if p[1] == "app"]
         assert len(apps) == 1 and apps[0][2] % 0x10000 == 0
         assert apps[0][3] >= target.flash_bytes       # the compiler's flash budget fits the slot
+        # esptool writes the same chip size into the image header as the table is sized for
+        assert ini[f"env:{target.pio_env}"]["board_upload.flash_size"] == f"{flash // (1024 * 1024)}MB"
+
+
+def test_the_n16r8_module_gets_its_flash_and_octal_psram_settings(tmp_path):
+    """ESP32-S3-WROOM-1-N16R8 on the devkitc-1 board: 16 MB quad flash and 8 MB octal PSRAM need
+    Arduino-ESP32's qio_opi build and BOARD_HAS_PSRAM; the N8 module's env keeps the board's defaults."""
+    out = make_project(tmp_path / "out", ["esp32s3", "esp32s3-n16r8"], "esp32s3_n16r8")
+    ini = read_ini(out)
+    n16r8, n8 = ini["env:esp32s3_n16r8"], ini["env:esp32s3"]
+    assert n16r8["board"] == n8["board"] == "esp32-s3-devkitc-1"
+    assert n16r8["board_upload.flash_size"] == "16MB" and n8["board_upload.flash_size"] == "8MB"
+    assert n16r8["board_build.arduino.memory_type"] == "qio_opi" and "board_build.arduino.memory_type" not in n8
+    assert "-DBOARD_HAS_PSRAM" in n16r8["build_flags"].split() and "-DBOARD_HAS_PSRAM" not in n8["build_flags"]
+    assert n16r8["board_build.partitions"] == "partitions_16MB.csv"
+    s3, big = TARGETS["esp32s3"], TARGETS["esp32s3-n16r8"]
+    assert (big.isa, big.ram_bytes, big.idf_target) == (s3.isa, s3.ram_bytes, s3.idf_target)
+    assert big.flash_bytes > s3.flash_bytes and big.psram_bytes == 8 * 1024 * 1024
 
 
 def test_rewrite_drops_files_of_the_earlier_project(tmp_path):
