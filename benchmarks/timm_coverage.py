@@ -3,15 +3,22 @@
 For each model (timm architectures with pretrained=False at --size x --size, BN statistics calibrated
 on structured inputs; plus the hand-written edge nets of tests/zoo_real.py):
   * torch.export it (static shapes), then edgebn.compile (Python API, defaults) on 64 structured
-    calibration inputs; record compiled / the first refusal, compile seconds, arena and flash bytes;
+    calibration inputs; record compiled / the first refusal, compile seconds (wall, and CPU: this
+    process and its children, gcc included), arena and flash bytes;
+  * the target: the default (qemu-rv32) unless the model's weights exceed its flash; then the target
+    with the least flash that takes them (edgebn.targets.TARGETS), its refusal on the default kept;
   * the aten ops in the exported graph that edgebn has no rule for (all of them, not just the first);
   * logit SQNR vs torch float on 32 other structured inputs, edgebn's emulator and ONNX Runtime's
     static QDQ int8 (per-channel weights, MinMax calibration on the same 64 inputs, as in
     benchmarks/peers.py). A model with several outputs is scored on all of them concatenated.
-Each model runs in its own process (a crash or hang in one does not stop the table).
+  * with --bit-exact, the compiled C built by the host gcc (-std=c99 -Wall -Wextra -Werror -pedantic
+    -O2) against the emulator on every output int8 of 8 inputs (2 structured, 3 random, all -128,
+    all 127, all 0): slow on the big models, so off by default.
+Each model runs in its own process (a crash or hang in one does not stop the table), with numpy's
+BLAS and torch on one thread, as the edgebn CLI runs.
 
     .venv/bin/python benchmarks/timm_coverage.py [--models a,b] [--size 64] [--out benchmarks/timm_coverage.md]
-        [--json benchmarks/timm_coverage.json] [--update benchmarks/timm_coverage.json]
+        [--json benchmarks/timm_coverage.json] [--update benchmarks/timm_coverage.json] [--bit-exact]
 
 --update reruns only --models (all rows kept otherwise; with no --models it just rewrites the table).
 """
@@ -20,7 +27,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 N_CALIB, N_TEST = 64, 32
 TIMEOUT_S = 900
+DEFAULT_TARGET = "qemu-rv32"
 
 
 def _names():
@@ -87,7 +97,48 @@ def _onnxruntime(model, example, calib, test, work: Path):
     return np.concatenate([np.asarray(o, np.float64).reshape(len(test), -1) for o in outs], axis=1)
 
 
-def run_one(name: str, size: int) -> dict:
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children (gcc, ...)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _weights_needed(message: str) -> int | None:
+    """The byte count of a flash refusal ("model needs N bytes of weights; ..."), else None."""
+    m = re.search(r"model needs ([\d,]+) bytes of weights", message)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def _larger_targets(needed: int) -> list[str]:
+    """Targets with more flash than the default, least flash first, skipping those below `needed`
+    (the default's count: a target's own count is never lower, its kernels may store int16 weights)."""
+    from edgebn.targets import TARGETS
+
+    default = TARGETS[DEFAULT_TARGET]
+    return [t.name for t in sorted(TARGETS.values(), key=lambda t: (t.flash_bytes, t.ram_bytes, t.name))
+            if t.flash_bytes > default.flash_bytes and t.flash_bytes >= needed]
+
+
+def _bit_exact(c, test, work: Path) -> str:
+    """The host build of OUT's C against the emulator: "yes (N inputs)" or what differed."""
+    import numpy as np
+    from helpers import build_host, run_host
+
+    emu = c.emulator
+    rng = np.random.default_rng(3)
+    shape = tuple(emu.input_shape)
+    q = np.concatenate([emu.quantize_input(test[:2]).reshape((2,) + shape),
+                        rng.integers(-128, 128, (3,) + shape, dtype=np.int8),
+                        np.full((1,) + shape, -128, np.int8), np.full((1,) + shape, 127, np.int8),
+                        np.zeros((1,) + shape, np.int8)])
+    exe = build_host(c.path, work / "host_model")
+    got = run_host(exe, q.reshape(len(q), -1), emu.packed_output_size)
+    want = emu.run_packed(q).reshape(len(q), -1)
+    bad = int(np.count_nonzero(got != want))
+    return f"yes ({len(q)} inputs)" if bad == 0 else f"NO: {bad} of {want.size} int8 differ"
+
+
+def run_one(name: str, size: int, bit_exact: bool = False) -> dict:
     import numpy as np
     import torch
 
@@ -123,26 +174,41 @@ def run_one(name: str, size: int) -> dict:
         return row
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        t = time.perf_counter()
-        try:
-            c = edgebn.compile(ep, calib, work / "out", force=True)
-            row["compile_s"] = time.perf_counter() - t
-            row["compiled"] = True
-            totals = c.report.get("totals", c.report)
-            row["arena_bytes"] = totals.get("arena_bytes")
-            row["flash_bytes"] = totals.get("flash_bytes")
-            row["timings"] = c.report.get("timings")
-            row["sqnr_edgebn"] = float(sqnr_db(ref, _flat(c.emulate(test))))
-        except EdgebnError as e:
-            row["compile_s"] = time.perf_counter() - t
-            row["compiled"] = False
-            msg = str(e).strip().splitlines()[0]
-            m = re.search(r"unsupported op aten\.([\w.]+)", msg)
-            row["refusal"] = m.group(1) if m else msg.split("; supported:")[0][:160]
-        except Exception as e:  # noqa: BLE001 - an internal error is a finding, recorded as such
-            row["compile_s"] = time.perf_counter() - t
-            row["compiled"] = False
-            row["refusal"] = f"internal error {type(e).__name__}: {str(e).strip().splitlines()[0][:140]}"
+        targets = [DEFAULT_TARGET]
+        while targets:
+            target = targets.pop(0)
+            row["target"] = target
+            t, cpu = time.perf_counter(), _cpu_seconds()
+            try:
+                c = edgebn.compile(ep, calib, work / "out", target=target, force=True)
+                row["compile_s"] = time.perf_counter() - t
+                row["compile_cpu_s"] = _cpu_seconds() - cpu
+                row["compiled"] = True
+                row.pop("refusal", None)
+                totals = c.report.get("totals", c.report)
+                row["arena_bytes"] = totals.get("arena_bytes")
+                row["flash_bytes"] = totals.get("flash_bytes")
+                row["timings"] = c.report.get("timings")
+                row["sqnr_edgebn"] = float(sqnr_db(ref, _flat(c.emulate(test))))
+                if bit_exact:
+                    row["bit_exact"] = _bit_exact(c, test, work)
+            except EdgebnError as e:
+                row["compile_s"] = time.perf_counter() - t
+                row["compile_cpu_s"] = _cpu_seconds() - cpu
+                row["compiled"] = False
+                msg = str(e).strip().splitlines()[0]
+                m = re.search(r"unsupported op aten\.([\w.]+)", msg)
+                row["refusal"] = m.group(1) if m else msg.split("; supported:")[0][:160]
+                needed = _weights_needed(msg)
+                if needed is not None:   # over this target's flash: the next larger target that may take it
+                    row.setdefault("refusals", {})[target] = row["refusal"]
+                    if target == DEFAULT_TARGET:
+                        targets = _larger_targets(needed)
+            except Exception as e:  # noqa: BLE001 - an internal error is a finding, recorded as such
+                row["compile_s"] = time.perf_counter() - t
+                row["compile_cpu_s"] = _cpu_seconds() - cpu
+                row["compiled"] = False
+                row["refusal"] = f"internal error {type(e).__name__}: {str(e).strip().splitlines()[0][:140]}"
         try:
             row["sqnr_ort"] = float(sqnr_db(ref, _onnxruntime(model, example, calib, test, work)))
         except Exception as e:  # noqa: BLE001
@@ -154,8 +220,10 @@ def _fmt(v, spec):
     return "" if v is None else format(v, spec)
 
 
-def to_markdown(rows, size, command) -> str:
+def to_markdown(rows, size, command, notes=()) -> str:
+    """The table; `notes`: lines of the run's own notes (date, load, findings) under the fixed header."""
     done = [r for r in rows if r.get("compiled")]
+    exact = any("bit_exact" in r for r in rows)
     lines = [
         "# Real-world coverage: timm and hand-written edge BN-CNNs",
         "",
@@ -164,29 +232,40 @@ def to_markdown(rows, size, command) -> str:
         f"timm models at {size}x{size} with `pretrained=False` (random weights) and BN statistics calibrated on",
         "structured inputs; the others from `tests/zoo_real.py`. SQNR: logits vs torch float on 32 structured",
         "inputs, after 64 calibration inputs (edgebn's defaults; ONNX Runtime static QDQ int8, per-channel).",
-        "`not in edgebn`: every aten op of the exported graph that edgebn has no rule for. Target: the default",
-        "(qemu-rv32, 4 MiB of flash for weights). `compile s`: wall clock of `edgebn.compile` (to the refusal",
-        "for those refused) on a 2-core machine shared with other jobs; expect it lower on an idle one.",
+        "`not in edgebn`: every aten op of the exported graph that edgebn has no rule for. `target`: the",
+        f"default ({DEFAULT_TARGET}, 4 MiB of flash for weights), or, for a model whose weights exceed it, the",
+        "target with the least flash that takes them (its refusal on the default is listed under the table).",
+        "`wall s`: wall clock of `edgebn.compile` in process, torch already imported (to the refusal for",
+        "those refused); `CPU s`: the CPU seconds of the same call, this process and its children (gcc)",
+        "together. The machine has 2 cores shared with other jobs: wall s grows with the load, CPU s much less.",
         "Weights are random, so deep nets have low SQNR for both tools: compare the two columns, not the level.",
+        *([""] + list(notes) if notes else []),
         "",
         f"**{len(done)} of {len(rows)} compile.**",
         "",
-        "| model | input | params | compiles | first refusal | not in edgebn | compile s | arena B | flash B "
-        "| SQNR edgebn dB | SQNR ORT dB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | input | params | target | compiles | first refusal | not in edgebn | wall s | CPU s | arena B "
+        "| flash B | SQNR edgebn dB | SQNR ORT dB |" + (" host C == emulator |" if exact else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if exact else ""),
     ]
     for r in rows:
         if "export_error" in r or "error" in r:
-            lines.append(f"| {r['model']} | {r.get('input', '')} | {r.get('params', '')} | export failed | "
-                         f"{r.get('export_error', r.get('error', ''))} | | | | | | |")
+            lines.append(f"| {r['model']} | {r.get('input', '')} | {r.get('params', '')} | | export failed | "
+                         f"{r.get('export_error', r.get('error', ''))} | | | | | | | |" + (" |" if exact else ""))
             continue
         refusal = "" if r.get("compiled") else r.get("refusal", "")
         lines.append(
-            f"| {r['model']} | {r['input']} | {r['params']:,} | {'yes' if r.get('compiled') else 'no'} | "
+            f"| {r['model']} | {r['input']} | {r['params']:,} | {r.get('target', DEFAULT_TARGET)} | "
+            f"{'yes' if r.get('compiled') else 'no'} | "
             f"{refusal.replace('|', '/')} | {', '.join(r.get('unsupported_ops', []))} | "
-            f"{_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('arena_bytes'), ',')} | "
+            f"{_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('compile_cpu_s'), '.1f')} | "
+            f"{_fmt(r.get('arena_bytes'), ',')} | "
             f"{_fmt(r.get('flash_bytes'), ',')} | {_fmt(r.get('sqnr_edgebn'), '.1f')} | "
-            f"{_fmt(r.get('sqnr_ort'), '.1f') or r.get('ort_error', '')[:60]} |")
+            f"{_fmt(r.get('sqnr_ort'), '.1f') or r.get('ort_error', '')[:60]} |"
+            + (f" {r.get('bit_exact', '')} |" if exact else ""))
+    moved = [r for r in rows if r.get("refusals")]
+    if moved:
+        lines += ["", "Refused for flash on a smaller target (then compiled, or not, on the `target` column's):", ""]
+        lines += [f"- {r['model']}: " + "; ".join(f"{t}: {m}" for t, m in r["refusals"].items()) for r in moved]
     counts: dict[str, int] = {}
     for r in rows:
         for op in r.get("unsupported_ops", []):
@@ -205,10 +284,13 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "timm_coverage.md"))
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--update", help="rows JSON of an earlier run: rerun only --models, keep the other rows")
+    ap.add_argument("--bit-exact", action="store_true",
+                    help="also build each compiled model's C on the host and compare it with the emulator")
+    ap.add_argument("--notes", help="a text file of notes for the table's header (date, load, findings)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print("ROW " + json.dumps(run_one(args.one, args.size)))
+        print("ROW " + json.dumps(run_one(args.one, args.size, args.bit_exact)))
         return 0
     names = args.models.split(",") if args.models else ([] if args.update else _names())
     previous = {r["model"]: r for r in json.loads(Path(args.update).read_text())} if args.update else {}
@@ -216,21 +298,25 @@ def main(argv=None):
     for name in names:
         t = time.perf_counter()
         try:
-            res = subprocess.run([sys.executable, __file__, "--one", name, "--size", str(args.size)],
-                                 capture_output=True, text=True, timeout=TIMEOUT_S)
+            res = subprocess.run([sys.executable, __file__, "--one", name, "--size", str(args.size)]
+                                 + (["--bit-exact"] if args.bit_exact else []),
+                                 capture_output=True, text=True, timeout=TIMEOUT_S,
+                                 env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})   # as the CLI runs
             line = [ln for ln in res.stdout.splitlines() if ln.startswith("ROW ")]
             row = json.loads(line[-1][4:]) if line else {
                 "model": name, "error": f"exit {res.returncode}: " + (res.stderr.strip().splitlines() or [""])[-1][:160]}
         except subprocess.TimeoutExpired:
             row = {"model": name, "error": f"timed out after {TIMEOUT_S} s"}
         rows.append(row)
-        status = "compiled" if row.get("compiled") else row.get("refusal", row.get("error", row.get("export_error")))
+        status = (f"compiled for {row.get('target')}" if row.get("compiled")
+                  else row.get("refusal", row.get("error", row.get("export_error"))))
         print(f"{name}: {status} ({time.perf_counter() - t:.0f} s)", flush=True)
     if previous:   # the earlier run's order, with the rerun rows in place
         fresh = {r["model"]: r for r in rows}
         rows = [fresh.pop(n, r) for n, r in previous.items()] + list(fresh.values())
     command = ".venv/bin/python benchmarks/timm_coverage.py" + (f" --size {args.size}" if args.size != 64 else "")
-    Path(args.out).write_text(to_markdown(rows, args.size, command))
+    notes = Path(args.notes).read_text().rstrip("\n").splitlines() if args.notes else ()
+    Path(args.out).write_text(to_markdown(rows, args.size, command, notes))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print(f"wrote {args.out}")
