@@ -60,6 +60,25 @@ class Cat(nn.Module):
         return torch.cat([self.a(x), self.b(x)], 1)
 
 
+def _random_weights(draw, layers) -> nn.Sequential:
+    """The drawn layers as one model with freshly drawn weights and random BN statistics."""
+    torch.manual_seed(draw(st.integers(0, 2 ** 16)))
+    model = nn.Sequential(*layers)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_parameters()
+    return randomize_bn(model, seed=draw(st.integers(0, 2 ** 16)))
+
+
+def _check(tmp_path, model, shape, **sizes):
+    """Bit-exact C == emulator, logit SQNR >= MIN_SQNR_DB and every layer >= MIN_LAYER_SQNR_DB."""
+    r = check_model(model, shape, tmp_path, min_sqnr_db=MIN_SQNR_DB, calibrate_on_test=True, **sizes)
+    per_layer = layerwise_sqnr(model, r.compiled, r.test_inputs)
+    worst = min(per_layer, key=per_layer.get)
+    assert per_layer[worst] >= MIN_LAYER_SQNR_DB, f"layer {worst}: {per_layer[worst]:.1f} dB\n{model}"
+    return r
+
+
 def _conv(draw, c):
     k = draw(st.sampled_from([1, 3]))
     stride = draw(st.sampled_from([1, 1, 2]))
@@ -137,12 +156,7 @@ def small_bn_cnns(draw):
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, draw(st.integers(1, 5)))]
     elif head == "pool_linear_bn":
         layers += [nn.Flatten(), nn.Linear(x[0].numel(), 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)]
-    torch.manual_seed(draw(st.integers(0, 2 ** 16)))
-    model = nn.Sequential(*layers)
-    for m in model.modules():
-        if hasattr(m, "reset_parameters") and not isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_parameters()
-    return randomize_bn(model, seed=draw(st.integers(0, 2 ** 16))), shape
+    return _random_weights(draw, layers), shape
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -151,11 +165,7 @@ def small_bn_cnns(draw):
 @given(small_bn_cnns())
 def test_random_bn_cnn_is_bit_exact_and_tracks_torch(tmp_path, net):
     model, shape = net
-    r = check_model(model, shape, tmp_path, min_sqnr_db=MIN_SQNR_DB, n_calib=256, n_test=16, n_random=8,
-                    calibrate_on_test=True)
-    per_layer = layerwise_sqnr(model, r.compiled, r.test_inputs)
-    worst = min(per_layer, key=per_layer.get)
-    assert per_layer[worst] >= MIN_LAYER_SQNR_DB, f"layer {worst}: {per_layer[worst]:.1f} dB\n{model}"
+    r = _check(tmp_path, model, shape, n_calib=256, n_test=16, n_random=8)
 
     log = r.fold_log
     graph = r.compiled.emulator.graph
@@ -218,12 +228,7 @@ def small_bn_volume_nets(draw):
         x, c = y, cout
     if draw(st.booleans()):
         layers += [nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(c, draw(st.integers(1, 5)))]
-    torch.manual_seed(draw(st.integers(0, 2 ** 16)))
-    model = nn.Sequential(*layers)
-    for m in model.modules():
-        if hasattr(m, "reset_parameters") and not isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_parameters()
-    return randomize_bn(model, seed=draw(st.integers(0, 2 ** 16))), shape
+    return _random_weights(draw, layers), shape
 
 
 @settings(max_examples=8, deadline=None, derandomize=True, print_blob=True,
@@ -232,10 +237,6 @@ def small_bn_volume_nets(draw):
 @given(small_bn_volume_nets())
 def test_random_bn_volume_net_is_bit_exact_and_tracks_torch(tmp_path, net):
     model, shape = net
-    r = check_model(model, shape, tmp_path, min_sqnr_db=MIN_SQNR_DB, n_calib=128, n_test=8, n_random=4,
-                    calibrate_on_test=True)
-    per_layer = layerwise_sqnr(model, r.compiled, r.test_inputs)
-    worst = min(per_layer, key=per_layer.get)
-    assert per_layer[worst] >= MIN_LAYER_SQNR_DB, f"layer {worst}: {per_layer[worst]:.1f} dB\n{model}"
+    r = _check(tmp_path, model, shape, n_calib=128, n_test=8, n_random=4)
     assert len(r.fold_log) == count_batchnorms(model), (r.fold_log, model)
     assert not any(n.op == "batch_norm" for n in r.compiled.emulator.graph.nodes)
