@@ -165,3 +165,29 @@ def quantize_only(model: nn.Module, calib: np.ndarray, **ptq):
     ranges = calibrate(g, calib, torch_input_shape(g), method=o["calibration"])
     bc = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if o["bias_correction"] else None
     return Emulator(quantize_graph(g, assign_qparams(g, ranges), o["weight_method"], bias_correction_data=bc))
+
+
+def onnxruntime_int8(model: nn.Module, calib: np.ndarray, test: np.ndarray, work: Path):
+    """The peer the SQNR floor is measured against: ONNX Runtime static QDQ per-channel int8 of
+    `model` (benchmarks/timm_coverage.py's `_onnxruntime`), calibrated on `calib`, run on `test`.
+    Returns (float reference, ONNX Runtime's outputs), both float64 with the reference's shape (a
+    model with several outputs gives them concatenated per sample, as ONNX Runtime returns them)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from timm_coverage import _onnxruntime
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(test))
+    out = np.asarray(_onnxruntime(model, torch.from_numpy(calib[:1]), calib, test, work), np.float64)
+    if isinstance(ref, (tuple, list)):
+        return ref, out
+    ref = ref.double().numpy()
+    return ref, out.reshape(ref.shape)
+
+
+def onnxruntime_sqnr(model: nn.Module, calib: np.ndarray, test: np.ndarray, work: Path) -> float:
+    """Logit SQNR (dB) of ONNX Runtime's static QDQ per-channel int8 vs torch float on `test`."""
+    ref, out = onnxruntime_int8(model, calib, test, work)
+    return float(sqnr_db(ref.reshape(len(ref), -1), out.reshape(len(ref), -1)))

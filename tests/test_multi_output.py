@@ -31,10 +31,9 @@ from edgebn.errors import UnsupportedOpError
 from edgebn.plan import plan_arena
 from edgebn.report import sqnr_db
 from helpers import STRICT, build_host, run_host
-from opcheck import randomize_bn
+from opcheck import onnxruntime_int8, randomize_bn
 from zoo_real import ZOO, structured_batch
 
-ROOT = Path(__file__).resolve().parents[1]
 EDGEBN = [sys.executable, "-m", "edgebn"]
 
 
@@ -90,15 +89,9 @@ def test_two_heads_sqnr_per_output_not_below_onnxruntime(heads):
     and test data) - 0.5 dB. (Measured: 42.9 / 43.7 dB vs ORT 41.9 / 42.8 dB; without --fold-pool,
     38.3 / 36.5 dB: the pooled features on their input's scale.)"""
     assert any("folded into the weights of linear 'linear', 'linear_1'" in n for n in heads["compiled"].report["notes"])
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from timm_coverage import _onnxruntime
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     model, calib, test = heads["model"], heads["calib"], heads["test"]
-    with torch.no_grad():
-        refs = [t.double().numpy() for t in model(torch.from_numpy(test))]
-    ort = _onnxruntime(model, torch.from_numpy(calib[:1]), calib, test, heads["work"])   # heads concatenated
+    refs, ort = onnxruntime_int8(model, calib, test, heads["work"])   # ORT: the heads concatenated
+    refs = [t.double().numpy() for t in refs]
     ours = heads["compiled"].emulate(test)
     assert isinstance(ours, tuple) and [y.shape for y in ours] == [r.shape for r in refs]
     at = 0

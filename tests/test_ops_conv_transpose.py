@@ -9,8 +9,6 @@
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +18,9 @@ from torch import nn
 import tflm_oracle as tflm
 from edgebn.ir import Node
 from edgebn.ops import OPS, QParams
-from edgebn.report import sqnr_db
-from opcheck import check_model
+from opcheck import check_model, onnxruntime_sqnr
 from zoo_real import ZOO, structured_batch
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("k, stride, pad, out_pad", [(2, 2, 0, 0), (3, 2, 1, 1), (3, 1, 1, 0), (4, 2, 1, 0),
@@ -91,14 +87,7 @@ def test_unet_compiles_end_to_end(tmp_path, capsys):
     shape = e.input_shape
     calib = structured_batch(64, shape[1:], seed=1)
     test = structured_batch(8, shape[1:], seed=2)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from timm_coverage import _onnxruntime
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    with torch.no_grad():
-        ref = model(torch.from_numpy(test)).double().numpy()
-    ort_sqnr = sqnr_db(ref.reshape(len(test), -1), _onnxruntime(model, torch.from_numpy(calib[:1]), calib, test, tmp_path))
+    ort_sqnr = onnxruntime_sqnr(model, calib, test, tmp_path)
     checked = check_model(model, shape, tmp_path, min_sqnr_db=ort_sqnr - 0.5, calib=calib, test=test, n_random=4)
     assert "conv_transpose2d" in [layer["op"] for layer in checked.compiled.report["layers"]]
     with capsys.disabled():

@@ -19,35 +19,19 @@ Random-weight timm nets at 32x32 have low SQNR for every tool (1-25 dB): the bar
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from opcheck import check_model, quantize_only
+from opcheck import check_model, onnxruntime_int8, onnxruntime_sqnr, quantize_only
 from zoo_real import ZOO, structured_batch
 
-ROOT = Path(__file__).resolve().parents[1]
 MARGIN_DB = 0.5
 ZOO_NETS = ("m5", "unet", "shufflenet_units", "se_expand_as", "softmax_head", "linear_relu_bn1d", "normalized_input")
 TIMM_NETS = ("mobilenetv3_small_050", "lcnet_050", "mnasnet_small", "ghostnet_050", "regnety_002", "mixnet_s",
              "efficientnet_lite0", "mobilenetv4_conv_small")
 TIMM_SIZE = {"mobilenetv4_conv_small": 64}      # 32x32 for the others
-
-
-def _ort_sqnr(model, calib, test, work: Path) -> tuple[float, np.ndarray]:
-    from edgebn.report import sqnr_db
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from timm_coverage import _onnxruntime
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    with torch.no_grad():
-        ref = model(torch.from_numpy(test)).double().numpy()
-    out = _onnxruntime(model, torch.from_numpy(calib[:1]), calib, test, work)
-    return float(sqnr_db(ref, out.reshape(ref.shape))), ref
 
 
 @pytest.mark.parametrize("name", ZOO_NETS)
@@ -56,7 +40,7 @@ def test_zoo_net_bit_exact_and_not_below_onnxruntime(tmp_path, name):
     model = e.build(0)
     calib = structured_batch(64, e.input_shape[1:], seed=1)
     test = structured_batch(16, e.input_shape[1:], seed=2)
-    ort, _ = _ort_sqnr(model, calib, test, tmp_path)
+    ort = onnxruntime_sqnr(model, calib, test, tmp_path)
     checked = check_model(model, e.input_shape, tmp_path, min_sqnr_db=ort - MARGIN_DB, calib=calib, test=test,
                           n_random=4)
     assert checked.sqnr_db >= ort - MARGIN_DB, (name, checked.sqnr_db, ort)
@@ -73,7 +57,8 @@ def test_timm_net_not_below_onnxruntime(tmp_path, name):
     shape = (3, size, size)
     calib = structured_batch(32, shape, seed=1)
     test = structured_batch(16, shape, seed=2)
-    ort, ref = _ort_sqnr(model, calib, test, tmp_path)
+    ref, ort_out = onnxruntime_int8(model, calib, test, tmp_path)
+    ort = float(sqnr_db(ref, ort_out))
     emu = quantize_only(model, calib)
     got = float(sqnr_db(ref, emu.predict(test).reshape(ref.shape)))
     assert np.isfinite(got) and got >= ort - MARGIN_DB, (name, got, ort)

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from opcheck import check_model
+from opcheck import check_model, onnxruntime_sqnr
 from tflm_layers import check_layers_against_tflm
 from zoo_real import ZOO, calibrate_bn, structured_batch
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
@@ -66,15 +64,7 @@ def test_timm_without_torchvision_compiles_bit_exact(tmp_path):
     calib = structured_batch(32, (3, 64, 64), seed=1)
     test = structured_batch(16, (3, 64, 64), seed=2)
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from timm_coverage import _onnxruntime
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    from edgebn.report import sqnr_db
-    with torch.no_grad():
-        ref = model(torch.from_numpy(test)).double().numpy()
-    ort_sqnr = sqnr_db(ref, _onnxruntime(model, torch.from_numpy(calib[:1]), calib, test, tmp_path))
+    ort_sqnr = onnxruntime_sqnr(model, calib, test, tmp_path)
     checked = check_model(model, (1, 3, 64, 64), tmp_path, min_sqnr_db=ort_sqnr - 0.5, calib=calib, test=test,
                           n_random=4)
     assert checked.sqnr_db >= ort_sqnr - 0.5
@@ -122,15 +112,7 @@ def test_conv3d_bn3d_compiles_bit_exact_within_ort(tmp_path):
     model = e.build(0)
     calib = structured_batch(64, e.input_shape[1:], seed=1)
     test = structured_batch(32, e.input_shape[1:], seed=2)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from timm_coverage import _onnxruntime
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    from edgebn.report import sqnr_db
-    with torch.no_grad():
-        ref = model(torch.from_numpy(test)).double().numpy()
-    ort_sqnr = sqnr_db(ref, _onnxruntime(model, torch.from_numpy(calib[:1]), calib, test, tmp_path))
+    ort_sqnr = onnxruntime_sqnr(model, calib, test, tmp_path)
     checked = check_model(model, e.input_shape, tmp_path, min_sqnr_db=ort_sqnr - 0.5, calib=calib, test=test,
                           n_random=4, fold_pool=True)
     assert [r["action"] for r in checked.fold_log] == ["folded", "folded"]
@@ -148,16 +130,7 @@ def test_unet_both_upsampling_kinds_within_ort(tmp_path, name):
     model = e.build(0)
     calib = structured_batch(32, e.input_shape[1:], seed=1)
     test = structured_batch(8, e.input_shape[1:], seed=2)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from timm_coverage import _onnxruntime
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    from edgebn.report import sqnr_db
-    with torch.no_grad():
-        ref = model(torch.from_numpy(test)).double().numpy()
-    ort = _onnxruntime(model, torch.from_numpy(calib[:1]), calib, test, tmp_path)
-    ort_sqnr = sqnr_db(ref.reshape(len(ref), -1), ort.reshape(len(ref), -1))
+    ort_sqnr = onnxruntime_sqnr(model, calib, test, tmp_path)
     checked = check_model(model, e.input_shape, tmp_path, min_sqnr_db=ort_sqnr - 0.5, calib=calib, test=test,
                           n_random=2)
     assert checked.sqnr_db >= ort_sqnr - 0.5
