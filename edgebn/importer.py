@@ -25,7 +25,8 @@ from .errors import ImportError_, UnsupportedOpError
 from .ir import MAX_OUTPUTS, Graph
 from .ops import ATEN_RULES, OPS, AtenContext, Ref
 
-__all__ = ["load_program", "run_program", "import_program", "import_module", "import_checkpoint", "supported_aten_ops"]
+__all__ = ["load_program", "run_program", "import_program", "import_module", "import_checkpoint", "supported_aten_ops",
+           "unsupported_op_message"]
 
 # aten calls that compute nothing at inference: their output is their first input.
 IDENTITY_OPS = {
@@ -39,8 +40,42 @@ SKIP_OPS = {"aten._assert_scalar.default", "aten.sym_constrain_range_for_size.de
             "aten._assert_async.msg"}
 
 
+# What to do instead, for the aten ops without a rule that real models carry (keyed by the op's
+# name without its overload); any other op gets GENERIC_ADVICE.
+_PRODUCT = ("a product of two computed tensors (attention, bilinear pooling) has no int8 kernel here: "
+            "edgebn multiplies activations by constant weights (Linear, Conv) and by broadcast gates (`a * b`)")
+_NORM = ("a normalisation over statistics computed at run time has no int8 form here: use BatchNorm, "
+         "which folds into the weights at compile time")
+UNSUPPORTED_ADVICE: dict[str, str] = {
+    "aten.upsample_bicubic2d": "use mode='bilinear' or 'nearest' (TFLite has no bicubic resize either)",
+    "aten.upsample_trilinear3d": "upsample the volume outside the model: edgebn has no 3-D resize",
+    "aten.upsample_nearest3d": "upsample the volume outside the model: edgebn has no 3-D resize",
+    "aten.elu": "use ReLU, LeakyReLU, SiLU, GELU or Tanh (int8 lookup tables) and retrain",
+    "aten.selu": "use ReLU, LeakyReLU, SiLU, GELU or Tanh (int8 lookup tables) and retrain",
+    "aten.celu": "use ReLU, LeakyReLU, SiLU, GELU or Tanh (int8 lookup tables) and retrain",
+    "aten.matmul": _PRODUCT, "aten.bmm": _PRODUCT, "aten.mm": _PRODUCT, "aten.einsum": _PRODUCT,
+    "aten.scaled_dot_product_attention": _PRODUCT,
+    "aten.layer_norm": _NORM, "aten.native_layer_norm": _NORM, "aten.group_norm": _NORM,
+    "aten.native_group_norm": _NORM, "aten.instance_norm": _NORM,
+    "aten.argmax": "return the logits and take the argmax on the device with NAME_argmax (the generated header)",
+    "aten.max": "use MaxPool for spatial maxima; for a class decision return the logits and call NAME_argmax",
+}
+GENERIC_ADVICE = ("rewrite that part with the ops docs/OPERATORS.md lists, or move it outside the model "
+                  "(before its input or after its outputs)")
+
+
 def supported_aten_ops() -> list[str]:
     return sorted(set(ATEN_RULES) | IDENTITY_OPS | {"aten.max_pool2d_with_indices.default"})
+
+
+def unsupported_op_message(target: str, where: str) -> str:
+    """The one line that refuses an aten op without a rule: the op, the node and the user's source
+    line (`where`), what to do instead, and how many ops edgebn does compile."""
+    advice = UNSUPPORTED_ADVICE.get(target.rsplit(".", 1)[0] if target.startswith("aten.") else target,
+                                    GENERIC_ADVICE)
+    return (f"unsupported op {target} at {where}; what to do: {advice} "
+            f"(edgebn compiles {len(supported_aten_ops())} aten ops: docs/OPERATORS.md, "
+            "edgebn.importer.supported_aten_ops())")
 
 
 def _torch():
@@ -415,9 +450,7 @@ def import_program(ep) -> Graph:
         if target == "aten.max_pool2d_with_indices.default":
             rule = ATEN_RULES["aten.max_pool2d.default"]
         if rule is None:
-            raise UnsupportedOpError(
-                f"unsupported op {target} at {where}; supported: "
-                + ", ".join(t.replace("aten.", "") for t in supported_aten_ops()))
+            raise UnsupportedOpError(unsupported_op_message(target, where))
         args = [convert(a) for a in n.args] if multi is None else [a for a in multi[2].values() if isinstance(a, Ref)]
         flat_args = [r for a in args for r in (a if isinstance(a, (list, tuple)) else [a])]   # cat's list
         for a in flat_args:
