@@ -220,6 +220,22 @@ def _fmt(v, spec):
     return "" if v is None else format(v, spec)
 
 
+def _summary(rows) -> str:
+    """The slowest compiles and the models whose SQNR is below ONNX Runtime's minus 0.5 dB."""
+    done = [r for r in rows if r.get("compiled")]
+    parts = []
+    for key, what in (("compile_s", "wall s"), ("compile_cpu_s", "CPU s")):
+        timed = [r for r in done if r.get(key) is not None]
+        if timed:
+            top = max(timed, key=lambda r: r[key])
+            parts.append(f"slowest {what} {top[key]:.1f} ({top['model']})")
+    low = [r for r in done if r.get("sqnr_edgebn") is not None and r.get("sqnr_ort") is not None
+           and r["sqnr_edgebn"] < r["sqnr_ort"] - 0.5]
+    parts.append("below ORT - 0.5 dB: " + (", ".join(f"{r['model']} ({r['sqnr_edgebn']:.1f} vs {r['sqnr_ort']:.1f})"
+                                                   for r in low) or "none"))
+    return " " + "; ".join(parts) + "."
+
+
 def to_markdown(rows, size, command, notes=()) -> str:
     """The table; `notes`: lines of the run's own notes (date, load, findings) under the fixed header."""
     done = [r for r in rows if r.get("compiled")]
@@ -241,7 +257,7 @@ def to_markdown(rows, size, command, notes=()) -> str:
         "Weights are random, so deep nets have low SQNR for both tools: compare the two columns, not the level.",
         *([""] + list(notes) if notes else []),
         "",
-        f"**{len(done)} of {len(rows)} compile.**",
+        f"**{len(done)} of {len(rows)} compile.**" + _summary(rows),
         "",
         "| model | input | params | target | compiles | first refusal | not in edgebn | wall s | CPU s | arena B "
         "| flash B | SQNR edgebn dB | SQNR ORT dB |" + (" host C == emulator |" if exact else ""),
