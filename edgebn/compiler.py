@@ -352,8 +352,17 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                 for n in qgraph.nodes}
         # the weights as the target's kernels store them (int16 in the ESP32 / S3 conv tiles)
         const_bytes = weight_flash_bytes(qgraph, tgt.isa_facts)
+        kernels, kernel_note = "fast", ""
         arena_in_psram = plan.arena_bytes > tgt.ram_bytes and plan.arena_bytes <= tgt.psram_bytes
         if check_budget:
+            if const_bytes > tgt.flash_bytes:   # int16 weights of the narrow tiles: the compact set may fit
+                compact = weight_flash_bytes(qgraph, tgt.isa_facts, "compact")
+                if compact < const_bytes and compact <= tgt.flash_bytes:
+                    kernel_note = (f"the fast kernels store {const_bytes:,} bytes of weights (int16 in the "
+                                   f"{tgt.isa} conv tiles), over {tgt.name}'s {tgt.flash_bytes:,} bytes of flash: "
+                                   f"compiled with the compact kernel set instead ({compact:,} bytes, int8 weights, "
+                                   f"slower kernels)")
+                    kernels, const_bytes = "compact", compact
             if plan.arena_bytes > tgt.ram_bytes and not arena_in_psram:
                 psram = f" and {tgt.psram_bytes:,} bytes of PSRAM" if tgt.psram_bytes else ""
                 raise BudgetError(f"model needs a {plan.arena_bytes:,}-byte arena; {tgt.name} has {tgt.ram_bytes:,} "
@@ -374,7 +383,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         code_only, rows_cache = CodeOnly(), {}
         code_files = render_model(qgraph, plan, mhash, name, int(sum(macs.values())), labels=labels,
                                   arena_in_psram=arena_in_psram, target_name=tgt.name, isa=tgt.isa_facts,
-                                  code_only=code_only, rows_cache=rows_cache)
+                                  code_only=code_only, rows_cache=rows_cache, kernels=kernels)
         stack_job = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgebn-stack")
         stack_future = stack_job.submit(_stack_report, code_files, code_only.bytes)
         try:
@@ -383,7 +392,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                 # which the harness (src/) and code written for those names use
                 emit_model(qgraph, plan, mhash, tmp / "lib" / lib_names.prefix, name, int(sum(macs.values())),
                            names=lib_names, labels=labels, arena_in_psram=arena_in_psram, target_name=tgt.name,
-                           isa=tgt.isa_facts, rows_cache=rows_cache)
+                           isa=tgt.isa_facts, rows_cache=rows_cache, kernels=kernels)
             del rows_cache
             lap("emit")
             sample = np.asarray(calib[:REPORT_SAMPLES]) if tap is None else tap.sample()
@@ -392,7 +401,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             vectors = emu.quantize_input(sample[:SELFTEST_VECTORS]) if sample is not None else \
                 rng.integers(-128, 128, (SELFTEST_VECTORS,) + emu.input_shape, dtype=np.int8)
             report = build_report(float_graph, qgraph, plan, macs, const_bytes, emu, sample, tgt,
-                                  [str(w.message) for w in caught])
+                                  [str(w.message) for w in caught] + ([kernel_note] if kernel_note else []))
             lap("report")
             stack = stack_future.result()
         finally:
@@ -431,10 +440,13 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         cpu["gcc"] = stack.pop("gcc_cpu_seconds", 0.0)
         report["timings_cpu"] = {k: round(v, 3) for k, v in cpu.items()}
         report.update(stack)
+        report["kernels"] = {"set": kernels, "note": kernel_note}
         write_report(report, tmp)
         commit = output.commit()
         for w in caught:
             warnings.warn(str(w.message), stacklevel=2)
+        if kernel_note:
+            warnings.warn(kernel_note, stacklevel=2)
         return CompiledModel(out_dir, report, emu, timings, commit)
 
 

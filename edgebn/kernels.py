@@ -1,6 +1,6 @@
 """Kernel choice: which C template computes each layer, and the compile-time data it needs.
 
-Two kernel sets share the numerics exactly (SPEC.md section 1):
+Three kernel sets share the numerics exactly (SPEC.md section 1):
 
 * ``"reference"``: each op's `OpDef.kernels` (edgebn/ops/<op>/<op>.c.j2), one loop nest per op in
   the style of TFLite Micro's reference kernels. They are the fallback and the yardstick.
@@ -19,6 +19,10 @@ Two kernel sets share the numerics exactly (SPEC.md section 1):
   Where the constants allow (``_rqf_from``), requantisation is a single rounding that equals
   TFLite's two: the high word of ``(4 * acc) * m0`` (one RV32 ``mulh`` / Xtensa ``mulsh``) plus a
   per-channel offset, one arithmetic shift, with Z_out and the clamp folded in.
+* ``"compact"``: the fast set without the records that store weights wider than int8
+  (``KernelRecord.weight_bytes`` > 1, the `_n` tiles): the 4x4 tiles then run on the Xtensa cores
+  too (as on the lx106), slower but with half the weight flash. The compiler takes it, and says so,
+  only where the fast set's weights exceed the target's flash and the compact set's fit.
 
 ``choose_kernel`` is the single switch point and knows no op: it walks the op's `KernelRecord`s in
 order and takes the first whose ISA facts (``KernelRecord.isa``, e.g. "narrow_register_file") all hold
@@ -41,7 +45,7 @@ from .targets import ISAS, Isa
 
 __all__ = ["KERNEL_SETS", "KernelChoice", "choose_kernel", "choose_external", "kernel_context", "isa_of", "weight_flash_bytes", "BLOCK"]
 
-KERNEL_SETS = ("fast", "reference")
+KERNEL_SETS = ("fast", "reference", "compact")
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,13 @@ def _fits(rec: KernelRecord, isa: Isa | None) -> bool:
     return all(isa is not None and isa.holds(fact) for fact in rec.isa)
 
 
-def _first(records, node: Node, g: Graph, isa: Isa | None = None) -> KernelChoice | None:
+def _first(records, node: Node, g: Graph, isa: Isa | None = None,
+           max_weight_bytes: int | None = None) -> KernelChoice | None:
     bits = int(node.attrs.get("bits", 8))
     for rec in records:
         if not _fits(rec, isa) or bits not in rec.bits:   # a kernel computes only the widths it declares
+            continue
+        if max_weight_bytes is not None and rec.weight_bytes > max_weight_bytes:   # the compact set
             continue
         reason = rec.applies(node, g)
         if reason:
@@ -86,10 +93,10 @@ def choose_kernel(node: Node, g: Graph, kernels: str = "fast", isa: Isa | str | 
     op = OPS[node.op]
     if not op.kernels:
         raise ValueError(f"{node.where()}: op {node.op!r} has no C kernel")
-    if kernels == "fast":
+    if kernels in ("fast", "compact"):
         if not op.fast_kernels:
             return KernelChoice(op.kernels[0], f"no specialised kernel for {node.op}")
-        choice = _first(op.fast_kernels, node, g, isa)
+        choice = _first(op.fast_kernels, node, g, isa, 1 if kernels == "compact" else None)
         if choice is not None and choice.kernel.isa:
             choice = KernelChoice(choice.kernel, f"{choice.reason} ({isa.name}: {', '.join(choice.kernel.isa)})")
         if choice is not None:
@@ -116,15 +123,15 @@ def choose_external(node: Node, g: Graph) -> dict[str, KernelChoice]:
     return out
 
 
-def weight_flash_bytes(g: Graph, isa: Isa | str | None = None) -> int:
-    """Flash bytes of every layer's parameters as the fast kernels chosen for `isa` store them (the
-    narrow conv tiles keep their weights as int16: `KernelRecord.weight_bytes`)."""
+def weight_flash_bytes(g: Graph, isa: Isa | str | None = None, kernels: str = "fast") -> int:
+    """Flash bytes of every layer's parameters as the kernels of set `kernels` chosen for `isa` store
+    them (the narrow conv tiles keep their weights as int16: `KernelRecord.weight_bytes`)."""
     total = 0
     for node in g.nodes:
         params = sum(int(np.asarray(v).nbytes) for k, v in node.params.items() if k != "weight_scale")
         op = OPS[node.op]
         if op.kernels and not op.alias and "weight" in node.params:
-            rec = choose_kernel(node, g, "fast", isa).kernel
+            rec = choose_kernel(node, g, kernels, isa).kernel
             params += (rec.weight_bytes - 1) * int(np.asarray(node.params["weight"]).size)
         total += params
     return total

@@ -41,3 +41,33 @@ def test_weights_over_the_n8_modules_flash_fit_the_n16r8_module():
     assert [name for name, f in fits.items() if f.fits] == ["esp32s3-n16r8"]
     assert fits["esp32s3-n16r8"].arena_placement == "internal"
     assert fits["esp32s3"].reason == "code + weights 8,388,608 B > 7,340,032 B flash"
+
+
+def test_weights_over_the_flash_as_int16_tiles_compile_with_the_compact_kernels(tmp_path, monkeypatch):
+    """The S3's conv tiles store int16 weights; when those exceed the flash but int8 ones fit, the
+    compile takes the compact kernel set (the 4x4 tiles, int8 weights) and says so."""
+    from dataclasses import replace
+
+    from edgebn.kernels import weight_flash_bytes
+    from edgebn.project import BOARD_SUPPORT
+
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU()).eval()
+    x = np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32)
+    roomy = edgebn.compile(model, x, tmp_path / "roomy", target="esp32s3", example_input=torch.zeros(1, 3, 8, 8))
+    g = roomy.emulator.graph
+    fast, compact = weight_flash_bytes(g, "xtensa-lx7"), weight_flash_bytes(g, "xtensa-lx7", "compact")
+    assert roomy.report["flash_bytes"] == fast and roomy.report["kernels"] == {"set": "fast", "note": ""}
+    assert compact == weight_flash_bytes(g, "rv32imc") < fast          # int8 weights, as on RV32
+    tight = replace(TARGETS["esp32s3"], name="s3-tight", pio_env="s3_tight", flash_bytes=fast - 1)
+    monkeypatch.setitem(TARGETS, "s3-tight", tight)
+    monkeypatch.setitem(BOARD_SUPPORT, "s3_tight", BOARD_SUPPORT["esp32s3"])
+    with pytest.warns(UserWarning, match=r"over s3-tight's .* bytes of flash: compiled with the compact kernel set"):
+        c = edgebn.compile(model, x, tmp_path / "tight", target="s3-tight", example_input=torch.zeros(1, 3, 8, 8))
+    assert c.report["flash_bytes"] == compact and c.report["kernels"]["set"] == "compact"
+    src = (tmp_path / "tight" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
+    assert "_conv2d_kxk_s8" in src and "_conv2d_kxk_n_s8" not in src
+    # with less flash than even the int8 weights take, the refusal names the fast set's count
+    monkeypatch.setitem(TARGETS, "s3-tight", replace(tight, flash_bytes=compact - 1))
+    with pytest.raises(BudgetError, match=rf"model needs {fast:,} bytes of weights; s3-tight has"):
+        edgebn.compile(model, x, tmp_path / "none", target="s3-tight", example_input=torch.zeros(1, 3, 8, 8))

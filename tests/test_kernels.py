@@ -295,6 +295,8 @@ def test_kernel_choice_follows_the_isa_facts():
     assert choose_kernel(node, g, "fast", "rv32imc").template == "conv2d_kxk"
     for name in ("xtensa-lx6", "xtensa-lx7"):
         assert choose_kernel(node, g, "fast", name).template == "conv2d_kxk_n"
+        # the compact set leaves out the int16-weight records: the 4x4 tile, int8 weights
+        assert choose_kernel(node, g, "compact", name).template == "conv2d_kxk"
     assert choose_kernel(node, g, "fast", "xtensa-lx106").template == "conv2d_kxk"
     # a made-up core: 16 registers but a signed byte load -> the fact fails, 4x4 tile
     assert choose_kernel(node, g, "fast", replace(ISAS["xtensa-lx6"], signed_byte_load=True)).template == "conv2d_kxk"

@@ -272,9 +272,11 @@ def record_cost_in_report(out: Path, rec: dict) -> None:
 @click.option("--port", help="Serial port of a real board flashed with OUT (`edgebn flash`): measure cycles "
                              "and milliseconds instead.")
 @click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True, help="Serial baud rate (--port).")
-@click.option("--kernels", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
-              help="Kernel set to emit on the emulated board: the specialised kernels `compile` writes, or the "
-                   "generic reference ones (a real board runs what was flashed).")
+@click.option("--kernels", type=click.Choice(["fast", "reference", "compact"]), default="fast", show_default=True,
+              help="Kernel set to emit on the emulated board: the specialised kernels `compile` writes, the "
+                   "generic reference ones, or compact (the specialised ones with int8 weights only: what "
+                   "`compile` writes when the int16-weight tiles exceed the target's flash, report.json "
+                   "`kernels`). A real board runs what was flashed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the record as JSON here (totals `instructions` or `cycles`, `macs`, `board`, "
                    "and `layers`).")
