@@ -58,6 +58,10 @@ EDGEBN_CONFIGS = {
                                                                 "fold_pool": True},
     "edgebn minmax + bias correction + fold-pool": {"calibration": "minmax", "bias_correction": True,
                                                     "fold_pool": True},
+    "edgebn default + AdaRound": {"calibration": "histogram", "bias_correction": True, "fold_pool": True,
+                                  "adaround": True},
+    "edgebn minmax + bias correction + fold-pool + AdaRound": {"calibration": "minmax", "bias_correction": True,
+                                                               "fold_pool": True, "adaround": True},
 }
 N_CALIB, N_EVAL = 256, 256
 
@@ -251,11 +255,17 @@ def main(argv=None):
     ap.add_argument("--tools", default=",".join(PEER_TOOLS),
                     help=f"peer tools run in their virtualenvs (of {', '.join(LABELS)}; empty: none)")
     ap.add_argument("--no-edgebn", action="store_true", help="skip edgebn's settings (peers only)")
+    ap.add_argument("--configs", help="only the edgebn settings whose label contains one of these "
+                    "comma-separated words (default: all of EDGEBN_CONFIGS)")
     ap.add_argument("--no-baselines", action="store_true", help="skip torch.ao FX and ONNX Runtime")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of --out's .json that this run does not redo (same model and method)")
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
+    words = [w for w in (args.configs or "").split(",") if w]
+    configs = {k: v for k, v in EDGEBN_CONFIGS.items() if not words or any(w in k for w in words)}
+    if not configs and not args.no_edgebn:
+        ap.error(f"--configs {args.configs!r} matches none of: {'; '.join(EDGEBN_CONFIGS)}")
     t0 = time.perf_counter()
     cases, rows = [], []
     prev = Path(args.out).with_suffix(".json")
@@ -264,7 +274,7 @@ def main(argv=None):
         case = make_case(name)
         cases.append(case)
         print(f"== {case['title']}", flush=True)
-        for r in bench(case, tools, {} if args.no_edgebn else EDGEBN_CONFIGS, not args.no_baselines):
+        for r in bench(case, tools, {} if args.no_edgebn else configs, not args.no_baselines):
             r.update(title=case["title"], n_calib=len(case["calib"]), n_eval=len(case["x"]))
             old = [o for o in old if (o["model"], o["method"]) != (r["model"], r["method"])]
             rows.append(r)

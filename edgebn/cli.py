@@ -156,6 +156,9 @@ def _shape(text: str) -> tuple[int, ...]:
               help="Cross-layer equalization of conv/linear pairs before calibration.")
 @click.option("--fold-pool/--no-fold-pool", default=DEFAULTS["fold_pool"], show_default=True,
               help="Fold a global average pool into the linear after it (finer logits, bigger linear).")
+@click.option("--adaround/--no-adaround", default=DEFAULTS["adaround"], show_default=True,
+              help="Learn whether each int8 weight rounds up or down (AdaRound, on the calibration data; "
+              "docs/QUANTIZATION.md).")
 @click.option("--force", is_flag=True,
               help="Write into OUT even if it is not an earlier edgebn output (every file already there is kept).")
 @click.option("--name", "lib_name", help="C name of the model library: prefixes every symbol, macro and file "
@@ -172,7 +175,7 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--int16-layers", help="Comma-separated layer names computed in int16 (any --precision).")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
-                weight_method, ranges_path, bias_correction, equalize, fold_pool, force, lib_name, labels_path, max_samples,
+                weight_method, ranges_path, bias_correction, equalize, fold_pool, adaround, force, lib_name, labels_path, max_samples,
                 precision, min_sqnr, int16_layers, quiet):
     """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
     from .compiler import compile_model
@@ -195,7 +198,8 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
         model, name = model_pt2, Path(model_pt2).stem
     compiled = compile_model(model, calib, out_dir, target=target, calibration=calibration,
                              percentile=percentile, weight_method=weight_method, ranges=ranges_path,
-                             bias_correction=bias_correction, equalize=equalize, fold_pool=fold_pool, force=force,
+                             bias_correction=bias_correction, equalize=equalize, fold_pool=fold_pool,
+                             adaround=adaround, force=force,
                              progress=not quiet, model_name=name, name=lib_name, labels=labels,
                              max_samples=max_samples, precision=precision, min_sqnr=min_sqnr,
                              int16_layers=[t.strip() for t in int16_layers.split(",") if t.strip()]

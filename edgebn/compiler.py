@@ -250,7 +250,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                   calibration: str = PTQ_DEFAULTS["calibration"], percentile: float = 99.99,
                   weight_method: str = PTQ_DEFAULTS["weight_method"],
                   bias_correction: bool = PTQ_DEFAULTS["bias_correction"], equalize: bool = PTQ_DEFAULTS["equalize"],
-                  fold_pool: bool = PTQ_DEFAULTS["fold_pool"],
+                  fold_pool: bool = PTQ_DEFAULTS["fold_pool"], adaround: bool = PTQ_DEFAULTS["adaround"],
                   ranges=None, force: bool = False,
                   progress: bool = False, model_name: str | None = None,
                   check_budget: bool = True, name: str | None = None, labels=None,
@@ -272,6 +272,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     (passes/fold_pool.py), `equalize` runs cross-layer equalization on the folded float graph, and
     `bias_correction` corrects each weighted layer's int32 bias for the mean error quantization adds
     (measured layer by layer with the emulator on the first BIAS_CORRECTION_SAMPLES calibration inputs).
+    `adaround` learns, layer by layer on the same samples, whether each int8 weight rounds up or down
+    (edgebn/adaround.py; before the bias correction).
 
     precision (docs/QUANTIZATION.md): "int8" (every layer int8), "int16" (every layer whose op has an
     int16 form computes on int16 activations, TFLite's int16x8 scheme), "auto" (the fewest layers raised
@@ -312,6 +314,9 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         # given ranges (QAT) name the tensors of the plain folded graph and fix its arithmetic:
         # the PTQ-only rewrites and the bias correction stay off then
         fold_pool, equalize = fold_pool and ranges is None, equalize and ranges is None
+        if adaround and ranges is not None:
+            raise EdgebnError("--adaround re-rounds the weights the given ranges were trained with, so the compile "
+                              "would no longer reproduce the QAT model; drop --adaround (or --ranges)")
         if fold_pool:
             float_graph = fold_pool_into_linear(float_graph)
         if equalize:
@@ -340,12 +345,18 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                 bc_data = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if tap is None \
                     else tap.sample()[:BIAS_CORRECTION_SAMPLES]
             bc_log: list = []
+            ar_log: list = []
+            ar_data = None
+            if adaround and ranges_meta is None:
+                ar_data = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if tap is None \
+                    else tap.sample()[:BIAS_CORRECTION_SAMPLES]
             float_graph, ranges, bits, precision_info = _choose_precision(
                 float_graph, ranges, precision, min_sqnr, int16_layers, weight_method, tgt,
                 None if precision != "auto" else
                 np.asarray(calib[:AUTO_SAMPLES]) if tap is None else tap.sample()[:AUTO_SAMPLES])
             qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges, bits), weight_method,
-                                    bias_correction_data=bc_data, log=bc_log)
+                                    bias_correction_data=bc_data, log=bc_log, adaround_data=ar_data,
+                                    adaround_log=ar_log)
             lap("quantize")
         plan = plan_arena(qgraph)
         macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
@@ -422,7 +433,14 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             "equalize": bool(equalize), "bias_correction": bool(bc_data is not None), "fold_pool": bool(fold_pool),
             "bias_correction_layers": [{"layer": r.layer, "mean_abs_error_before": r.mean_abs_error_before,
                                         "mean_abs_error_after": r.mean_abs_error_after, "max_shift": r.max_shift}
-                                       for r in bc_log]}
+                                       for r in bc_log],
+            "adaround": bool(ar_data is not None),
+            "adaround_layers": [{"layer": r.layer, "weights": r.weights, "iterations": r.iterations,
+                                 "error_nearest": r.error_nearest, "error_adaround": r.error_adaround,
+                                 "changed": r.changed, "seconds": round(r.seconds, 3), "skipped": r.skipped}
+                                for r in ar_log],
+            # part of timings["quantize"]
+            "adaround_seconds": round(sum(r.seconds for r in ar_log), 3)}
         if ranges_meta is not None:
             report["quantization"]["ranges_source"] = ranges_meta.get("source", "user")
         report["library"] = {"name": names.prefix, "dir": f"lib/{names.prefix}", "header": names.header,

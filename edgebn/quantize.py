@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .adaround import AdaRoundLayer, adaround
 from .bias_correction import BiasCorrection, bias_correct
 from .errors import EdgebnError
 from .ir import Graph
@@ -21,7 +22,7 @@ __all__ = ["PTQ_DEFAULTS", "assign_qparams", "quantize_graph"]
 # (benchmarks/ptq_recipes.md, docs/QUANTIZATION.md "The default recipe"). SPEC.md's recipe is
 # calibration "minmax" with the bias correction and the pool fold off; every option stays available.
 PTQ_DEFAULTS = {"calibration": "histogram", "weight_method": "max", "bias_correction": True, "equalize": False,
-                "fold_pool": True}
+                "fold_pool": True, "adaround": False}
 
 
 def _calibrated(rng, bits: int) -> QParams:
@@ -58,15 +59,22 @@ def _quantize_node(node, graph: Graph, qp: dict[str, QParams]):
 
 def quantize_graph(graph: Graph, qp: dict[str, QParams], weight_method: str = "max",
                    bias_correction_data: np.ndarray | None = None,
-                   log: list[BiasCorrection] | None = None) -> Graph:
+                   log: list[BiasCorrection] | None = None, adaround_data: np.ndarray | None = None,
+                   adaround_log: list[AdaRoundLayer] | None = None) -> Graph:
     """Quantize every node; weight_method "max" (SPEC.md) or "mse" picks the per-channel weight scales.
     With `bias_correction_data` (calibration inputs, model layout) each weighted layer's int32 bias is
     corrected for the mean error int8 quantization adds to its output (edgebn/bias_correction.py);
-    the per-layer record goes into `log` when given."""
+    the per-layer record goes into `log` when given. With `adaround_data` (calibration inputs) each
+    weighted layer's int8 weights round up or down as AdaRound learns (edgebn/adaround.py) before the
+    bias correction; its per-layer record goes into `adaround_log`."""
     if weight_method not in WEIGHT_METHODS:
         raise EdgebnError(f"unknown weight method {weight_method!r}; choose one of {', '.join(WEIGHT_METHODS)}")
     if weight_method != "max":
         graph = set_weight_scales(graph, weight_method)
+    if adaround_data is not None:
+        graph, records = adaround(graph, qp, adaround_data, lambda node, g: _quantize_node(node, g, qp))
+        if adaround_log is not None:
+            adaround_log.extend(records)
     if bias_correction_data is not None:
         _, q, records = bias_correct(graph, qp, bias_correction_data,
                                      lambda node, g: _quantize_node(node, g, qp))

@@ -36,7 +36,8 @@ def quantize_weighted(node: Node, qin: QParams, qout: QParams) -> Node:
     ws = node.params.get("weight_scale")
     ws = weight_scales(w) if ws is None else ws
     shape = (-1,) + (1,) * (w.ndim - 1)
-    wq = np.clip(round_half_away(w / ws.reshape(shape)), -127, 127).astype(np.int8)
+    wi = node.params.get("weight_int")      # learned rounding (edgebn/adaround.py): floor or ceil of w / s
+    wq = (np.clip(round_half_away(w / ws.reshape(shape)), -127, 127) if wi is None else wi).astype(np.int8)
 
     if qin.bits != qout.bits:
         raise EdgebnError(f"{node.where()}: int{qin.bits} input and int{qout.bits} output (a requantize "
