@@ -387,7 +387,6 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name, "library": names.prefix,
                                                "torch_input_shape": list(tshape),
                                                "float_model": save_float_graph(float_graph, tmp)})
-        emu = Emulator.load(tmp)
         # host gcc measures the stack and the code size (in a thread, on a code-only render of the model:
         # its large tables declared extern) while Python writes the library and runs the report's SQNR
         # pass; "stack" is the part of the measurement they did not overlap
@@ -398,6 +397,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         stack_job = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgebn-stack")
         stack_future = stack_job.submit(_stack_report, code_files, code_only.bytes)
         try:
+            emu = Emulator.load(tmp)      # after gcc's start: gcc is the longest stage of a large model
             for lib_names in {names.prefix: names, SPEC4_NAME: LibraryNames.for_name(SPEC4_NAME)}.values():
                 # lib/NAME is the library; lib/edgebn_model the same model under SPEC section 4's names,
                 # which the harness (src/) and code written for those names use

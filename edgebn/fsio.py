@@ -122,11 +122,25 @@ def save_npy(path, array) -> Path:
     return write_bytes(path, buf.getbuffer())
 
 
+# zlib level of a compressed .npz: level 1 deflates a model's float weights 3.5x faster than numpy's
+# savez_compressed (level 6) for 5% more bytes (mixnet_s's 22 MB of float64: 0.42 s -> 16.0 MB vs
+# 1.45 s -> 15.3 MB)
+NPZ_LEVEL = 1
+
+
 def save_npz(path, arrays: dict, compressed: bool = True) -> Path:
+    """An .npz as numpy.savez / savez_compressed write it (one NAME.npy member per array, no
+    pickles), deflated at NPZ_LEVEL."""
+    import zipfile
+
     import numpy as np
 
     buf = io.BytesIO()
-    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    mode = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", mode, allowZip64=True, compresslevel=NPZ_LEVEL if compressed else None) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
     return write_bytes(path, buf.getbuffer())
 
 

@@ -213,6 +213,10 @@ def patches(x: np.ndarray, kernel, stride, padding, dilation, pad_value=0) -> np
     return win.transpose(0, 1, 2, 4, 5, 3)
 
 
+# a depthwise conv sums this many bytes of output at a time (L2-sized: the sums stay in cache)
+DW_CHUNK_BYTES = 1 << 20
+
+
 def conv_accumulate(x: np.ndarray, w: np.ndarray, groups: int, stride, padding, dilation) -> np.ndarray:
     """Grouped conv of [N, H, W, Cin] with OHWI weight [Cout, KH, KW, Cin/g]: returns [N, OH, OW, Cout].
 
@@ -246,23 +250,42 @@ def conv_accumulate(x: np.ndarray, w: np.ndarray, groups: int, stride, padding, 
 
 
 def _depthwise_taps(x: np.ndarray, w: np.ndarray, stride, padding, dilation) -> np.ndarray:
-    """Depthwise conv (one filter per channel, w [C, KH, KW, 1]) of [N, H, W, C]: one multiply-add of
-    a strided slice per kernel tap, several times faster than im2col and a batched matrix product."""
+    """Depthwise conv (one filter per channel, w [C, KH, KW, 1]) of [N, H, W, C] in x's dtype: one
+    multiply-add of a strided slice per kernel tap, several times faster than im2col and a batched
+    matrix product. A tap adds only over the output pixels whose input it reads (no padded copy: a
+    padding tap's product is a zero, and adding a zero to a sum that starts at +0 changes no bit), and
+    the batch goes through in chunks of about DW_CHUNK_BYTES of output so the running sums stay in
+    cache across the taps; each output is the same sum in the same tap order either way."""
     cout, kh, kw, _ = w.shape
+    n, h, wd, _ = x.shape
     sh, sw = stride
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    if any(padding):
-        x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    oh = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1
-    ow = (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
-    out = np.zeros((x.shape[0], oh, ow, cout))
-    tmp = np.empty_like(out)          # one product buffer for every tap: no temporary per tap
-    for i in range(kh):
-        for j in range(kw):
-            tap = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw, :]
-            np.multiply(tap, w[:, i, j, 0], out=tmp)
-            out += tmp
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, oh, ow, cout), x.dtype)
+    w = w.astype(x.dtype, copy=False)
+
+    def valid(k, d, p, s, size, osize):
+        # the outputs o with 0 <= o * s + k * d - p < size, and the first one's input index
+        o0 = min(max(-(-(p - k * d) // s), 0), osize)
+        o1 = min(max((size - 1 + p - k * d) // s + 1, o0), osize)
+        return o0, o1, o0 * s + k * d - p
+
+    rows = [valid(i, dh, pt, sh, h, oh) for i in range(kh)]
+    cols = [valid(j, dw, pl, sw, wd, ow) for j in range(kw)]
+    step = max(1, DW_CHUNK_BYTES // max(1, out[:1].nbytes))
+    tmp = np.empty((min(step, n), oh, ow, cout), x.dtype)   # one product buffer for every tap
+    for b0 in range(0, n, step):
+        b1 = min(b0 + step, n)
+        for i, (y0, y1, iy) in enumerate(rows):
+            for j, (x0, x1, ix) in enumerate(cols):
+                if y0 == y1 or x0 == x1:
+                    continue
+                tap = x[b0:b1, iy:iy + (y1 - y0 - 1) * sh + 1:sh, ix:ix + (x1 - x0 - 1) * sw + 1:sw, :]
+                t = tmp[:b1 - b0, y0:y1, x0:x1]
+                np.multiply(tap, w[:, i, j, 0], out=t)
+                out[b0:b1, y0:y1, x0:x1] += t
     return out
 
 
