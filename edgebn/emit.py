@@ -9,6 +9,7 @@ op's kernels in its package (edgebn/ops/<op>/*.c.j2). A layer's template data is
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jinja2
@@ -95,12 +96,18 @@ class CodeOnly:
         self.arrays = 0
 
     def __call__(self, values) -> bool:
-        v = np.asarray(values)
-        if v.dtype.kind not in "iu" or v.size < self.MIN_VALUES:
+        if not self.omitted(values):
             return False
-        self.bytes += int(v.nbytes)
+        self.bytes += int(np.asarray(values).nbytes)
         self.arrays += 1
         return True
+
+    def omitted(self, values) -> bool:
+        """Whether a table's values are left out, without counting its bytes: the tables of an outside
+        library's kernels (ESP-NN), which the host build never compiles (their #if branch is off there)
+        and which replace the counted ones on a board whose build enables them."""
+        v = np.asarray(values)
+        return v.dtype.kind in "iu" and v.size >= self.MIN_VALUES
 
 
 class _MemoryBytecodeCache(jinja2.BytecodeCache):
@@ -129,6 +136,7 @@ def environment(code_only: CodeOnly | None = None, rows_cache: dict | None = Non
                              keep_trailing_newline=True, bytecode_cache=_BYTECODE)
     env.filters["c_rows"] = _c_rows if rows_cache is None else (lambda values: _c_rows(values, cache=rows_cache))
     env.filters["c_extern"] = code_only if code_only is not None else (lambda values: False)
+    env.filters["c_extern_alt"] = code_only.omitted if code_only is not None else (lambda values: False)
     env.filters["c_size"] = lambda values: int(np.asarray(values).size)
     env.filters["c_string"] = c_string
     env.filters["c_float_rows"] = _c_float_rows
@@ -143,6 +151,7 @@ def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast", isa=None) -
     """One template context per C layer; `kernels` is the kernel set (edgebn/kernels.py), `isa` the
     target's instruction set (edgebn.targets.Isa or its name; None: no ISA-specific kernels)."""
     layers = []
+    owners: dict[tuple, str] = {}     # (kernel, shape class, outside libraries) -> the owning layer's prefix
     for node in g.nodes:
         op = OPS[node.op]
         if op.alias:
@@ -174,6 +183,13 @@ def layer_contexts(g: Graph, plan: ArenaPlan, kernels: str = "fast", isa=None) -
                     **kernel_context(node, g, ext)}
             ctx["external"].append({"library": lib, "macro": KERNEL_LIBRARIES[lib].macro, "layer": ectx,
                                     "scratch": bool(ectx.get("esp_nn_scratch", False))})
+        if choice.kernel.shared is not None:
+            # the first layer of a shape class defines its helper functions, the later ones call them;
+            # layers with outside kernels are apart (their helpers sit in the same #if branches)
+            shape = choice.kernel.shared(ctx)
+            key = (choice.kernel.name, json.dumps(shape, sort_keys=True, default=int), tuple(e["library"] for e in ctx["external"]))
+            owner = owners.setdefault(key, p)
+            ctx["shared"] = {**shape, "p": owner, "owner": owner == p}
         layers.append(ctx)
     return layers
 

@@ -278,6 +278,8 @@ def test_every_kernel_variant_builds_with_werror(tmp_path):
             for layer in layer_contexts(g, plan_arena(g), kernels, isa):
                 n += 1
                 layer["p"] = f"v{n:03d}"
+                if "shared" in layer:        # rendered apart: the layer owns its shared functions
+                    layer["shared"] = {**layer["shared"], "p": layer["p"], "owner": True}
                 layer["fn"] = f"v{n:03d}_{layer['template']}_{layer.get('sfx', 's8')}"
                 used.add((layer["template"], int(g.nodes[-1].attrs.get("bits", 8))))
                 parts.append(f"/* case {name}, {kernels} set, ISA {isa} */\n" + env.get_template(layer["template_path"]).render(layer=layer))

@@ -360,3 +360,45 @@ def test_c_rows_formats_every_value_as_c_does():
             v = rng.integers(lo, hi, n, dtype=np.int64).astype(dtype)
             assert _c_rows(v) == plain(v), (dtype, n)
     assert _c_rows(np.arange(-128, 128, dtype=np.int8).reshape(16, 16)) == plain(np.arange(-128, 128))
+
+
+def _chain(layers, shape):
+    """conv2d nodes in sequence on an (H, W, C) input, their output shapes given: [(name, graph factory
+    of one layer)] -> one graph whose output is the last layer ("layer")."""
+    nodes, shapes, prev = [], {"x": shape}, "x"
+    for i, make in enumerate(layers):
+        node = make().nodes[0]
+        node.name, node.inputs = ("layer" if i == len(layers) - 1 else f"c{i}"), [prev]
+        g1 = make()
+        shapes[node.name] = g1.shapes["layer"]
+        nodes.append(node)
+        prev = node.name
+    return Graph(inputs=["x"], outputs=["layer"], nodes=nodes, shapes=shapes,
+                 torch_layouts={t: "NCHW" for t in shapes}, qparams={t: QParams(1.0, 0) for t in shapes})
+
+
+def test_layers_of_one_shape_class_share_their_kernel_functions(tmp_path):
+    """Two depthwise layers of one shape class (other weights, biases, requantisation, Z_in) call one
+    body; a third of another class has its own; two 1x1 layers of one (CIN, COUT, clamp) share their
+    tile functions, in both requantisation forms. Host C == emulator on every int8 of the output."""
+    dw = dict(h=6, w=7, cin=6, cout=6, k=3, pad=1, groups=6)
+    g = _chain([
+        lambda: conv_graph(**dw, zp_in=-7, seed=1),
+        lambda: conv_graph(**dw, zp_in=40, seed=2),                     # same class as the first
+        lambda: conv_graph(**dw, zp_in=3, seed=3, act=(-20, 127)),      # another clamp: another class
+        lambda: conv_graph(6, 7, 6, 8, 1, seed=4, shift_lo=-9, shift_hi=-2),
+        lambda: conv_graph(6, 7, 8, 8, 1, seed=5, shift_lo=-9, shift_hi=-2, zp_in=-128),
+        lambda: conv_graph(6, 7, 8, 8, 1, seed=6, shift_lo=-9, shift_hi=-2, zp_in=77),   # shares with the 5th
+    ], (6, 7, 6))
+    assert [choose_kernel(n, g, "fast").template for n in g.nodes] == ["dwconv"] * 3 + ["conv2d_1x1"] * 3
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.integers(-128, 128, (12, 6, 7, 6)), np.full((1, 6, 7, 6), -128),
+                        np.full((1, 6, 7, 6), 127)]).astype(np.int8)
+    want = execute(g, x, run_int8)["layer"].reshape(len(x), -1)
+    fast = run_c(g, tmp_path, "fast", x)
+    assert np.array_equal(fast, want)
+    c_text = (tmp_path / "fast" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
+    assert c_text.count("_dwconv_body(const int8_t *in") == 2
+    assert c_text.count("l01_dwconv_body(in, out") == 0 and c_text.count("l00_dwconv_body(in, out") == 2
+    assert c_text.count("_run4(const int8_t *x") == 2          # layers 3 and 4 (5 uses 4's)
+    assert c_text.count("l04_run4(in,") == 2

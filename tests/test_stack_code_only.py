@@ -57,6 +57,8 @@ def _frames(tmp_path, tag, code_only):
         for layer in layer_contexts(g, plan_arena(g), "fast"):
             n += 1
             layer["p"] = f"v{n:03d}"
+            if "shared" in layer:        # rendered apart: the layer owns its shared functions
+                layer["shared"] = {**layer["shared"], "p": layer["p"], "owner": True}
             layer["fn"] = f"v{n:03d}_{layer['template']}_s8"
             # not static: every kernel is kept and measured, none inlined into a caller
             parts.append(env.get_template(layer["template_path"]).render(layer=layer)

@@ -96,7 +96,11 @@ class KernelRecord:
     facts say where it is the fast choice, not where it compiles. `library` names the outside kernel
     library the kernel calls (a key of edgebn.targets.KERNEL_LIBRARIES, e.g. "esp-nn"; empty: edgebn's
     own C): such a record is an OpDef.external_kernels entry, compiled in place of the chosen kernel
-    only when the user's build enables that library."""
+    only when the user's build enables that library. `shared(ctx)` (optional) returns the kernel's
+    shape class for a rendered layer context: every value its helper functions' C depends on (a
+    JSON-able dict; their tables come in as pointers). Layers of one shape class share one copy of
+    those functions (edgebn.emit.layer_contexts: ctx["shared"] = that dict plus "p", the owning
+    layer's prefix, and "owner"): the C is as long as the distinct shapes, not the layers."""
     name: str                                  # C function stem: l07_<name>_s8
     template: str                              # Jinja path: "<op package>/<file>.c.j2"
     applies: Callable[[Node, Graph], str | None] = _always
@@ -107,6 +111,7 @@ class KernelRecord:
     weight_bytes: int = 1      # flash bytes per weight value as the kernel stores it (the narrow conv tiles: int16)
     library: str = ""
     bits: tuple[int, ...] = (8,)               # activation widths it computes (16: int16x8, docs/QUANTIZATION.md)
+    shared: Callable[[dict], dict] | None = None
 
     def const_bytes(self, ctx: dict) -> int:
         """Flash bytes of this kernel's constant arrays for a rendered layer context."""

@@ -114,6 +114,25 @@ def context_dw(node, g):
     return {**weighted_fast_context(node, layout, blocked=False, tiles=False), **_ranges(node, g)}
 
 
+def shared_1x1(ctx: dict) -> dict:
+    """The pointwise kernel's shape class: all its tile functions read (their tables are pointers)."""
+    c = ctx["c"]
+    return {"CIN": c["CIN"], "COUT": c["COUT"], "ACT_MIN": c["ACT_MIN"], "ACT_MAX": c["ACT_MAX"],
+            **{k: ctx[k] for k in ("tile_px", "narrow", "fused_rq", "w_t", "rq_minmax")}}
+
+
+def shared_dw(ctx: dict) -> dict:
+    """The depthwise kernel's shape class: all its body reads (its tables are pointers). Z_out only
+    where the requantisation applies it in C (the rqf constants hold it)."""
+    c, rqf = ctx["c"], ctx["use_rqf"]
+    return {**{k: c[k] for k in ("H", "W", "CIN", "OH", "OW", "COUT", "KH", "KW", "SH", "SW", "PT", "PL",
+                                 "ACT_MIN", "ACT_MAX")},
+            "ZP_OUT": None if rqf else c["ZP_OUT"], "use_rqf": rqf, "rq_minmax": ctx["rq_minmax"],
+            "no_left_shift": None if rqf else ctx["no_left_shift"], "ncols": ctx["dw_ncols"],
+            "taps": ctx["dw_taps"], "segments": ctx["dw_segments"], "loop_loads": ctx["dw_loop_loads"],
+            "zrow": bool(len(ctx["dw_zrow"]))}
+
+
 def _reference_reason(node, g):
     return "reference kernel set"
 
@@ -123,15 +142,16 @@ REFERENCE = KernelRecord("conv2d", "conv2d/conv2d.c.j2", applies=_reference_reas
 FAST = (
     # 16 registers in view and zero-extending byte loads (Xtensa): 2x4 tiles, int16 weights
     KernelRecord("conv2d_1x1_n", "conv2d/conv2d_1x1.c.j2", _applies_1x1_narrow, context_1x1_narrow,
-                 constants=("weight_packed", "bias_f") + RQ_CONSTANTS, isa=NARROW_ISA, weight_bytes=2),
+                 constants=("weight_packed", "bias_f") + RQ_CONSTANTS, isa=NARROW_ISA, weight_bytes=2,
+                 shared=shared_1x1),
     KernelRecord("conv2d_kxk_n", "conv2d/conv2d_kxk.c.j2", _applies_kxk_narrow, context_kxk_narrow,
                  constants=("weight_packed", "bias_pat") + RQ_CONSTANTS, isa=NARROW_ISA, weight_bytes=2),
     KernelRecord("conv2d_1x1", "conv2d/conv2d_1x1.c.j2", _applies_1x1, context_1x1,
-                 constants=("weight_packed", "bias_f") + RQ_CONSTANTS),
+                 constants=("weight_packed", "bias_f") + RQ_CONSTANTS, shared=shared_1x1),
     KernelRecord("conv2d_kxk", "conv2d/conv2d_kxk.c.j2", _applies_kxk, context_kxk,
                  constants=("weight_packed", "bias_pat") + RQ_CONSTANTS),
     KernelRecord("dwconv", "conv2d/dwconv.c.j2", _applies_dw, context_dw,
-                 constants=("weight_dw", "dw_col_bias", "dw_zrow") + RQ_CONSTANTS),
+                 constants=("weight_dw", "dw_col_bias", "dw_zrow") + RQ_CONSTANTS, shared=shared_dw),
     # no specialised kernel: the reference loop nest, and the reason why
     KernelRecord("conv2d", "conv2d/conv2d.c.j2", _no_fast_reason, constants=REFERENCE.constants),
 )
