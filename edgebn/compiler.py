@@ -26,7 +26,7 @@ from .outcheck import safe_model_name
 from .calibrate import SampleTap, calibrate, validate_batch
 from .emit import CodeOnly, emit_model, render_model
 from .emulator import Emulator
-from .evaluate import save_float_graph
+from .evaluate import float_graph_arrays, float_model_record, save_float_graph
 from .errors import BudgetError, CalibrationError, EdgebnError, input_file
 from .ir import Graph
 from .library import SPEC4_NAME, LibraryNames, default_name, load_labels
@@ -384,9 +384,10 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
 
         name = safe_model_name(model_name)   # the display name: comments, platformio.ini, report
         tmp = output.staging()
+        float_arrays = float_graph_arrays(float_graph)     # written after gcc's start; their CRC now
         mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name, "library": names.prefix,
                                                "torch_input_shape": list(tshape),
-                                               "float_model": save_float_graph(float_graph, tmp)})
+                                               "float_model": float_model_record(float_graph, float_arrays)})
         # host gcc measures the stack and the code size (in a thread, on a code-only render of the model:
         # its large tables declared extern) while Python writes the library and runs the report's SQNR
         # pass; "stack" is the part of the measurement they did not overlap
@@ -397,7 +398,10 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         stack_job = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgebn-stack")
         stack_future = stack_job.submit(_stack_report, code_files, code_only.bytes)
         try:
-            emu = Emulator.load(tmp)      # after gcc's start: gcc is the longest stage of a large model
+            # after gcc's start: gcc is the longest stage of a large model
+            save_float_graph(float_graph, tmp, float_arrays)
+            del float_arrays
+            emu = Emulator.load(tmp)
             for lib_names in {names.prefix: names, SPEC4_NAME: LibraryNames.for_name(SPEC4_NAME)}.values():
                 # lib/NAME is the library; lib/edgebn_model the same model under SPEC section 4's names,
                 # which the harness (src/) and code written for those names use

@@ -28,7 +28,7 @@ from .numerics import dequantize, quantize
 from .ops import OPS
 from .ops.reshape import device_to_torch, torch_to_device
 
-__all__ = ["FLOAT_NAME", "float_graph_section", "save_float_graph", "load_float_graph", "evaluate",
+__all__ = ["FLOAT_NAME", "float_graph_section", "float_graph_arrays", "float_model_record", "save_float_graph", "load_float_graph", "evaluate",
            "format_evaluation", "evaluate_command"]
 
 CHUNK = 128
@@ -67,13 +67,26 @@ def float_graph_section(g: Graph) -> dict:
 BN_ARRAYS = ("mean", "var", "gamma", "beta")
 
 
-def save_float_graph(g: Graph, out_dir: Path) -> dict:
+def float_graph_arrays(g: Graph) -> dict[str, np.ndarray]:
+    """The arrays of OUT/edgebn_float.npz: every node's parameters and the BatchNorm statistics."""
     arrays = {f"{n.name}/{k}": np.asarray(v) for n in g.nodes for k, v in n.params.items()}
     arrays.update({f"bn:{r.bn}/{k}": np.asarray(r.stats[k], np.float64)
                    for r in g.fold_log if r.stats is not None for k in BN_ARRAYS})
-    save_npz(Path(out_dir) / FLOAT_NAME, arrays)
-    # the weights' CRC sits in edgebn.json, so the model hash covers them too
+    return arrays
+
+
+def float_model_record(g: Graph, arrays: dict) -> dict:
+    """edgebn.json's float_model section for those arrays: the weights' CRC sits in edgebn.json, so
+    the model hash covers them too."""
     return {**float_graph_section(g), "weights_crc32": arrays_crc32(arrays)}
+
+
+def save_float_graph(g: Graph, out_dir: Path, arrays: dict | None = None) -> dict:
+    """Write OUT/edgebn_float.npz and return its float_model section (arrays: float_graph_arrays(g),
+    when the caller made them already, e.g. to put the section in edgebn.json before writing them)."""
+    arrays = float_graph_arrays(g) if arrays is None else arrays
+    save_npz(Path(out_dir) / FLOAT_NAME, arrays)
+    return float_model_record(g, arrays)
 
 
 def load_float_graph(out_dir) -> Graph:
