@@ -96,17 +96,27 @@ class Histogram:
         fs = np.linspace(1.0 / grid, 1.0, grid)
         cand_lo = np.unique(lo * fs) if lo < 0 else np.array([0.0])
         cand_hi = np.unique(hi * fs) if hi > 0 else np.array([0.0])
-        a = cand_lo[:, None, None]
-        b = cand_hi[None, :, None]
-        scale = (b - a) / 255.0
-        c = centers[None, None, :]
-        below = np.clip(a - c, 0.0, None)
-        above = np.clip(c - b, 0.0, None)
-        outside = (below > 0) | (above > 0)
-        err = np.where(outside, below ** 2 + above ** 2 + self.w ** 2 / 12.0, scale ** 2 / 12.0)
-        total = (err * n).sum(axis=2)
+        total = self._range_errors(cand_lo, cand_hi, centers, n)
         i, j = np.unravel_index(int(np.argmin(total)), total.shape)
         return float(cand_lo[i]), float(cand_hi[j])
+
+
+    def _range_errors(self, cand_lo, cand_hi, centers, n) -> np.ndarray:
+        """total[i, j]: best_range's expected error of [cand_lo[i], cand_hi[j]], one row of
+        candidates at a time (cache-sized temporaries; each element and each row's sum computed as
+        one [lo, hi, bin] array would compute it, so the totals are the same to the bit)."""
+        b = cand_hi[:, None]
+        c = centers[None, :]
+        above = np.clip(c - b, 0.0, None)
+        above2, out_hi = above ** 2, above > 0
+        w2 = self.w ** 2 / 12.0
+        total = np.empty((cand_lo.size, cand_hi.size))
+        for i, a in enumerate(cand_lo):
+            below = np.clip(a - centers, 0.0, None)
+            scale = (b - a) / 255.0
+            err = np.where(out_hi | (below > 0), below ** 2 + above2 + w2, scale ** 2 / 12.0)
+            total[i] = (err * n).sum(axis=1)
+        return total
 
 
 @dataclass
