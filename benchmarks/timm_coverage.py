@@ -178,6 +178,7 @@ def run_one(name: str, size: int, bit_exact: bool = False) -> dict:
         while targets:
             target = targets.pop(0)
             row["target"] = target
+            row["load_1min"] = os.getloadavg()[0]      # the machine's load when this compile started
             t, cpu = time.perf_counter(), _cpu_seconds()
             try:
                 c = edgebn.compile(ep, calib, work / "out", target=target, force=True)
@@ -233,6 +234,9 @@ def _summary(rows) -> str:
             parts.append(f"slowest {what} {top[key]:.1f} ({top['model']})")
     low = [r for r in done if r.get("sqnr_edgebn") is not None and r.get("sqnr_ort") is not None
            and r["sqnr_edgebn"] < r["sqnr_ort"] - 0.5]
+    loads = [r["load_1min"] for r in rows if r.get("load_1min") is not None]
+    if loads:
+        parts.append(f"1-minute load average at the compiles' start {min(loads):.1f}-{max(loads):.1f}")
     parts.append("below ORT - 0.5 dB: " + (", ".join(f"{r['model']} ({r['sqnr_edgebn']:.1f} vs {r['sqnr_ort']:.1f})"
                                                    for r in low) or "none"))
     return " " + "; ".join(parts) + "."
