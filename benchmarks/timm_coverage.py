@@ -288,7 +288,7 @@ def to_markdown(rows, size, command, notes=()) -> str:
             + (f" {r.get('bit_exact', '')} |" if exact else ""))
     moved = [r for r in rows if r.get("refusals")]
     if moved:
-        lines += ["", "Refused for flash on a smaller target (then compiled, or not, on the `target` column's):", ""]
+        lines += ["", "Over a smaller target's flash first (the `target` column says where each went then):", ""]
         lines += [f"- {r['model']}: " + "; ".join(f"{t}: {m}" for t, m in r["refusals"].items()) for r in moved]
     counts: dict[str, int] = {}
     for r in rows:
