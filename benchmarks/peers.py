@@ -51,17 +51,17 @@ PEER_DIR = Path(os.environ.get("EDGEBN_PEERS_DIR", Path.home() / ".cache" / "edg
 PEER_TOOLS = ("torchao_pt2e", "nncf", "aimet")
 LABELS = {"torchao_pt2e": "torchao PT2E XNNPACK per-channel", "nncf": "NNCF default PTQ",
           "aimet": "AIMET CLE + QuantSim tf_enhanced per-channel", "aimet_adaround": "AIMET + AdaRound"}
+_POOL_OFF = {"fold_pool": False, "pool_mean": False}
+_FOLD = {"fold_pool": True, "fold_pool_budget": None, "pool_mean": False}
 EDGEBN_CONFIGS = {
-    "edgebn minmax (SPEC recipe)": {"calibration": "minmax", "bias_correction": False, "fold_pool": False},
-    "edgebn histogram + bias correction": {"calibration": "histogram", "bias_correction": True, "fold_pool": False},
-    "edgebn default: histogram + bias correction + fold-pool": {"calibration": "histogram", "bias_correction": True,
-                                                                "fold_pool": True},
-    "edgebn minmax + bias correction + fold-pool": {"calibration": "minmax", "bias_correction": True,
-                                                    "fold_pool": True},
-    "edgebn default + AdaRound": {"calibration": "histogram", "bias_correction": True, "fold_pool": True,
-                                  "adaround": True},
+    "edgebn minmax (SPEC recipe)": {"calibration": "minmax", "bias_correction": False, **_POOL_OFF},
+    "edgebn histogram + bias correction": {"calibration": "histogram", "bias_correction": True, **_POOL_OFF},
+    "edgebn histogram + bias correction + fold-pool": {"calibration": "histogram", "bias_correction": True, **_FOLD},
+    "edgebn minmax + bias correction + fold-pool": {"calibration": "minmax", "bias_correction": True, **_FOLD},
+    "edgebn default: histogram + bias correction + pool-mean (fold within budget)": {},
+    "edgebn default + AdaRound": {"adaround": True},
     "edgebn minmax + bias correction + fold-pool + AdaRound": {"calibration": "minmax", "bias_correction": True,
-                                                               "fold_pool": True, "adaround": True},
+                                                               **_FOLD, "adaround": True},
 }
 N_CALIB, N_EVAL = 256, 256
 

@@ -34,9 +34,10 @@ from edgebn.report import sqnr_db  # noqa: E402
 from peers import MODELS, make_case, run_float  # noqa: E402
 
 
-# SPEC's PTQ recipe, the compile default when benchmarks/precision.md was measured (the default is now
-# histogram + bias correction + fold-pool): the table compares activation widths, not range choices
-RECIPE = {"calibration": "minmax", "bias_correction": False, "fold_pool": False}
+# The PTQ recipe of every column: the compile default (edgebn.quantize.PTQ_DEFAULTS; `--recipe spec`:
+# SPEC's minmax recipe, what the table was first measured with). The table compares activation widths.
+RECIPES = {"default": {}, "spec": {"calibration": "minmax", "bias_correction": False, "fold_pool": False,
+                                   "pool_mean": False}}
 
 
 def _layer_min(report) -> float | None:
@@ -44,12 +45,12 @@ def _layer_min(report) -> float | None:
     return round(min(vals), 2) if vals else None
 
 
-def run(case, work: Path, **kw) -> dict:
+def run(case, work: Path, recipe: dict, **kw) -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = edgebn.compile(case["model"], case["calib"], work, example_input=torch.zeros(case["shape"]),
-                           force=True, **{**RECIPE, **kw})
+                           force=True, **{**recipe, **kw})
     ref = run_float(case["model"], case["x"])
     y = c.emulate(case["x"])
     p = c.report["precision"]
@@ -67,7 +68,9 @@ def main(argv=None):
     ap.add_argument("--min-sqnr", default="25", help="auto targets, dB, comma-separated")
     ap.add_argument("--configs", default="int8,int16,auto", help="which of int8, int16, auto to run")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "precision"))
+    ap.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="PTQ recipe of every column")
     args = ap.parse_args(argv)
+    recipe = RECIPES[args.recipe]
     targets = [float(t) for t in args.min_sqnr.split(",") if t]
     results = []
     for name in [m for m in args.models.split(",") if m]:
@@ -76,11 +79,11 @@ def main(argv=None):
         configs = args.configs.split(",")
         with tempfile.TemporaryDirectory() as tmp:
             if "int8" in configs:
-                row["int8"] = run(case, Path(tmp) / "int8")
+                row["int8"] = run(case, Path(tmp) / "int8", recipe)
             if "int16" in configs:
-                row["int16"] = run(case, Path(tmp) / "int16", precision="int16")
+                row["int16"] = run(case, Path(tmp) / "int16", recipe, precision="int16")
             for t in targets if "auto" in configs else ():
-                row[f"auto{t:g}"] = run(case, Path(tmp) / f"auto{t:g}", precision="auto", min_sqnr=t)
+                row[f"auto{t:g}"] = run(case, Path(tmp) / f"auto{t:g}", recipe, precision="auto", min_sqnr=t)
         results.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out + ".json").write_text(json.dumps({"targets": targets, "results": results}, indent=1))

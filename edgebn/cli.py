@@ -155,7 +155,14 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--equalize/--no-equalize", default=DEFAULTS["equalize"], show_default=True,
               help="Cross-layer equalization of conv/linear pairs before calibration.")
 @click.option("--fold-pool/--no-fold-pool", default=DEFAULTS["fold_pool"], show_default=True,
-              help="Fold a global average pool into the linear after it (finer logits, bigger linear).")
+              help="Fold a global average pool into the linear after it (finer logits, bigger linear), within "
+              "--fold-pool-budget.")
+@click.option("--fold-pool-budget", type=click.FloatRange(min=0), default=DEFAULTS["fold_pool_budget"],
+              show_default=True, help="--fold-pool folds a pool only if that adds at most this fraction of the "
+              "model's weights (inf: no limit).")
+@click.option("--pool-mean/--no-pool-mean", default=DEFAULTS["pool_mean"], show_default=True,
+              help="A global average pool not folded is TFLite's MEAN with its own output scale (finer pooled "
+              "values, no flash); otherwise an int8 pool keeping its input's scale.")
 @click.option("--adaround/--no-adaround", default=DEFAULTS["adaround"], show_default=True,
               help="Learn whether each int8 weight rounds up or down (AdaRound, on the calibration data; "
               "docs/QUANTIZATION.md).")
@@ -175,7 +182,8 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--int16-layers", help="Comma-separated layer names computed in int16 (any --precision).")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
-                weight_method, ranges_path, bias_correction, equalize, fold_pool, adaround, force, lib_name, labels_path, max_samples,
+                weight_method, ranges_path, bias_correction, equalize, fold_pool, fold_pool_budget, pool_mean, adaround,
+                force, lib_name, labels_path, max_samples,
                 precision, min_sqnr, int16_layers, quiet):
     """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
     from .compiler import compile_model
@@ -199,7 +207,7 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
     compiled = compile_model(model, calib, out_dir, target=target, calibration=calibration,
                              percentile=percentile, weight_method=weight_method, ranges=ranges_path,
                              bias_correction=bias_correction, equalize=equalize, fold_pool=fold_pool,
-                             adaround=adaround, force=force,
+                             fold_pool_budget=fold_pool_budget, pool_mean=pool_mean, adaround=adaround, force=force,
                              progress=not quiet, model_name=name, name=lib_name, labels=labels,
                              max_samples=max_samples, precision=precision, min_sqnr=min_sqnr,
                              int16_layers=[t.strip() for t in int16_layers.split(",") if t.strip()]

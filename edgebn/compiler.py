@@ -33,9 +33,7 @@ from .library import SPEC4_NAME, LibraryNames, default_name, load_labels
 from .kernels import weight_flash_bytes
 from .ops import OPS
 from .outdir import CommitResult, OutputDir
-from .passes import run_passes
-from .passes.equalize import equalize as equalize_graph
-from .passes.fold_pool import fold_pool_into_linear
+from .passes import ptq_passes, run_passes
 from .plan import plan_arena
 from .quantize import PTQ_DEFAULTS, assign_qparams, quantize_graph
 from .report import build_report, write_report
@@ -250,7 +248,9 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                   calibration: str = PTQ_DEFAULTS["calibration"], percentile: float = 99.99,
                   weight_method: str = PTQ_DEFAULTS["weight_method"],
                   bias_correction: bool = PTQ_DEFAULTS["bias_correction"], equalize: bool = PTQ_DEFAULTS["equalize"],
-                  fold_pool: bool = PTQ_DEFAULTS["fold_pool"], adaround: bool = PTQ_DEFAULTS["adaround"],
+                  fold_pool: bool = PTQ_DEFAULTS["fold_pool"], pool_mean: bool = PTQ_DEFAULTS["pool_mean"],
+                  fold_pool_budget: float | None = PTQ_DEFAULTS["fold_pool_budget"],
+                  adaround: bool = PTQ_DEFAULTS["adaround"],
                   ranges=None, force: bool = False,
                   progress: bool = False, model_name: str | None = None,
                   check_budget: bool = True, name: str | None = None, labels=None,
@@ -268,8 +268,10 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
 
     Quantization choices (the int8 arithmetic is the same for all): `calibration` picks activation
     ranges (minmax | percentile | mse | histogram), `weight_method` the per-channel weight scales
-    (max | mse), `fold_pool` folds a global average pool into the linear reading it
-    (passes/fold_pool.py), `equalize` runs cross-layer equalization on the folded float graph, and
+    (max | mse), `fold_pool` folds a global average pool into the linear reading it where that adds at
+    most `fold_pool_budget` x the model's weights (passes/fold_pool.py; None: no budget), `pool_mean`
+    computes the other global average pools as TFLite's MEAN with their own output scale
+    (passes/pool_mean.py), `equalize` runs cross-layer equalization on the folded float graph, and
     `bias_correction` corrects each weighted layer's int32 bias for the mean error quantization adds
     (measured layer by layer with the emulator on the first BIAS_CORRECTION_SAMPLES calibration inputs).
     `adaround` learns, layer by layer on the same samples, whether each int8 weight rounds up or down
@@ -317,10 +319,9 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         if adaround and ranges is not None:
             raise EdgebnError("--adaround re-rounds the weights the given ranges were trained with, so the compile "
                               "would no longer reproduce the QAT model; drop --adaround (or --ranges)")
-        if fold_pool:
-            float_graph = fold_pool_into_linear(float_graph)
-        if equalize:
-            float_graph = equalize_graph(float_graph)
+        pool_mean = pool_mean and ranges is None
+        float_graph = ptq_passes(float_graph, fold_pool=fold_pool, pool_mean=pool_mean, equalize=equalize,
+                                 fold_pool_budget=fold_pool_budget)
         lap("import")
         tshape = torch_input_shape(float_graph)
         if isinstance(calib, (str, os.PathLike)):
@@ -435,6 +436,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             "samples": int(tap.seen if tap is not None else len(calib)),
             "max_samples": None if max_samples is None else int(max_samples),
             "equalize": bool(equalize), "bias_correction": bool(bc_data is not None), "fold_pool": bool(fold_pool),
+            "pool_mean": bool(pool_mean), "fold_pool_budget": fold_pool_budget,
             "bias_correction_layers": [{"layer": r.layer, "mean_abs_error_before": r.mean_abs_error_before,
                                         "mean_abs_error_after": r.mean_abs_error_after, "max_shift": r.max_shift}
                                        for r in bc_log],

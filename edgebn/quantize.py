@@ -20,9 +20,13 @@ __all__ = ["PTQ_DEFAULTS", "assign_qparams", "quantize_graph"]
 
 # The defaults of `edgebn compile` and edgebn.compile, chosen on measured logit SQNR
 # (benchmarks/ptq_recipes.md, docs/QUANTIZATION.md "The default recipe"). SPEC.md's recipe is
-# calibration "minmax" with the bias correction and the pool fold off; every option stays available.
+# calibration "minmax" with the bias correction, the pool fold and the pool mean off; every option stays
+# available. A global average pool is folded into the linear after it only where that adds at most
+# fold_pool_budget x the model's weights, else computed as a requantizing mean (TFLite's MEAN): the
+# mean gets most of the fold's SQNR with no flash (benchmarks/pool_cost.md, docs/QUANTIZATION.md
+# "Global average pooling").
 PTQ_DEFAULTS = {"calibration": "histogram", "weight_method": "max", "bias_correction": True, "equalize": False,
-                "fold_pool": True, "adaround": False}
+                "fold_pool": True, "fold_pool_budget": 0.1, "pool_mean": True, "adaround": False}
 
 
 def _calibrated(rng, bits: int) -> QParams:
@@ -46,7 +50,10 @@ def assign_qparams(graph: Graph, ranges: dict[str, tuple[float, float]],
         elif rule == "input":
             qp[node.name] = qp[node.inputs[0]]
         else:
-            qp[node.name] = _calibrated(ranges[node.name], bits.get(node.name, 8))
+            rng, adjust = ranges[node.name], OPS[node.op].output_range
+            if adjust is not None:
+                rng = adjust(node, rng, qp[node.inputs[0]])
+            qp[node.name] = _calibrated(rng, bits.get(node.name, 8))
     return qp
 
 

@@ -114,18 +114,14 @@ def layerwise_sqnr(model: nn.Module, compiled, x: np.ndarray) -> dict[str, float
     from edgebn.importer import import_module
     from edgebn.numerics import dequantize
     from edgebn.ops import OPS
-    from edgebn.passes import run_passes
-
-    from edgebn.passes.equalize import equalize
-    from edgebn.passes.fold_pool import fold_pool_into_linear
+    from edgebn.passes import ptq_passes, run_passes
 
     emu = compiled.emulator
     fg = run_passes(import_module(model.eval(), torch.from_numpy(x[:1])))
     quant = compiled.report.get("quantization", {})
-    if quant.get("fold_pool"):          # the graph the compiler quantized (the default folds the pool)
-        fg = fold_pool_into_linear(fg)
-    if quant.get("equalize"):
-        fg = equalize(fg)
+    # the graph the compiler quantized (the default folds the pool)
+    fg = ptq_passes(fg, **{k: bool(quant.get(k)) for k in ("fold_pool", "pool_mean", "equalize")},
+                    fold_pool_budget=quant.get("fold_pool_budget"))
     qg = emu.graph
     values = execute(qg, emu.quantize_input(x), run_int8, keep_all=True)
 
@@ -151,17 +147,13 @@ def quantize_only(model: nn.Module, calib: np.ndarray, **ptq):
     from edgebn.compiler import BIAS_CORRECTION_SAMPLES, torch_input_shape
     from edgebn.emulator import Emulator
     from edgebn.importer import import_module
-    from edgebn.passes import run_passes
-    from edgebn.passes.equalize import equalize
-    from edgebn.passes.fold_pool import fold_pool_into_linear
+    from edgebn.passes import ptq_passes, run_passes
     from edgebn.quantize import PTQ_DEFAULTS, assign_qparams, quantize_graph
 
     o = {**PTQ_DEFAULTS, **ptq}
     g = run_passes(import_module(model.eval(), torch.from_numpy(np.ascontiguousarray(calib[:1]))))
-    if o["fold_pool"]:
-        g = fold_pool_into_linear(g)
-    if o["equalize"]:
-        g = equalize(g)
+    g = ptq_passes(g, fold_pool=o["fold_pool"], pool_mean=o["pool_mean"], equalize=o["equalize"],
+                   fold_pool_budget=o["fold_pool_budget"])
     ranges = calibrate(g, calib, torch_input_shape(g), method=o["calibration"])
     bc = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if o["bias_correction"] else None
     return Emulator(quantize_graph(g, assign_qparams(g, ranges), o["weight_method"], bias_correction_data=bc))

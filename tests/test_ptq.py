@@ -68,8 +68,9 @@ def assert_bit_exact(c, tmp_path, n=48):
 @pytest.mark.parametrize("kw", [
     {"calibration": "histogram"},
     {"bias_correction": True},
-    {"equalize": True, "fold_pool": True},
-    {"calibration": "histogram", "weight_method": "mse", "bias_correction": True, "equalize": True, "fold_pool": True},
+    {"equalize": True, "fold_pool": True, "fold_pool_budget": None},
+    {"calibration": "histogram", "weight_method": "mse", "bias_correction": True, "equalize": True, "fold_pool": True,
+     "fold_pool_budget": None},
 ], ids=["histogram", "bias-correction", "equalize+fold-pool", "all"])
 def test_ptq_options_stay_bit_exact(tmp_path, kw):
     with warnings.catch_warnings():
@@ -227,3 +228,28 @@ def test_evaluate_bn_statistics_match_torch(tmp_path):
     # inputs from another distribution are flagged
     shifted = evaluate(tmp_path / "ev", (3.0 * x + 2.0).astype(np.float32))
     assert shifted["batchnorms"][0]["flagged"] and "<- shifted" in format_evaluation(shifted)
+
+
+def test_fold_pool_budget_keeps_or_refuses_the_fold(tmp_path):
+    """The fold adds (H*W - 1) x the linear's weights: 35 x 60 = 2,100 int8 weights on dw_net, whose
+    weights number 1,752 (its kept BN's 12 included). A budget of 1.25 x the model keeps it, 1.15 refuses
+    it with the figure; the
+    compiled flash grows by exactly those bytes, and a refused pool is a requantizing mean."""
+    from edgebn.passes import ptq_passes
+    from edgebn.passes.fold_pool import model_weights
+    fg = run_passes(_import(dw_net(), torch.zeros(SHAPE)))
+    assert model_weights(fg) == 1752
+    kept = fold_pool_into_linear(fg, max_growth=1.25)
+    assert "avg_pool2d" not in [n.op for n in kept.nodes]
+    refused = fold_pool_into_linear(fg, max_growth=1.15)
+    assert "avg_pool2d" in [n.op for n in refused.nodes]
+    assert any("would add 2,100 weights (+2,100 B of int8 weights in flash)" in n and "1,752" in n for n in refused.notes), refused.notes
+    ops = [n.op for n in ptq_passes(fg, fold_pool=True, pool_mean=True, equalize=False, fold_pool_budget=1.15).nodes]
+    assert "mean" in ops and "avg_pool2d" not in ops
+    calib = data(32)
+    c = {b: edgebn.compile(dw_net(), calib, tmp_path / f"b{b}", example_input=torch.zeros(SHAPE), force=True,
+                           fold_pool_budget=b, pool_mean=True) for b in (1.15, 1.25)}
+    assert c[1.25].report["flash_bytes"] - c[1.15].report["flash_bytes"] == 2100
+    assert c[1.15].report["quantization"]["fold_pool_budget"] == 1.15
+    assert any("not folded" in n for n in c[1.15].report["notes"])
+    assert_bit_exact(c[1.15], tmp_path)

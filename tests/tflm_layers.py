@@ -71,6 +71,9 @@ def oracle_layer(node, xs, qp):
             return tflm.avg_pool2d(x, qin[0], (kh, kw), (sh, sw), pads, a["count_include_pad"])
         except ValueError as e:        # padding without its taps that is not TFLite's SAME
             raise NoTflmForm("avg_pool2d (padding not SAME, count_include_pad=False)") from e
+    if node.op == "mean":            # a global average pool with its own output quantization: TFLite MEAN
+        x = xs[0]
+        return tflm.mean_hw(x.reshape(len(x), -1, 1, x.shape[-1]), qin[0], qout)
     if node.op == "pad":
         return tflm.pad(xs[0], qin[0], a["padding"])
     if node.op == "cat":

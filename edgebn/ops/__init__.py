@@ -24,5 +24,6 @@ from . import slice  # noqa: F401,E402
 from . import conv_transpose2d  # noqa: F401,E402
 from . import conv3d  # noqa: F401,E402
 from . import requantize  # noqa: F401,E402
+from . import mean  # noqa: F401,E402
 
 __all__ = ["OPS", "ATEN_RULES", "OpDef", "KernelRecord", "QParams", "Ref", "AtenContext"]

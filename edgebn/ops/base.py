@@ -129,6 +129,9 @@ class OpDef:
     # How the output's (scale, zero_point) is chosen: "calibrated" from observed ranges, or "input":
     # equal to the first input's (pools, padding, reshapes keep the input's quantization as in TFLite).
     output_qparams: str | Callable[[Node], "QParams"] = "calibrated"   # or the op's fixed (scale, zp)
+    # "calibrated" only: the calibrated (lo, hi) of the output as the op quantizes it, given its first
+    # input's QParams (the mean widens a tight range it cannot exceed: ops/mean); None: as calibrated
+    output_range: Callable[[Node, tuple, "QParams"], tuple] | None = None
     alias: bool = False                       # output shares the input's bytes (reshape): no code
     aten: tuple[str, ...] = ()
     from_aten: Callable[[str, dict, "AtenContext"], Node] | None = None

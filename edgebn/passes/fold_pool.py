@@ -6,7 +6,10 @@ in float64, exactly (x flattened in device order, NHWC; a volume's NDHWC likewis
 scale (SPEC.md, as TFLite), but averaging H*W values shrinks their spread, so the pooled tensor lands
 on a few dozen of its 256 levels and its rounding dominates the logits' error. The folded linear
 accumulates the int8 input exactly in int32 instead, and only the weights are rounded. Cost: the
-linear's weights grow H*W-fold (flash) and its MACs with them; the pass refuses past MAX_WEIGHTS.
+linear's weights grow H*W-fold (flash) and its MACs with them. The pass refuses a fold past MAX_WEIGHTS,
+and past `max_growth` (a fraction: the weights the fold adds over the model's weights before it); a
+pool not folded is left for passes/pool_mean.py, whose requantizing mean gets most of the same SQNR
+with no flash (benchmarks/pool_cost.md).
 A pool read by several linears (through flattens), as a detector's class and box heads read one
 pooled feature, is folded into each of them when every reader is such a linear.
 """
@@ -17,7 +20,7 @@ import numpy as np
 from ..ir import Graph, Node
 from ..ops import OPS
 
-__all__ = ["fold_pool_into_linear", "MAX_WEIGHTS"]
+__all__ = ["fold_pool_into_linear", "model_weights", "MAX_WEIGHTS"]
 
 MAX_WEIGHTS = 1 << 17   # int8 weights of a folded linear (128 KiB of flash)
 
@@ -44,8 +47,14 @@ def _is_global_mean(g: Graph, n: Node) -> bool:
     return test is not None and test(n, tuple(g.shapes[n.inputs[0]]))
 
 
-def fold_pool_into_linear(graph: Graph, max_weights: int = MAX_WEIGHTS) -> Graph:
+def model_weights(g: Graph) -> int:
+    """The weight values of every weighted layer (biases not counted)."""
+    return int(sum(n.params["weight"].size for n in g.nodes if OPS[n.op].weighted))
+
+
+def fold_pool_into_linear(graph: Graph, max_weights: int = MAX_WEIGHTS, max_growth: float | None = None) -> Graph:
     g = graph.copy()
+    budget = None if max_growth is None else max_growth * model_weights(graph)
     for pool in [n for n in g.nodes if _is_global_mean(g, n)]:
         found = _linear_readers(g, pool.name)
         if found is None or not found[1]:
@@ -60,6 +69,12 @@ def fold_pool_into_linear(graph: Graph, max_weights: int = MAX_WEIGHTS) -> Graph
         if big:
             g.notes.append(f"global average pool {pool.name!r} not folded into {big[0].name!r}: "
                            f"{big[0].params['weight'].shape[0] * h * w * c:,} weights > {max_weights:,}")
+            continue
+        growth = sum(r.params["weight"].size for r in readers) * (h * w - 1)
+        if budget is not None and growth > budget:
+            g.notes.append(f"global average pool {pool.name!r} not folded: it would add {growth:,} weights "
+                           f"(+{growth:,} B of int8 weights in flash), over the budget of {max_growth:g} x the model's "
+                           f"{model_weights(graph):,}")
             continue
         for reader in readers:
             reader.params["weight"] = np.tile(reader.params["weight"] / (h * w), (1, h * w))  # column (h*W + w)*C + c
