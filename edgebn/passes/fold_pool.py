@@ -20,12 +20,12 @@ import numpy as np
 from ..ir import Graph, Node
 from ..ops import OPS
 
-__all__ = ["fold_pool_into_linear", "model_weights", "MAX_WEIGHTS"]
+__all__ = ["fold_pool_into_linear", "linear_readers", "reads_as_linear", "model_weights", "MAX_WEIGHTS"]
 
 MAX_WEIGHTS = 1 << 17   # int8 weights of a folded linear (128 KiB of flash)
 
 
-def _linear_readers(g: Graph, tensor: str) -> tuple[list[Node], list[Node]] | None:
+def linear_readers(g: Graph, tensor: str) -> tuple[list[Node], list[Node]] | None:
     """(the free aliases between `tensor` and its readers, in graph order; the readers), or None when
     one of them is a model output."""
     aliases, readers, todo = [], [], [tensor]
@@ -42,6 +42,11 @@ def _linear_readers(g: Graph, tensor: str) -> tuple[list[Node], list[Node]] | No
     return aliases, readers
 
 
+def reads_as_linear(r: Node, channels: int) -> bool:
+    """`r` reads a pooled feature vector of `channels` values as a linear's input (the fold's condition)."""
+    return OPS[r.op].weighted and OPS[r.op].reads_flat and len(r.inputs) == 1 and r.params["weight"].shape[1] == channels
+
+
 def _is_global_mean(g: Graph, n: Node) -> bool:
     test = OPS[n.op].global_mean
     return test is not None and test(n, tuple(g.shapes[n.inputs[0]]))
@@ -56,14 +61,13 @@ def fold_pool_into_linear(graph: Graph, max_weights: int = MAX_WEIGHTS, max_grow
     g = graph.copy()
     budget = None if max_growth is None else max_growth * model_weights(graph)
     for pool in [n for n in g.nodes if _is_global_mean(g, n)]:
-        found = _linear_readers(g, pool.name)
+        found = linear_readers(g, pool.name)
         if found is None or not found[1]:
             continue
         aliases, readers = found
         *spatial, c = g.shapes[pool.inputs[0]]          # (H, W, C), or a volume's (D, H, W, C)
         h, w = int(np.prod(spatial[:-1])), spatial[-1]   # a volume's D*H rows: the same device order
-        if not all(OPS[r.op].weighted and OPS[r.op].reads_flat and len(r.inputs) == 1
-                   and r.params["weight"].shape[1] == c for r in readers):
+        if not all(reads_as_linear(r, c) for r in readers):
             continue
         big = [r for r in readers if r.params["weight"].shape[0] * h * w * c > max_weights]
         if big:
