@@ -90,7 +90,7 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
     g = graph.copy()
     fvals = {g.inputs[0]: torch_to_device(np.asarray(x, np.float64))}
     q_in = qp[g.inputs[0]]
-    qvals = {g.inputs[0]: quantize(fvals[g.inputs[0]], q_in.scale, q_in.zero_point)}
+    qvals = {g.inputs[0]: quantize(fvals[g.inputs[0]], q_in.scale, q_in.zero_point, q_in.qmin, q_in.qmax)}
     remaining = {t: g.use_count(t) for t in [g.inputs[0]] + [n.name for n in g.nodes]}
     weighted = {n.name for n in weighted_nodes(g)}
     qnodes: list[Node] = []

@@ -41,7 +41,7 @@ def quantize(x, scale: float, zero_point: int, qmin: int = -128, qmax: int = 127
         v = np.asarray(x, dtype=np.float32) / np.float32(scale)
     r = round_half_away(v)
     q = np.clip(np.where(np.isnan(r), 0.0, r) + zero_point, qmin, qmax)
-    return q.astype(np.int8)
+    return q.astype(np.int8 if -128 <= qmin and qmax <= 127 else np.int16)   # int16 bounds: int16 values
 
 
 def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
