@@ -85,7 +85,9 @@ def to_markdown(rows: list[dict]) -> str:
              "Command: `.venv/bin/python benchmarks/pool_cost.py` (its docstring says what is measured). "
              "`pool`: SPEC's int8 average pool (keeps its input's scale); `fold`: folded into the linear after it "
              "(`--fold-pool` with no budget); `mean`: TFLite's requantizing MEAN with its own calibrated output "
-             "scale (`--pool-mean`); `default`: the current default. Rest of the recipe: histogram ranges + bias "
+             "scale (`--pool-mean`, no fold); `default`: the default (`--pool-mean`, fold within 0.1 x the "
+             "model's weights: the mean wherever the fold is refused); `mean0`: the mean with its calibrated range "
+             "not widened (an earlier run, `ops/mean` RANGE_MARGIN = 0). Rest of the recipe: histogram ranges + bias "
              "correction. Flash: the compiled model (code + constant tables, host gcc); instructions: one inference "
              "on QEMU RV32 (`edgebn bench`, fast kernels).", "",
              "| model | way | SQNR dB | flash B | weights B | arena B | MACs | RV32 instructions |",
