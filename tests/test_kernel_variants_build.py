@@ -96,6 +96,15 @@ def _pool(op, h, w, c, k, s, p, ceil=False, include_pad=True):
     return _graph([node], {"x": (h, w, c), "layer": (oh, ow, c)})
 
 
+def _mean(shape, flat=True):
+    """A global mean with its own output quantization (ops/mean: TFLite MEAN), over (H, W, C) or (D, H, W, C)."""
+    n = int(np.prod(shape[:-1]))
+    node = Node("layer", "mean", ["x"], {"flat": flat, "zp_in": -5, "zp_out": 3, "m0": 1518500250 // n * 4,
+                                         "shift": -1, "count": n, "act_min": -128, "act_max": 127})
+    out = (shape[-1],) if flat else (1,) * (len(shape) - 1) + (shape[-1],)
+    return _graph([node], {"x": tuple(shape), "layer": out})
+
+
 def conv3d(d, h, w, cin, cout, k, stride=1, pad=0, groups=1, dil=1, seed=0):
     rng = np.random.default_rng(seed)
     kd, kh, kw = k
@@ -230,6 +239,8 @@ def int16_classes():
     out += [("s16_max_pool_3x3s2p1_ceil", _int16(_pool("max_pool2d", 7, 8, 3, 3, 2, 1, ceil=True))),
             ("s16_avg_pool_3x3s1p1_exclude_pad", _int16(_pool("avg_pool2d", 5, 6, 3, 3, 1, 1, include_pad=False))),
             ("s16_avg_pool_global", _int16(_pool("avg_pool2d", 4, 4, 6, 4, 4, 0))),
+            ("mean_global", _mean((4, 5, 6))), ("mean_volume_keepdim", _mean((2, 3, 4, 5), flat=False)),
+            ("s16_mean_global", _int16(_mean((4, 5, 6)))),
             ("requantize_s8_s16", _requantize(8, 16)), ("requantize_s16_s8", _requantize(16, 8))]
     return out
 
