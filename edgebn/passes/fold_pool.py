@@ -20,7 +20,7 @@ import numpy as np
 from ..ir import Graph, Node
 from ..ops import OPS
 
-__all__ = ["fold_pool_into_linear", "linear_readers", "reads_as_linear", "model_weights", "MAX_WEIGHTS"]
+__all__ = ["fold_pool_into_linear", "is_global_mean", "linear_readers", "reads_as_linear", "model_weights", "MAX_WEIGHTS"]
 
 MAX_WEIGHTS = 1 << 17   # int8 weights of a folded linear (128 KiB of flash)
 
@@ -47,7 +47,8 @@ def reads_as_linear(r: Node, channels: int) -> bool:
     return OPS[r.op].weighted and OPS[r.op].reads_flat and len(r.inputs) == 1 and r.params["weight"].shape[1] == channels
 
 
-def _is_global_mean(g: Graph, n: Node) -> bool:
+def is_global_mean(g: Graph, n: Node) -> bool:
+    """`n` averages its input over every position (OpDef.global_mean: a global average pool)."""
     test = OPS[n.op].global_mean
     return test is not None and test(n, tuple(g.shapes[n.inputs[0]]))
 
@@ -59,8 +60,9 @@ def model_weights(g: Graph) -> int:
 
 def fold_pool_into_linear(graph: Graph, max_weights: int = MAX_WEIGHTS, max_growth: float | None = None) -> Graph:
     g = graph.copy()
-    budget = None if max_growth is None else max_growth * model_weights(graph)
-    for pool in [n for n in g.nodes if _is_global_mean(g, n)]:
+    total = model_weights(graph)
+    budget = None if max_growth is None else max_growth * total
+    for pool in [n for n in g.nodes if is_global_mean(g, n)]:
         found = linear_readers(g, pool.name)
         if found is None or not found[1]:
             continue
@@ -78,7 +80,7 @@ def fold_pool_into_linear(graph: Graph, max_weights: int = MAX_WEIGHTS, max_grow
         if budget is not None and growth > budget:
             g.notes.append(f"global average pool {pool.name!r} not folded: it would add {growth:,} weights "
                            f"(+{growth:,} B of int8 weights in flash), over the budget of {max_growth:g} x the model's "
-                           f"{model_weights(graph):,}")
+                           f"{total:,}")
             continue
         for reader in readers:
             reader.params["weight"] = np.tile(reader.params["weight"] / (h * w), (1, h * w))  # column (h*W + w)*C + c

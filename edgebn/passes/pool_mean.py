@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph
-from ..ops import OPS
-from .fold_pool import linear_readers, reads_as_linear
+from .fold_pool import is_global_mean, linear_readers, reads_as_linear
 
 __all__ = ["pool_to_mean", "MIN_POSITIONS"]
 
@@ -34,9 +33,10 @@ MIN_POSITIONS = 16
 def pool_to_mean(graph: Graph) -> Graph:
     g = graph.copy()
     for n in g.nodes:           # the copy's own nodes: rewritten in place, names and edges unchanged
-        test = OPS[n.op].global_mean
+        if not is_global_mean(g, n):
+            continue
         shape = tuple(g.shapes[n.inputs[0]])
-        if test is None or not test(n, shape) or int(np.prod(shape[:-1])) < MIN_POSITIONS:
+        if int(np.prod(shape[:-1])) < MIN_POSITIONS:
             continue
         found = linear_readers(g, n.name)
         if found is None or not found[1] or not all(reads_as_linear(r, shape[-1]) for r in found[1]):
