@@ -60,21 +60,29 @@ def conv_transpose(h, w, cin, cout, k, stride, pad=0, out_pad=0, seed=0):
     return _graph([node], {"x": (h, w, cin), "layer": (oh, ow, cout)})
 
 
-def conv_classes():
-    """(name, graph) per conv shape class."""
-    out, i = [], 0
+def conv_grid(sizes):
+    """The conv shape classes over input sizes `sizes` [(H, W)]: (index from 1, K, stride, H, W, pad,
+    rqf) for K in 1, 3, 5, 7, stride 1 and 2, no padding and 'same' padding, where the padded input
+    holds the kernel; rqf (the single-rounding requantisation) alternates with the index."""
+    i = 0
     for k in (1, 3, 5, 7):
         for stride in (1, 2):
-            for h, w in ((1, 1), (2, 2), (3, 5), (7, 13)):
+            for h, w in sizes:
                 for pad in sorted({0, k // 2}):
                     if h + 2 * pad < k or w + 2 * pad < k:
                         continue
                     i += 1
-                    rqf = bool(i % 2)
-                    tag = f"k{k}s{stride}p{pad}_{h}x{w}{'_rqf' if rqf else ''}"
-                    out.append((f"dw_{tag}", conv(h, w, 4, 4, k, stride, pad, groups=4, rqf=rqf, seed=i)))
-                    out.append((f"dwmult2_{tag}", conv(h, w, 2, 4, k, stride, pad, groups=2, rqf=not rqf, seed=i)))
-                    out.append((f"dense_{tag}", conv(h, w, 3, 8 if rqf else 6, k, stride, pad, rqf=rqf, seed=i)))
+                    yield i, k, stride, h, w, pad, bool(i % 2)
+
+
+def conv_classes():
+    """(name, graph) per conv shape class."""
+    out = []
+    for i, k, stride, h, w, pad, rqf in conv_grid(((1, 1), (2, 2), (3, 5), (7, 13))):
+        tag = f"k{k}s{stride}p{pad}_{h}x{w}{'_rqf' if rqf else ''}"
+        out.append((f"dw_{tag}", conv(h, w, 4, 4, k, stride, pad, groups=4, rqf=rqf, seed=i)))
+        out.append((f"dwmult2_{tag}", conv(h, w, 2, 4, k, stride, pad, groups=2, rqf=not rqf, seed=i)))
+        out.append((f"dense_{tag}", conv(h, w, 3, 8 if rqf else 6, k, stride, pad, rqf=rqf, seed=i)))
     out += [
         ("dw_dilated", conv(9, 9, 4, 4, 3, pad=2, groups=4, dil=2)),
         ("dense_dilated", conv(9, 9, 3, 5, 3, pad=1, dil=3)),

@@ -15,29 +15,21 @@ from edgebn.emit import CodeOnly, environment, layer_contexts
 from edgebn.ops import OPS
 from edgebn.plan import plan_arena
 from edgebn.stack import parse_su
-from test_kernel_variants_build import conv, conv_transpose
+from test_kernel_variants_build import conv, conv_grid, conv_transpose
 from test_kernels import linear_graph
 
 
 def big_classes():
     """Conv/linear shape classes whose int8 weights reach CodeOnly.MIN_VALUES values."""
-    out, i = [], 0
-    for k in (1, 3, 5, 7):
-        for stride in (1, 2):
-            for h, w in ((3, 5), (7, 13)):
-                for pad in sorted({0, k // 2}):
-                    if h + 2 * pad < k or w + 2 * pad < k:
-                        continue
-                    i += 1
-                    rqf = bool(i % 2)
-                    tag = f"k{k}s{stride}p{pad}_{h}x{w}"
-                    if k > 1:
-                        out.append((f"dw_{tag}", conv(h, w, 128, 128, k, stride, pad, groups=128, rqf=rqf, seed=i)))
-                        out.append((f"dwmult2_{tag}", conv(h, w, 64, 128, k, stride, pad, groups=64, rqf=not rqf,
-                                                           seed=i)))
-                    cin = {1: 64, 3: 16, 5: 8, 7: 8}[k]
-                    cout = {1: 32, 3: 12, 5: 8, 7: 8}[k] - (0 if rqf else 2)
-                    out.append((f"dense_{tag}", conv(h, w, cin, cout, k, stride, pad, rqf=rqf, seed=i)))
+    out = []
+    for i, k, stride, h, w, pad, rqf in conv_grid(((3, 5), (7, 13))):
+        tag = f"k{k}s{stride}p{pad}_{h}x{w}"
+        if k > 1:
+            out.append((f"dw_{tag}", conv(h, w, 128, 128, k, stride, pad, groups=128, rqf=rqf, seed=i)))
+            out.append((f"dwmult2_{tag}", conv(h, w, 64, 128, k, stride, pad, groups=64, rqf=not rqf, seed=i)))
+        cin = {1: 64, 3: 16, 5: 8, 7: 8}[k]
+        cout = {1: 32, 3: 12, 5: 8, 7: 8}[k] - (0 if rqf else 2)
+        out.append((f"dense_{tag}", conv(h, w, cin, cout, k, stride, pad, rqf=rqf, seed=i)))
     out += [
         ("dw_dilated", conv(9, 9, 128, 128, 3, pad=2, groups=128, dil=2)),
         ("grouped", conv(6, 6, 64, 64, 3, pad=1, groups=2)),
