@@ -341,20 +341,20 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                 for batch in (tap or ()):  # the report's sample and the self-test vectors
                     validate_batch(batch, tshape)
             lap("calibrate")
-            bc_data = None
-            if bias_correction and ranges_meta is None:
-                bc_data = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if tap is None \
-                    else tap.sample()[:BIAS_CORRECTION_SAMPLES]
+
+            def first(n):   # the first n calibration inputs (for a loader: those the tap kept)
+                return np.asarray(calib[:n]) if tap is None else tap.sample()[:n]
+
+            # bias correction and AdaRound measure each layer on the same samples
+            ptq_data = first(BIAS_CORRECTION_SAMPLES) if (bias_correction or adaround) and ranges_meta is None \
+                else None
+            bc_data = ptq_data if bias_correction else None
+            ar_data = ptq_data if adaround else None
             bc_log: list = []
             ar_log: list = []
-            ar_data = None
-            if adaround and ranges_meta is None:
-                ar_data = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if tap is None \
-                    else tap.sample()[:BIAS_CORRECTION_SAMPLES]
             float_graph, ranges, bits, precision_info = _choose_precision(
                 float_graph, ranges, precision, min_sqnr, int16_layers, weight_method, tgt,
-                None if precision != "auto" else
-                np.asarray(calib[:AUTO_SAMPLES]) if tap is None else tap.sample()[:AUTO_SAMPLES])
+                first(AUTO_SAMPLES) if precision == "auto" else None)
             qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges, bits), weight_method,
                                     bias_correction_data=bc_data, log=bc_log, adaround_data=ar_data,
                                     adaround_log=ar_log)
