@@ -599,7 +599,7 @@ def _write_library(tmp: Path, names, model_name: str, total_macs: int, arena_byt
     from . import __version__
     from .emit import graph_external_libraries
     from .library import LibraryInfo, write_examples, write_library
-    from .project import BOARD_SUPPORT, PLATFORM_SPECS
+    from .project import BOARD_SUPPORT, env_for
 
     x = np.asarray(example, dtype=np.float32)
     info = LibraryInfo(names, model_name, __version__, total_macs, arena_bytes, int(np.prod(emu.input_shape)),
@@ -609,11 +609,6 @@ def _write_library(tmp: Path, names, model_name: str, total_macs: int, arena_byt
     lib_dir = tmp / "lib" / names.prefix
     write_library(lib_dir, info)
     arduino = [f for f in fits if getattr(BOARD_SUPPORT.get(f.target.pio_env), "framework", None) == "arduino"]
-    envs = [{"name": f.target.pio_env, "description": f.target.description or f.target.name,
-             "platform": PLATFORM_SPECS[f.target.pio_platform], "board": f.target.pio_board,
-             "flash_size": f"{BOARD_SUPPORT[f.target.pio_env].flash_chip_bytes // (1024 * 1024)}MB",
-             "memory_type": BOARD_SUPPORT[f.target.pio_env].memory_type,
-             "defines": BOARD_SUPPORT[f.target.pio_env].defines}
-            for f in arduino if f.fits]
+    envs = [env_for(f.target) for f in arduino if f.fits]    # as the project's platformio.ini has them
     gone = [{"name": f.target.pio_env, "reason": f.reason} for f in arduino if not f.fits]
     write_examples(tmp, info, envs, gone)

@@ -181,8 +181,8 @@ def write_library(lib_dir, info: LibraryInfo) -> None:
 
 def write_examples(out_dir, info: LibraryInfo, pio_envs=(), left_out=()) -> None:
     """OUT/examples/: an ESP-IDF project (main/main.c) and a PlatformIO project building the
-    library's Arduino example. pio_envs: records with name, description, platform, board,
-    flash_size ("16MB"), memory_type and defines (the boards the model fits, with their module's
+    library's Arduino example. pio_envs: edgebn.project.env_for records (name, description, platform,
+    board, flash_chip_mib, memory_type, defines: the boards the model fits, with their module's
     PlatformIO settings); left_out: records with name and reason."""
     from pathlib import Path
 

@@ -22,7 +22,7 @@ from .errors import EdgebnError
 from .resources import firmware_dir, templates_dir
 from .targets import Target, get_target
 
-__all__ = ["BoardSupport", "BOARD_SUPPORT", "PLATFORM_DIR", "BoardFit", "board_fits", "write_project"]
+__all__ = ["BoardSupport", "BOARD_SUPPORT", "PLATFORM_DIR", "BoardFit", "board_fits", "env_for", "write_project"]
 
 # PlatformIO platform specs by Target.pio_platform. espressif32 6.x is Arduino-ESP32 2.0 on
 # ESP-IDF 4.4; the caret keeps bug-fix releases but not a new major (Arduino-ESP32 3 / IDF 5).
@@ -151,7 +151,8 @@ def _app_partition_bytes(flash_chip_bytes: int) -> int:
     return flash_chip_bytes - ESP_FLASH_HEADER_BYTES - ESP_COREDUMP_BYTES
 
 
-def _env_for(target: Target) -> _Env:
+def env_for(target: Target) -> _Env:
+    """The PlatformIO env of one target: board, platform, module settings (BOARD_SUPPORT)."""
     support = BOARD_SUPPORT[target.pio_env]
     common = dict(name=target.pio_env, description=target.description or target.name,
                   board=target.pio_board, framework=support.framework,
@@ -232,7 +233,7 @@ def write_project(out_dir: Path, *, model_name: str, targets: Sequence[Target | 
             f"default env {default_env!r} is not among the project's envs ({', '.join(env_names)})")
     if not model_name or any(c in model_name for c in "\r\n\""):
         raise EdgebnError(f"model name {model_name!r} cannot be written into platformio.ini")
-    envs = [_env_for(t) for t in resolved]
+    envs = [env_for(t) for t in resolved]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     src_dir = out_dir / "src"
