@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import EdgebnError
 from ..fsio import write_text
+from ..kernels import KERNEL_SETS
 from ..targets import BOARDS, get_board
 from .compare import check_device_model, random_inputs
 from .link import DEFAULT_BAUD, Link, LinkError
@@ -272,7 +273,7 @@ def record_cost_in_report(out: Path, rec: dict) -> None:
 @click.option("--port", help="Serial port of a real board flashed with OUT (`edgebn flash`): measure cycles "
                              "and milliseconds instead.")
 @click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True, help="Serial baud rate (--port).")
-@click.option("--kernels", type=click.Choice(["fast", "reference", "compact"]), default="fast", show_default=True,
+@click.option("--kernels", type=click.Choice(list(KERNEL_SETS)), default="fast", show_default=True,
               help="Kernel set to emit on the emulated board: the specialised kernels `compile` writes, the "
                    "generic reference ones, or compact (the specialised ones with int8 weights only: what "
                    "`compile` writes when the int16-weight tiles exceed the target's flash, report.json "
