@@ -10,15 +10,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
-torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-
-from edgebn.device import protocol as P  # noqa: E402
-from edgebn.device.compare import ModelMismatch, compare_on_link, random_inputs  # noqa: E402
-from edgebn.device.qemu import qemu_link  # noqa: E402
-from edgebn.device.selftest import selftest_header, selftest_inputs  # noqa: E402
-from edgebn.emulator import Emulator  # noqa: E402
+from edgebn.device import protocol as P
+from edgebn.device.compare import ModelMismatch, compare_on_link, random_inputs
+from edgebn.device.qemu import qemu_link
+from edgebn.device.selftest import selftest_header, selftest_inputs
+from edgebn.emulator import Emulator
 
 EDGEBN = [sys.executable, "-m", "edgebn"]
 
