@@ -132,8 +132,20 @@ def _wait_for(pred, proc, timeout=120.0):
     return False
 
 
+@pytest.fixture
+def sigint_delivered():
+    """SIGINT as an interactive shell delivers it: raising KeyboardInterrupt here, and at its default
+    in the processes the test starts. A suite started in the background by a non-interactive shell
+    (`make test &`) inherits SIGINT ignored, and Python then installs no handler for it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)    # a Popen preexec_fn
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("when", ["calibration", "writing"])
-def test_sigint_leaves_previous_out_and_no_temp_dirs(env, tmp_path, when):
+def test_sigint_leaves_previous_out_and_no_temp_dirs(env, tmp_path, when, sigint_delivered):
     """A real `edgebn compile` process gets SIGINT during calibration (a large calibration file) or
     once its temporary OUT exists: it exits 130 with one line, OUT is the old build byte for byte,
     and nothing .tmp-/.old- is left beside it."""
@@ -146,7 +158,8 @@ def test_sigint_leaves_previous_out_and_no_temp_dirs(env, tmp_path, when):
     cmd = EDGEBN + ["compile", str(env / "m.pt2"), "--calib", str(big), "-o", str(out)]
     if when == "writing":
         cmd.append("-q")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_delivered)
     try:
         if when == "calibration":
             # tqdm's "calibrate" bar goes to stderr; read it byte by byte until calibration runs
@@ -280,7 +293,7 @@ def test_commit_failing_half_way_leaves_whole_files_and_a_usable_manifest(env, t
     assert "pending" not in manifest(out)
 
 
-def test_sigint_during_commit_is_delivered_after_it(env, tmp_path, monkeypatch):
+def test_sigint_during_commit_is_delivered_after_it(env, tmp_path, monkeypatch, sigint_delivered):
     """SIGINT arriving while files move is held until the commit is complete: OUT is wholly new."""
     out = tmp_path / "out"
     _compile(env, out)
