@@ -283,60 +283,56 @@ def _conv_out(size, k, s, d, p0, p1):
     return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
 
 
-def _bias_dtype(x):
-    return np.int64 if x.dtype == np.int16 else np.int32
+def _bias(m: Model, x: np.ndarray, qx: Q, w_scale, bias) -> int:
+    """The bias constant of a weighted op: int32 (int64 under int16 activations, TFLite's int16x8
+    scheme) at scale sx * sw, one per output channel."""
+    dtype = np.int64 if x.dtype == np.int16 else np.int32
+    return m.const(np.asarray(bias).astype(dtype), dtype, scales=qx.scale * np.asarray(w_scale, np.float64), axis=0)
 
 
 # ---------------------------------------------------------------------------------------------
 # weighted ops
 
-def conv2d(x, qx: Q, w, w_scale, bias, qy: Q, stride=1, padding=(0, 0, 0, 0), dilation=1,
-           act: str | None = None) -> np.ndarray:
-    """CONV_2D, per-channel int8 weights OHWI [Cout, KH, KW, Cin]; padding (top, left, bottom, right)."""
+def _window_conv(code: str, o, x, qx: Q, w: np.ndarray, filter_: np.ndarray, filter_axis: int, w_scale, bias,
+                 qy: Q, stride, padding, dilation, act: str | None) -> np.ndarray:
+    """CONV_2D and DEPTHWISE_CONV_2D: `w` in edgebn's layout [Cout, KH, KW, *] gives the shapes,
+    `filter_` is the weight tensor TFLite reads (per-channel scales along `filter_axis`); the options
+    `o` get the padding, strides, dilations and activation."""
     _check_act(x, qx)
     stride, dilation = _pair(stride), _pair(dilation)
-    w = np.asarray(w, np.int8)
     cout, kh, kw, _ = w.shape
     m = Model()
     xi = m.input(x.shape, x.dtype, qx)
     xp, pad_kind = _resolve_padding(m, xi, (kh, kw), stride, dilation, tuple(padding))
-    wi = m.const(w, np.int8, scales=w_scale, axis=0)
-    bi = m.const(np.asarray(bias).astype(_bias_dtype(x)), _bias_dtype(x),
-                 scales=qx.scale * np.asarray(w_scale, np.float64), axis=0)
+    wi = m.const(filter_, np.int8, scales=w_scale, axis=filter_axis)
+    bi = _bias(m, x, qx, w_scale, bias)
     n, h, wd, _ = x.shape
     pt, pl, pb, pr = padding
     oh, ow = (_conv_out(h, kh, stride[0], dilation[0], pt, pb), _conv_out(wd, kw, stride[1], dilation[1], pl, pr))
     y = _out(m, (n, oh, ow, cout), x.dtype, qy)
-    o = fb.Conv2DOptionsT()
     o.padding, (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor) = pad_kind, stride, dilation
     o.fusedActivationFunction = _ACT[act]
-    m.op("CONV_2D", [xp, wi, bi], [y], o)
+    m.op(code, [xp, wi, bi], [y], o)
     return _one(m, x)
+
+
+def conv2d(x, qx: Q, w, w_scale, bias, qy: Q, stride=1, padding=(0, 0, 0, 0), dilation=1,
+           act: str | None = None) -> np.ndarray:
+    """CONV_2D, per-channel int8 weights OHWI [Cout, KH, KW, Cin]; padding (top, left, bottom, right)."""
+    w = np.asarray(w, np.int8)
+    return _window_conv("CONV_2D", fb.Conv2DOptionsT(), x, qx, w, w, 0, w_scale, bias, qy, stride, padding,
+                        dilation, act)
 
 
 def depthwise_conv2d(x, qx: Q, w, w_scale, bias, qy: Q, stride=1, padding=(0, 0, 0, 0), dilation=1,
                      act: str | None = None) -> np.ndarray:
-    """DEPTHWISE_CONV_2D; w in edgebn's grouped layout [Cout, KH, KW, 1], Cout = Cin * multiplier."""
-    _check_act(x, qx)
-    stride, dilation = _pair(stride), _pair(dilation)
+    """DEPTHWISE_CONV_2D; w in edgebn's grouped layout [Cout, KH, KW, 1], Cout = Cin * multiplier
+    (TFLite's filter is [1, KH, KW, Cout])."""
     w = np.asarray(w, np.int8)
-    cout, kh, kw, _ = w.shape
-    m = Model()
-    xi = m.input(x.shape, x.dtype, qx)
-    xp, pad_kind = _resolve_padding(m, xi, (kh, kw), stride, dilation, tuple(padding))
-    wi = m.const(w[..., 0].transpose(1, 2, 0)[None], np.int8, scales=w_scale, axis=3)
-    bi = m.const(np.asarray(bias).astype(_bias_dtype(x)), _bias_dtype(x),
-                 scales=qx.scale * np.asarray(w_scale, np.float64), axis=0)
-    n, h, wd, cin = x.shape
-    pt, pl, pb, pr = padding
-    oh, ow = (_conv_out(h, kh, stride[0], dilation[0], pt, pb), _conv_out(wd, kw, stride[1], dilation[1], pl, pr))
-    y = _out(m, (n, oh, ow, cout), x.dtype, qy)
     o = fb.DepthwiseConv2DOptionsT()
-    o.padding, (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor) = pad_kind, stride, dilation
-    o.depthMultiplier = cout // cin
-    o.fusedActivationFunction = _ACT[act]
-    m.op("DEPTHWISE_CONV_2D", [xp, wi, bi], [y], o)
-    return _one(m, x)
+    o.depthMultiplier = w.shape[0] // x.shape[3]
+    return _window_conv("DEPTHWISE_CONV_2D", o, x, qx, w, w[..., 0].transpose(1, 2, 0)[None], 3, w_scale, bias,
+                        qy, stride, padding, dilation, act)
 
 
 def fully_connected(x, qx: Q, w, w_scale, bias, qy: Q, act: str | None = None) -> np.ndarray:
@@ -346,8 +342,7 @@ def fully_connected(x, qx: Q, w, w_scale, bias, qy: Q, act: str | None = None) -
     m = Model()
     xi = m.input(x.shape, x.dtype, qx)
     wi = m.const(w, np.int8, scales=w_scale, axis=0)
-    bi = m.const(np.asarray(bias).astype(_bias_dtype(x)), _bias_dtype(x),
-                 scales=qx.scale * np.asarray(w_scale, np.float64), axis=0)
+    bi = _bias(m, x, qx, w_scale, bias)
     y = _out(m, (x.shape[0], w.shape[0]), x.dtype, qy)
     o = fb.FullyConnectedOptionsT()
     o.fusedActivationFunction = _ACT[act]
@@ -372,8 +367,7 @@ def transpose_conv2d(x, qx: Q, w, w_scale, bias, qy: Q, stride=1, padding=0, out
     m = Model()
     xi = m.input(x.shape, x.dtype, qx)
     wi = m.const(w, np.int8, scales=w_scale, axis=0)
-    bi = m.const(np.asarray(bias).astype(_bias_dtype(x)), _bias_dtype(x),
-                 scales=qx.scale * np.asarray(w_scale, np.float64), axis=0)
+    bi = _bias(m, x, qx, w_scale, bias)
     shape = m.ints([n, fh, fw, cout])
     cropped = any(padding)
     y = m.tensor((n, fh, fw, cout), x.dtype, qy) if cropped else _out(m, (n, fh, fw, cout), x.dtype, qy)
