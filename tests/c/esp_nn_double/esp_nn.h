@@ -71,7 +71,7 @@ void esp_nn_fully_connected_per_ch_s8(const int8_t *input_data, const int32_t in
                                       const int32_t *out_shift, const int32_t *out_mult,
                                       const int32_t activation_min, const int32_t activation_max);
 
-/* the double's own counters: calls made, and scratch bytes written */
+/* the double's own counter: the kernel calls made */
 extern long esp_nn_double_calls;
 
 #endif

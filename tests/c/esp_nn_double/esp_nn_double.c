@@ -65,73 +65,66 @@ void esp_nn_set_depthwise_conv_scratch_buf(const void *buf)
     dw_scratch = (int8_t *)buf;
 }
 
-void esp_nn_conv_s8(const data_dims_t *in, const int8_t *x, const data_dims_t *f, const int8_t *w,
-                    const int32_t *bias, const data_dims_t *out, int8_t *y, const conv_params_t *p,
-                    const quant_data_t *q)
+/* Both convolutions, TFLite's loops. ch_mult 0: a full convolution, filter OHWI, every output channel
+ * reads every input channel. ch_mult m > 0: depthwise, filter [1, KH, KW, C * m], output channel oc
+ * reads input channel oc / m. The scratch the glue set is checked and every byte of it written. */
+static void conv_s8(const data_dims_t *in, const int8_t *x, const data_dims_t *f, const int8_t *w,
+                    const int32_t *bias, const data_dims_t *out, int8_t *y, int8_t *scratch, int ch_mult,
+                    const data_2d_t *stride, const data_2d_t *padding, int32_t in_offset, int32_t out_offset,
+                    const act_params_t *act, const quant_data_t *q)
 {
+    /* output channels, and the filter step from one tap (ky, kx) to the next */
+    const int n_oc = ch_mult ? in->channels * ch_mult : out->channels;
+    const int tap_step = ch_mult ? in->channels * ch_mult : in->channels;
     int oy, ox, oc, ky, kx, ic;
-    if (conv_scratch == NULL) {
+    if (scratch == NULL) {
         abort();
     }
-    memset(conv_scratch, 0x5a, (size_t)scratch_need(in, f));
+    memset(scratch, 0x5a, (size_t)scratch_need(in, f));
     ++esp_nn_double_calls;
     for (oy = 0; oy < out->height; ++oy) {
         for (ox = 0; ox < out->width; ++ox) {
-            for (oc = 0; oc < out->channels; ++oc) {
+            for (oc = 0; oc < n_oc; ++oc) {
+                const int c0 = ch_mult ? oc / ch_mult : 0, nc = ch_mult ? 1 : in->channels;
+                const int8_t *wo = ch_mult ? w + oc : w + oc * f->height * f->width * in->channels;
                 int32_t acc = bias ? bias[oc] : 0;
                 for (ky = 0; ky < f->height; ++ky) {
-                    const int iy = oy * p->stride.height - p->padding.height + ky;
+                    const int iy = oy * stride->height - padding->height + ky;
                     for (kx = 0; kx < f->width; ++kx) {
-                        const int ix = ox * p->stride.width - p->padding.width + kx;
+                        const int ix = ox * stride->width - padding->width + kx;
                         if (iy < 0 || iy >= in->height || ix < 0 || ix >= in->width) {
                             continue;
                         }
-                        for (ic = 0; ic < in->channels; ++ic) {
-                            acc += (x[(iy * in->width + ix) * in->channels + ic] + p->in_offset) *
-                                   w[((oc * f->height + ky) * f->width + kx) * in->channels + ic];
+                        for (ic = 0; ic < nc; ++ic) {
+                            acc += (x[(iy * in->width + ix) * in->channels + c0 + ic] + in_offset) *
+                                   wo[(ky * f->width + kx) * tap_step + ic];
                         }
                     }
                 }
                 y[(oy * out->width + ox) * out->channels + oc] =
-                    requant(acc, q->mult[oc], q->shift[oc], p->out_offset, p->activation.min, p->activation.max);
+                    requant(acc, q->mult[oc], q->shift[oc], out_offset, act->min, act->max);
             }
         }
     }
+}
+
+void esp_nn_conv_s8(const data_dims_t *in, const int8_t *x, const data_dims_t *f, const int8_t *w,
+                    const int32_t *bias, const data_dims_t *out, int8_t *y, const conv_params_t *p,
+                    const quant_data_t *q)
+{
+    conv_s8(in, x, f, w, bias, out, y, conv_scratch, 0, &p->stride, &p->padding, p->in_offset, p->out_offset,
+            &p->activation, q);
 }
 
 void esp_nn_depthwise_conv_s8(const data_dims_t *in, const int8_t *x, const data_dims_t *f, const int8_t *w,
                               const int32_t *bias, const data_dims_t *out, int8_t *y,
                               const dw_conv_params_t *p, const quant_data_t *q)
 {
-    int oy, ox, c, m, ky, kx;
-    if (dw_scratch == NULL) {
-        abort();
+    if (p->ch_mult < 1) {
+        abort(); /* 0 would mean a full convolution to conv_s8 */
     }
-    memset(dw_scratch, 0x5a, (size_t)scratch_need(in, f));
-    ++esp_nn_double_calls;
-    for (oy = 0; oy < out->height; ++oy) {
-        for (ox = 0; ox < out->width; ++ox) {
-            for (c = 0; c < in->channels; ++c) {
-                for (m = 0; m < p->ch_mult; ++m) {
-                    const int oc = c * p->ch_mult + m;
-                    int32_t acc = bias ? bias[oc] : 0;
-                    for (ky = 0; ky < f->height; ++ky) {
-                        const int iy = oy * p->stride.height - p->padding.height + ky;
-                        for (kx = 0; kx < f->width; ++kx) {
-                            const int ix = ox * p->stride.width - p->padding.width + kx;
-                            if (iy < 0 || iy >= in->height || ix < 0 || ix >= in->width) {
-                                continue;
-                            }
-                            acc += (x[(iy * in->width + ix) * in->channels + c] + p->in_offset) *
-                                   w[(ky * f->width + kx) * in->channels * p->ch_mult + oc];
-                        }
-                    }
-                    y[(oy * out->width + ox) * out->channels + oc] = requant(
-                        acc, q->mult[oc], q->shift[oc], p->out_offset, p->activation.min, p->activation.max);
-                }
-            }
-        }
-    }
+    conv_s8(in, x, f, w, bias, out, y, dw_scratch, p->ch_mult, &p->stride, &p->padding, p->in_offset,
+            p->out_offset, &p->activation, q);
 }
 
 void esp_nn_fully_connected_per_ch_s8(const int8_t *x, const int32_t input_offset, const uint16_t row_len,
