@@ -41,10 +41,36 @@ __all__ = ["bench", "bench_model", "bench_port", "bench_on_link", "layer_facts",
            "format_table", "format_cycles_table", "record_cost_in_report"]
 
 
-def _layer_nodes(g):
+def _graph_layer_facts(g) -> list[dict]:
+    """name, op, MACs and output shape of each layer of graph `g` (aliases run no code), in the order
+    the board reports them."""
     from ..ops import OPS
 
-    return [n for n in g.nodes if not OPS[n.op].alias]
+    return [{"name": n.name, "op": n.op,
+             "macs": int(OPS[n.op].macs(n, [g.shapes[t] for t in n.inputs], g.shapes[n.name])),
+             "output_shape": list(g.shapes[n.name])} for n in g.nodes if not OPS[n.op].alias]
+
+
+def _per_mac(count: int, macs: int) -> float | None:
+    return round(count / macs, 3) if macs else None
+
+
+def _bit_exact_runs(link: Link, emu, seed: int, n_layers: int, whose: str, hint: str = "") -> tuple:
+    """One plain and one debug run (each layer's counters) of the seeded random input on a synced
+    board: (plain, debug). Both must reproduce the emulator's output, `whose` output (+ `hint`) being
+    named when one does not, and the debug run must report the model's `n_layers` layers."""
+    x = random_inputs(emu, 1, seed)[0]
+    expected = np.asarray(emu.run_packed(x[None])).reshape(-1)
+    plain = link.run(x.tobytes())
+    debug = link.run(x.tobytes(), debug=True)
+    for run in (plain, debug):
+        got = np.frombuffer(run.output, np.int8)
+        if not np.array_equal(got, expected):
+            raise EdgebnError(f"{whose} output differs from the emulator in "
+                              f"{int(np.count_nonzero(got != expected))} of {got.size} bytes{hint}")
+    if len(debug.layers) != n_layers:
+        raise EdgebnError(f"the board reported {len(debug.layers)} layers, the model has {n_layers}")
+    return plain, debug
 
 
 def model_object_size(lib_dir: Path, build_dir: Path, board: str = DEFAULT_BOARD) -> dict:
@@ -72,23 +98,20 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
     from ..artifact import load_graph
     from ..emit import render_model, layer_contexts
     from ..emulator import Emulator
-    from ..ops import OPS
     from ..plan import plan_arena
 
     out = Path(out)
     b = get_board(board)
     g, doc = load_graph(out)
     plan = plan_arena(g)
-    nodes = _layer_nodes(g)
-    macs = [int(OPS[n.op].macs(n, [g.shapes[t] for t in n.inputs], g.shapes[n.name])) for n in nodes]
+    facts = _graph_layer_facts(g)
+    total_macs = sum(f["macs"] for f in facts)
     contexts = layer_contexts(g, plan, kernels, b.isa)
     emu = Emulator.load(out)
-    x = random_inputs(emu, 1, seed)[0]
-    expected = np.asarray(emu.run_packed(x[None])).reshape(-1)
     with tempfile.TemporaryDirectory(prefix="edgebn-bench-") as tmp:
         lib = Path(tmp) / "lib"
         lib.mkdir()
-        for name, text in render_model(g, plan, doc["model_hash"], doc.get("name", "model"), sum(macs),
+        for name, text in render_model(g, plan, doc["model_hash"], doc.get("name", "model"), total_macs,
                                        kernels, isa=b.isa).items():
             (lib / name).write_text(text)
         size = model_object_size(lib, Path(tmp), b.name)
@@ -98,27 +121,17 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
             info = link.sync()
             if not info.has_instret:
                 raise EdgebnError("the emulated board reports no instruction counter")
-            plain = link.run(x.tobytes())
-            debug = link.run(x.tobytes(), debug=True)
-    for run in (plain, debug):
-        got = np.frombuffer(run.output, np.int8)
-        if not np.array_equal(got, expected):
-            raise EdgebnError(f"the {kernels} kernels' output differs from the emulator in "
-                              f"{int(np.count_nonzero(got != expected))} of {got.size} bytes")
-    if len(debug.layers) != len(nodes):
-        raise EdgebnError(f"the board reported {len(debug.layers)} layers, the model has {len(nodes)}")
-    layers = []
-    for node, ctx, m, lay in zip(nodes, contexts, macs, debug.layers):
-        layers.append({"name": node.name, "op": node.op, "kernel": ctx["template"], "kernel_reason": ctx["kernel_reason"],
-                       "output_shape": list(g.shapes[node.name]), "instructions": int(lay.instret), "macs": m,
-                       "instructions_per_mac": round(lay.instret / m, 3) if m else None})
-    total_macs = sum(macs)
+            plain, debug = _bit_exact_runs(link, emu, seed, len(facts), f"the {kernels} kernels'")
+    layers = [{"name": f["name"], "op": f["op"], "kernel": ctx["template"], "kernel_reason": ctx["kernel_reason"],
+               "output_shape": f["output_shape"], "instructions": int(lay.instret), "macs": f["macs"],
+               "instructions_per_mac": _per_mac(lay.instret, f["macs"])}
+              for f, ctx, lay in zip(facts, contexts, debug.layers)]
     return {
         "out": str(out), "model": doc.get("name", "model"), "model_hash": f"0x{doc['model_hash']:08x}",
         "kernels": kernels, "board": b.name, "isa": b.isa,
         "board_description": f"{b.description}, -icount shift=0",
         "instructions": int(plain.instret), "macs": total_macs,
-        "instructions_per_mac": round(plain.instret / total_macs, 3) if total_macs else None,
+        "instructions_per_mac": _per_mac(plain.instret, total_macs),
         "layer_instructions_sum": int(sum(l["instructions"] for l in layers)),
         "arena_bytes": plan.arena_bytes, "arena_lower_bound": plan.lower_bound,
         "flash_bytes": size["flash"], "model_object": size,
@@ -129,12 +142,8 @@ def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeou
 def layer_facts(out: Path) -> list[dict]:
     """name, op and MACs of each layer of OUT's model, in the order the board reports them."""
     from ..artifact import load_graph
-    from ..ops import OPS
 
-    g, _ = load_graph(out)
-    return [{"name": n.name, "op": n.op,
-             "macs": int(OPS[n.op].macs(n, [g.shapes[t] for t in n.inputs], g.shapes[n.name])),
-             "output_shape": list(g.shapes[n.name])} for n in _layer_nodes(g)]
+    return _graph_layer_facts(load_graph(out)[0])
 
 
 def out_target(out: Path):
@@ -156,31 +165,18 @@ def bench_on_link(link: Link, emu, facts: list[dict], *, seed: int = 0, cpu_hz: 
     if not info.has_cycles:
         raise EdgebnError(f"{link.name} reports no cycle counter (port {info.port_name!r})")
     hz = info.cpu_hz or cpu_hz
-    x = random_inputs(emu, 1, seed)[0]
-    expected = np.asarray(emu.run_packed(x[None])).reshape(-1)
-    plain = link.run(x.tobytes())
-    debug = link.run(x.tobytes(), debug=True)
-    for run in (plain, debug):
-        got = np.frombuffer(run.output, np.int8)
-        if not np.array_equal(got, expected):
-            raise EdgebnError(f"the board's output differs from the emulator in "
-                              f"{int(np.count_nonzero(got != expected))} of {got.size} bytes; "
-                              f"run `edgebn compare` to locate the layer")
-    if len(debug.layers) != len(facts):
-        raise EdgebnError(f"the board reported {len(debug.layers)} layers, the model has {len(facts)}")
+    plain, debug = _bit_exact_runs(link, emu, seed, len(facts), "the board's",
+                                   "; run `edgebn compare` to locate the layer")
 
     def ms(cycles: int) -> float | None:
         return cycles / hz * 1e3 if hz else None
 
-    layers = []
-    for f, lay in zip(facts, debug.layers):
-        m = f["macs"]
-        layers.append({**f, "cycles": int(lay.cycles), "ms": ms(lay.cycles),
-                       "cycles_per_mac": round(lay.cycles / m, 3) if m else None})
+    layers = [{**f, "cycles": int(lay.cycles), "ms": ms(lay.cycles), "cycles_per_mac": _per_mac(lay.cycles, f["macs"])}
+              for f, lay in zip(facts, debug.layers)]
     total_macs = sum(f["macs"] for f in facts)
     return {"board": info.port_name, "cpu_hz": hz or None, "cycles": int(plain.cycles),
             "ms": ms(plain.cycles), "macs": total_macs,
-            "cycles_per_mac": round(plain.cycles / total_macs, 3) if total_macs else None,
+            "cycles_per_mac": _per_mac(plain.cycles, total_macs),
             "layer_cycles_sum": int(sum(l["cycles"] for l in layers)),
             "bit_exact": True, "layers": layers}
 
@@ -215,28 +211,25 @@ def _table(rows: list[tuple], numeric_from: int) -> list[str]:
     return lines
 
 
+def _fixed(v: float | None, digits: int) -> str:
+    """A table cell: `v` with `digits` decimals, or "-" where there is no value (no MACs, no clock)."""
+    return f"{v:.{digits}f}" if v is not None else "-"
+
+
 def format_cycles_table(rec: dict) -> str:
-    def ms(v):
-        return f"{v:.3f}" if v is not None else "-"
-
-    def per(v):
-        return f"{v:.2f}" if v is not None else "-"
-
     rows = [("layer", "op", "cycles", "ms", "MACs", "cycles/MAC")]
-    for l in rec["layers"]:
-        rows.append((l["name"], l["op"], f"{l['cycles']:,}", ms(l["ms"]), f"{l['macs']:,}", per(l["cycles_per_mac"])))
-    rows.append(("total", "", f"{rec['cycles']:,}", ms(rec["ms"]), f"{rec['macs']:,}", per(rec["cycles_per_mac"])))
+    for l in [*rec["layers"], {**rec, "name": "total", "op": ""}]:
+        rows.append((l["name"], l["op"], f"{l['cycles']:,}", _fixed(l["ms"], 3), f"{l['macs']:,}",
+                     _fixed(l["cycles_per_mac"], 2)))
     clock = f"at {rec['cpu_hz'] / 1e6:g} MHz" if rec["cpu_hz"] else "clock unknown (no milliseconds)"
     return "\n".join(_table(rows, 2) + [f"{rec['board']} {clock}; output bit-exact with the emulator"])
 
 
 def format_table(rec: dict) -> str:
     rows = [("layer", "op", "kernel", "instructions", "MACs", "instr/MAC")]
-    for l in rec["layers"]:
-        ipm = f"{l['instructions_per_mac']:.2f}" if l["instructions_per_mac"] is not None else "-"
-        rows.append((l["name"], l["op"], l["kernel"], f"{l['instructions']:,}", f"{l['macs']:,}", ipm))
-    ipm = f"{rec['instructions_per_mac']:.2f}" if rec["instructions_per_mac"] is not None else "-"
-    rows.append(("total", "", rec["kernels"], f"{rec['instructions']:,}", f"{rec['macs']:,}", ipm))
+    for l in [*rec["layers"], {**rec, "name": "total", "op": "", "kernel": rec["kernels"]}]:
+        rows.append((l["name"], l["op"], l["kernel"], f"{l['instructions']:,}", f"{l['macs']:,}",
+                     _fixed(l["instructions_per_mac"], 2)))
     lines = _table(rows, 3)
     size = rec["model_object"]
     lines.append(f"{rec['board']}: arena {rec['arena_bytes']:,} bytes (lower bound {rec['arena_lower_bound']:,}); "
