@@ -136,9 +136,7 @@ class FrameDecoder:
                 return events
             _, type_, flags, seq, length = _HEADER.unpack_from(self._buf)
             if length > self.max_payload:
-                events.append(BadFrame(f"length {length} exceeds {self.max_payload}", seq))
-                self._skip(1)
-                self._noisy = True
+                self._reject(events, f"length {length} exceeds {self.max_payload}", seq)
                 continue
             total = HEADER_BYTES + length + CRC_BYTES
             if len(self._buf) < total:
@@ -146,9 +144,7 @@ class FrameDecoder:
             body = bytes(self._buf[:HEADER_BYTES + length])
             (crc,) = struct.unpack_from("<I", self._buf, HEADER_BYTES + length)
             if crc != zlib.crc32(body):
-                events.append(BadFrame(f"CRC mismatch on a type 0x{type_:02x} frame", seq))
-                self._skip(1)
-                self._noisy = True
+                self._reject(events, f"CRC mismatch on a type 0x{type_:02x} frame", seq)
                 continue
             del self._buf[:total]
             events.append(Frame(type_, seq, body[HEADER_BYTES:], flags))
@@ -166,15 +162,17 @@ class FrameDecoder:
         if not self._buf.startswith(MAGIC):
             return []
         seq = _HEADER.unpack_from(self._buf)[3] if len(self._buf) >= HEADER_BYTES else None
-        events: list[Frame | TextLine | BadFrame] = [
-            BadFrame(f"frame cut short after {len(self._buf)} bytes", seq)]
-        self._skip(1)
-        self._noisy = True  # what follows the magic is frame debris, not text
+        events: list[Frame | TextLine | BadFrame] = []
+        self._reject(events, f"frame cut short after {len(self._buf)} bytes", seq)
         return events + self.feed(b"")
 
-    def _skip(self, n: int) -> None:
-        self.skipped_bytes += n
-        del self._buf[:n]
+    def _reject(self, events: list, reason: str, seq: int | None) -> None:
+        """The magic at the buffer's start began no frame: note why, and resume scanning one byte
+        after it; what follows the magic is frame debris, not text."""
+        events.append(BadFrame(reason, seq))
+        self.skipped_bytes += 1
+        del self._buf[:1]
+        self._noisy = True
 
     def _text(self, data: bytes | bytearray, events: list) -> None:
         """Collect printable lines; a line with any non-text byte in it is noise, not text."""
@@ -195,8 +193,8 @@ class FrameDecoder:
 # ---- payloads ----
 
 def _split(payload: bytes, fixed: struct.Struct, what: str) -> tuple[tuple, bytes]:
-    """INFO, RESULT and LAYER payloads are fixed fields followed by a variable tail (the port name,
-    the output or layer int8): returns (fields, tail)."""
+    """Every payload is fixed fields followed by a variable tail (INFO's port name, RESULT's output
+    int8, LAYER's layer int8; ERROR's is empty): returns (fields, tail)."""
     if len(payload) < fixed.size:
         raise ValueError(f"{what} payload is {len(payload)} bytes, expected at least {fixed.size}")
     return fixed.unpack_from(payload), bytes(payload[fixed.size:])
@@ -309,7 +307,5 @@ def encode_error(e: ErrorReply) -> bytes:
 
 
 def decode_error(payload: bytes, seq: int = 0xFFFF) -> ErrorReply:
-    if len(payload) < ERROR_BYTES:
-        raise ValueError(f"ERROR payload is {len(payload)} bytes, expected {ERROR_BYTES}")
-    code, type_, _, arg0, arg1 = _ERROR.unpack_from(payload)
+    (code, type_, _, arg0, arg1), _ = _split(payload, _ERROR, "ERROR")
     return ErrorReply(code, type_, arg0, arg1, seq)
