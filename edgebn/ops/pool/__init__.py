@@ -193,23 +193,24 @@ def layer_context(node: Node, g: Graph) -> dict:
                       ACT_MIN=a["act_min"], ACT_MAX=a["act_max"]), **activation_types(bits_of(node))}
 
 
-def _onnx(kind: str):
+def _onnx(kind: str, out_key: str = "out_hw", divisors=avg_divisors):
+    """The ONNX form of a pool over images (attrs out_hw, avg_divisors) or volumes (out_dhw,
+    avg_divisors3d): the spatial axes are whatever the kernel attribute lists."""
     def emit(b, n: Node) -> None:
-        a, g, t = n.attrs, b.g, n.name
-        h, wd, _ = g.shapes[n.inputs[0]]
-        (kh, kw), (sh, sw), (pt, pl), (oh, ow) = a["kernel"], a["stride"], a["padding"], a["out_hw"]
-        eh = max(0, (oh - 1) * sh + kh - (h + 2 * pt))
-        ew = max(0, (ow - 1) * sw + kw - (wd + 2 * pl))
-        kws = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[pt, pl, pt + eh, pl + ew])
+        a, t = n.attrs, n.name
+        size = b.g.shapes[n.inputs[0]][:-1]
+        k, s, p, o = a["kernel"], a["stride"], a["padding"], a[out_key]
+        # ceil_mode: the last window may overhang the far edge; ONNX pads it explicitly
+        extra = [max(0, (o[i] - 1) * s[i] + k[i] - (size[i] + 2 * p[i])) for i in range(len(k))]
+        kws = dict(kernel_shape=list(k), strides=list(s), pads=list(p) + [p[i] + extra[i] for i in range(len(k))])
         x = b.real[n.inputs[0]]
         if kind == "max":
             y = b.op("MaxPool", [x], t, **kws)
         else:
             # sum over the taps (pads count as 0), then PyTorch's divisor per output position
-            s = b.op("Mul", [b.op("AveragePool", [x], t, count_include_pad=1, **kws),
-                             b.const("k", np.float32(kh * kw))], t)
-            div = avg_divisors(n, h, wd).astype(np.float32)[None, None]
-            y = b.op("Div", [s, b.const("div", div)], t)
+            sm = b.op("Mul", [b.op("AveragePool", [x], t, count_include_pad=1, **kws),
+                              b.const("k", np.float32(np.prod(k)))], t)
+            y = b.op("Div", [sm, b.const("div", divisors(n, *size).astype(np.float32)[None, None])], t)
         if a.get("flat"):
             y = b.op("Reshape", [y, b.const("flat", np.array([0, -1], np.int64))], t)
         b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
@@ -376,32 +377,12 @@ def layer_context3d(node: Node, g: Graph) -> dict:
                       ACT_MIN=a["act_min"], ACT_MAX=a["act_max"])}
 
 
-def _onnx3d(kind: str):
-    def emit(b, n: Node) -> None:
-        a, t = n.attrs, n.name
-        size = b.g.shapes[n.inputs[0]][:3]
-        k, s, p, o = a["kernel"], a["stride"], a["padding"], a["out_dhw"]
-        extra = [max(0, (o[i] - 1) * s[i] + k[i] - (size[i] + 2 * p[i])) for i in range(3)]
-        kws = dict(kernel_shape=list(k), strides=list(s), pads=list(p) + [p[i] + extra[i] for i in range(3)])
-        x = b.real[n.inputs[0]]
-        if kind == "max":
-            y = b.op("MaxPool", [x], t, **kws)
-        else:
-            sm = b.op("Mul", [b.op("AveragePool", [x], t, count_include_pad=1, **kws),
-                              b.const("k", np.float32(np.prod(k)))], t)
-            y = b.op("Div", [sm, b.const("div", avg_divisors3d(n, *size).astype(np.float32)[None, None])], t)
-        if a.get("flat"):
-            y = b.op("Reshape", [y, b.const("flat", np.array([0, -1], np.int64))], t)
-        b.quant(t, b.clamp(y, t, a["act_min"], a["act_max"]))
-    return emit
-
-
 register(OpDef(
     name="max_pool3d", run_float=maxpool3d_float, output_shape=output_shape3d,
     quantize=_quantize_pool, emulate=maxpool3d_emulate, macs=_macs3d, output_qparams="input",
     aten=("aten.max_pool3d.default",), from_aten=maxpool3d_from_aten, volumetric=True,
     doc="MaxPool3d with padding and ceil_mode (NDHWC)",
-    layer_context=layer_context3d, onnx=_onnx3d("max"),
+    layer_context=layer_context3d, onnx=_onnx("max", "out_dhw", avg_divisors3d),
     kernels=(KernelRecord("max_pool3d", "pool/max_pool3d.c.j2", lambda node, g: "reference kernel set"),),
 ))
 
@@ -409,7 +390,8 @@ register(OpDef(
     name="avg_pool3d", run_float=avgpool3d_float, output_shape=output_shape3d,
     quantize=_quantize_pool, emulate=avgpool3d_emulate, macs=_macs3d, output_qparams="input",
     aten=("aten.avg_pool3d.default", "aten.adaptive_avg_pool3d.default"), from_aten=avgpool3d_from_aten,
-    volumetric=True, layer_context=layer_context3d, onnx=_onnx3d("avg"), global_mean=is_global_mean3d,
+    volumetric=True, layer_context=layer_context3d, onnx=_onnx("avg", "out_dhw", avg_divisors3d),
+    global_mean=is_global_mean3d,
     kernels=(KernelRecord("avg_pool3d", "pool/avg_pool3d.c.j2", lambda node, g: "reference kernel set"),),
     doc="AvgPool3d (count_include_pad both ways, ceil_mode), AdaptiveAvgPool3d with even splits, mean over D,H,W",
 ))
