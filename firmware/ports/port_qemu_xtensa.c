@@ -18,13 +18,8 @@
 
 #include "edgebn_port.h"
 #include "protocol.h"
+#include "semihosting.h" /* ports/xtensa/: simcall and the SYS_ call numbers */
 
-#define SYS_EXIT 1
-#define SYS_READ 3
-#define SYS_WRITE 4
-#define SYS_OPEN 5
-#define SYS_LSEEK 19
-#define SYS_SELECT_ONE 29
 #define SELECT_ONE_READ 1
 
 #define FD_CONSOLE_IN 0
@@ -33,16 +28,6 @@
 #ifndef EDGEBN_PORT_NAME
 #error "EDGEBN_PORT_NAME must be set by the board's flags file"
 #endif
-
-static int32_t simcall(int32_t nr, int32_t a, int32_t b, int32_t c)
-{
-    register int32_t a2 __asm__("a2") = nr;
-    register int32_t a3 __asm__("a3") = a;
-    register int32_t a4 __asm__("a4") = b;
-    register int32_t a5 __asm__("a5") = c;
-    __asm__ volatile("simcall" : "+r"(a2), "+r"(a3) : "r"(a4), "r"(a5) : "memory");
-    return a2;
-}
 
 /* ---- instruction counter ---- */
 

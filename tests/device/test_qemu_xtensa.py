@@ -106,7 +106,7 @@ def test_lx106_libgcc_helpers(tmp_path):
     fw = firmware_dir()
     elf = tmp_path / "helpers.elf"
     cmd = [cross_tool(board, "gcc"), *qemu_flags(board), "-std=c99", "-Wall", "-Wextra", "-Werror",
-           f"-I{tmp_path}", f"-L{fw / 'ports' / 'xtensa'}",
+           f"-I{tmp_path}", f"-I{fw / 'ports' / 'xtensa'}", f"-L{fw / 'ports' / 'xtensa'}",
            str(fw / "ports" / "xtensa" / "crt0.S"), str(fw / "ports" / "xtensa" / "lx106_libgcc.c"),
            str(FAKE_MODEL_DIR.parent / "lx106_helpers" / "main.c"), "-o", str(elf)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)

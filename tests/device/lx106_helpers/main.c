@@ -3,20 +3,8 @@
  * for tests/device/test_qemu_xtensa.py to check against Python's arithmetic. */
 #include <stdint.h>
 
+#include "semihosting.h" /* firmware/ports/xtensa/ */
 #include "vectors.h"
-
-#define SYS_EXIT 1
-#define SYS_WRITE 4
-
-static int32_t simcall(int32_t nr, int32_t a, int32_t b, int32_t c)
-{
-    register int32_t a2 __asm__("a2") = nr;
-    register int32_t a3 __asm__("a3") = a;
-    register int32_t a4 __asm__("a4") = b;
-    register int32_t a5 __asm__("a5") = c;
-    __asm__ volatile("simcall" : "+r"(a2), "+r"(a3) : "r"(a4), "r"(a5) : "memory");
-    return a2;
-}
 
 static char line[512];
 static int pos;
