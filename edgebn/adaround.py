@@ -13,16 +13,14 @@ with one-hot weights (K channels per group, weight k = 1) and no bias returns X 
 im2col code). The loss, per output channel, after removing the mean (bias correction removes it
 afterwards) is
 
-    E_c(w~) = sum_m ((X~[m] - mean X~) . w~_c - (X[m] - mean X) . w_c)^2
-            = w~ A w~' - 2 w~ B w' + w F w'        A = X~c' X~c,  B = X~c' Xc,  F = Xc' Xc
+    E_c(w~) = sum_m ((X[m] - mean X) . (w~_c - w_c))^2 = w~ F w~' - 2 w~ F w' + w F w'    F = Xc' Xc
 
-with X the float network's input rows and X~ the rows the quantized layer is given: by default
-(INPUTS "float") X~ = X, so A = B = F and the loss is the weight rounding's own error; INPUTS
-"quantized" takes the int8-dequantized input through the layers already rounded (the paper's
-asymmetric form), which measured worse (docs/QUANTIZATION.md "AdaRound"). Xc / X~c are centred. A,
-B, F are K x K per group, so each step costs one matrix product per group however many samples there
-are. w~_c = s[c] * clip(floor(w/s) + h(V), -127, 127) with h(V) = clip(sigmoid(V) * 1.2 - 0.1, 0, 1),
-V initialised so that h = frac(w/s); minimised with Adam (LR) over V for
+with X the float network's input rows on both sides (Xc centred): the weight rounding's own error.
+The paper's asymmetric form, with the int8 input the layer really sees through the layers already
+rounded, measured worse (docs/QUANTIZATION.md "AdaRound"). F is K x K per group, so each step costs
+one matrix product per group however many samples there are. w~_c = s[c] * clip(floor(w/s) + h(V),
+-127, 127) with h(V) = clip(sigmoid(V) * 1.2 - 0.1, 0, 1), V initialised so that h = frac(w/s);
+minimised with Adam (LR) over V for
 
     sum_c E_c / E_c(nearest) + LAMBDA * sum_c sum_k (1 - |2 h - 1|^beta) / K
 
@@ -41,14 +39,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .execute import run_float, run_int8
+from .execute import batched, run_float, walk
 from .ir import Graph, Node
-from .numerics import dequantize, quantize, round_half_away
-from .ops import OPS, QParams
+from .numerics import round_half_away
+from .ops import OPS
 from .ops._affine import weight_scales
 from .ops.reshape import torch_to_device
 
-__all__ = ["AdaRoundLayer", "adaround", "layer_stats", "learn_rounding", "ITERATIONS", "LAMBDA"]
+__all__ = ["AdaRoundLayer", "adaround", "layer_gram", "learn_rounding", "ITERATIONS", "LAMBDA"]
 
 ITERATIONS = 300          # Adam steps per layer (fewer where STEP_BUDGET says so)
 MIN_ITERATIONS = 100      # a layer that would get fewer keeps round-to-nearest (logged as skipped)
@@ -61,10 +59,6 @@ ZETA, GAMMA = 1.1, -0.1   # the rectified sigmoid's stretch (the paper's)
 BETA = (20.0, 2.0)        # the regulariser's exponent, annealed linearly after the warm-up
 WARMUP = 0.2
 PROBE_BYTES = 32 << 20    # float64 bytes of probe output per chunk of samples
-# "float": the layer's float input on both sides of the loss (X~ = X); "quantized": the int8 input
-# the layer really sees through the layers already rounded (the paper's asymmetric form). float
-# measured better (docs/QUANTIZATION.md "AdaRound") and needs no int8 walk.
-INPUTS = "float"
 
 
 @dataclass
@@ -96,41 +90,29 @@ def _probe(node: Node, x: np.ndarray) -> np.ndarray:
     return y.transpose(1, 0, 2)
 
 
-def layer_stats(node: Node, x_float: np.ndarray, x_quant: np.ndarray | None, out_shape: tuple):
-    """(A, B, F) [G, K, K] of the centred rows (module docstring), over the samples in chunks;
-    out_shape: the layer's output shape for one sample (sizes the chunks). x_quant None: the float
-    input on both sides (A = B = F, one Gram)."""
+def layer_gram(node: Node, x: np.ndarray, out_shape: tuple) -> np.ndarray:
+    """F [G, K, K], the Gram of the layer's centred input rows (module docstring), over the samples
+    in chunks; out_shape: the layer's output shape for one sample (sizes the chunks)."""
     w = node.params["weight"]
     g, k = _groups(node), int(np.prod(w.shape[1:]))
-    n = len(x_float)
+    n = len(x)
     pixels = max(1, int(np.prod(out_shape)) // w.shape[0])
     chunk = max(1, int(PROBE_BYTES // (8 * pixels * g * k)))
-    a, b, f = (np.zeros((g, k, k)) for _ in range(3))
-    sq, sf = np.zeros((g, k)), np.zeros((g, k))
+    f, sf = np.zeros((g, k, k)), np.zeros((g, k))
     m = 0
     for i in range(0, n, chunk):
-        pf = _probe(node, x_float[i:i + chunk])
-        f += np.matmul(pf.transpose(0, 2, 1), pf)
-        sf += pf.sum(axis=1)
-        m += pf.shape[1]
-        if x_quant is not None:
-            pq = _probe(node, x_quant[i:i + chunk])
-            a += np.matmul(pq.transpose(0, 2, 1), pq)
-            b += np.matmul(pq.transpose(0, 2, 1), pf)
-            sq += pq.sum(axis=1)
+        p = _probe(node, x[i:i + chunk])
+        f += np.matmul(p.transpose(0, 2, 1), p)
+        sf += p.sum(axis=1)
+        m += p.shape[1]
     mf = sf / m
     f -= m * mf[:, :, None] * mf[:, None, :]
-    if x_quant is None:
-        return f, f, f
-    mq = sq / m
-    a -= m * mq[:, :, None] * mq[:, None, :]
-    b -= m * mq[:, :, None] * mf[:, None, :]
-    return a, b, f
+    return f
 
 
-def _errors(wt: np.ndarray, w: np.ndarray, a, b, f) -> np.ndarray:
+def _errors(wt: np.ndarray, w: np.ndarray, f) -> np.ndarray:
     """E_c per channel; wt, w [G, og, K]."""
-    return (np.einsum("gok,gkl,gol->go", wt, a, wt) - 2 * np.einsum("gok,gkl,gol->go", wt, b, w)
+    return (np.einsum("gok,gkl,gol->go", wt, f, wt) - 2 * np.einsum("gok,gkl,gol->go", wt, f, w)
             + np.einsum("gok,gkl,gol->go", w, f, w))
 
 
@@ -139,10 +121,10 @@ def steps_for(cout: int, k: int) -> int:
     return int(min(ITERATIONS, STEP_BUDGET // max(1, cout * k * k)))
 
 
-def learn_rounding(w: np.ndarray, s: np.ndarray, groups: int, a, b, f, iterations: int | None = None,
+def learn_rounding(w: np.ndarray, s: np.ndarray, groups: int, f, iterations: int | None = None,
                    lam: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(int8 weights [Cout, ...], E_c nearest, E_c learned, steps) for weights w [Cout, ...] with
-    per-channel scales s and the layer's Grams."""
+    per-channel scales s and the layer's Gram f [G, K, K]."""
     iterations = ITERATIONS if iterations is None else iterations
     lam = LAMBDA if lam is None else lam
     cout = w.shape[0]
@@ -153,7 +135,7 @@ def learn_rounding(w: np.ndarray, s: np.ndarray, groups: int, a, b, f, iteration
     ratio = wf / sc
     base = np.floor(ratio)
     nearest = np.clip(round_half_away(ratio), -127, 127)
-    e_near = _errors(sc * nearest, wf, a, b, f)
+    e_near = _errors(sc * nearest, wf, f)
     # weights past the clamp have one choice: only the ones strictly inside move
     free = (base >= -127) & (base + 1 <= 127)
     frac = np.clip(ratio - base, 1e-4, 1 - 1e-4)
@@ -163,14 +145,14 @@ def learn_rounding(w: np.ndarray, s: np.ndarray, groups: int, a, b, f, iteration
     warm = int(WARMUP * steps)
     mom, vel = np.zeros_like(v), np.zeros_like(v)
     b1, b2, eps = 0.9, 0.999, 1e-8
-    wb = np.matmul(wf, b.transpose(0, 2, 1))        # W B' per group: [G, og, K]
+    wb = np.matmul(wf, f.transpose(0, 2, 1))        # W F' per group: [G, og, K]
     for t in range(steps):
         sig = 1.0 / (1.0 + np.exp(-v))
         raw = (ZETA - GAMMA) * sig + GAMMA
         h = np.clip(raw, 0.0, 1.0)
         q = np.clip(base + h, -127, 127)
         wt = sc * q
-        grad_w = 2.0 * (np.matmul(wt, a) - wb)       # dE/dw~
+        grad_w = 2.0 * (np.matmul(wt, f) - wb)       # dE/dw~
         grad_h = grad_w * sc * norm * free
         if t >= warm:
             rel = (t - warm) / max(1, steps - warm)
@@ -183,7 +165,7 @@ def learn_rounding(w: np.ndarray, s: np.ndarray, groups: int, a, b, f, iteration
         v = v - LR * (mom / (1 - b1 ** (t + 1))) / (np.sqrt(vel / (1 - b2 ** (t + 1))) + eps)
     learned = np.where(free, base + (v >= 0), nearest)
     learned = np.clip(learned, -127, 127)
-    e_learn = _errors(sc * learned, wf, a, b, f)
+    e_learn = _errors(sc * learned, wf, f)
     # per channel, never worse than nearest on the loss it minimised
     worse = e_learn > e_near
     learned = np.where(worse[..., None], nearest, learned)
@@ -201,23 +183,16 @@ def _skip_reason(node: Node, rows: int) -> str:
     return ""
 
 
-def adaround(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_node,
-             iterations: int | None = None) -> tuple[Graph, list[AdaRoundLayer]]:
+def adaround(graph: Graph, x: np.ndarray, iterations: int | None = None) -> tuple[Graph, list[AdaRoundLayer]]:
     """(a copy of `graph` whose weighted nodes carry params "weight_scale" and "weight_int", the
     learned int8 weights that ops/_affine.quantize_weighted takes; per-layer log). `x`: calibration
-    inputs in model layout; `quantize_node(node, graph)` quantizes one node as quantize_graph does
-    (used only with INPUTS "quantized": each layer then sees the int8 input the layers before it,
-    already rounded, produce)."""
+    inputs in model layout; each layer learns on its float input over them."""
     g = graph.copy()
-    quant = INPUTS == "quantized"
-    fvals = {g.inputs[0]: torch_to_device(np.asarray(x, np.float64))}
-    q_in = qp[g.inputs[0]]
-    qvals = {g.inputs[0]: quantize(fvals[g.inputs[0]], q_in.scale, q_in.zero_point)} if quant else {}
-    remaining = {t: g.use_count(t) for t in [g.inputs[0]] + [n.name for n in g.nodes]}
+    origs = {n.name: n for n in graph.nodes}
     log: list[AdaRoundLayer] = []
     n_batch = len(x)
-    for orig, node in zip(graph.nodes, g.nodes):
-        xs_f = [fvals[t] for t in node.inputs]
+
+    def step(node: Node, xs: list) -> np.ndarray:
         if OPS[node.op].weighted:
             t0 = time.perf_counter()
             w = node.params["weight"]
@@ -230,21 +205,12 @@ def adaround(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_node,
             if why:
                 log.append(AdaRoundLayer(node.name, int(w.size), 0, 0.0, 0.0, 0.0, time.perf_counter() - t0, why))
             else:
-                qin = qp[node.inputs[0]]
-                xq = dequantize(qvals[node.inputs[0]], qin.scale, qin.zero_point) if quant else None
-                a, b, f = layer_stats(node, xs_f[0], xq, g.shapes[node.name])
-                wi, e_near, e_learn, steps = learn_rounding(w, s, _groups(node), a, b, f, iterations)
+                f = layer_gram(node, xs[0], g.shapes[node.name])
+                wi, e_near, e_learn, steps = learn_rounding(w, s, _groups(node), f, iterations)
                 node.params["weight_int"] = wi
                 log.append(AdaRoundLayer(node.name, int(w.size), steps, float(e_near.sum()), float(e_learn.sum()),
                                          float(np.mean(wi != near)), time.perf_counter() - t0))
-        shape = (n_batch,) + tuple(g.shapes[node.name])
-        fvals[node.name] = np.asarray(run_float(orig, xs_f)).reshape(shape)
-        if quant:
-            qnode = quantize_node(node, g)
-            qvals[node.name] = np.asarray(run_int8(qnode, [qvals[t] for t in node.inputs])).reshape(shape)
-        for t in node.inputs:
-            remaining[t] -= 1
-            if remaining[t] == 0 and t not in g.outputs:
-                fvals.pop(t, None)
-                qvals.pop(t, None)
+        return batched(g, node.name, n_batch, run_float(origs[node.name], xs))
+
+    walk(g, {g.inputs[0]: torch_to_device(np.asarray(x, np.float64))}, step)
     return g, log

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .execute import run_float, run_int8
+from .execute import batched, run_float, run_int8, walk
 from .ir import Graph, Node
 from .numerics import dequantize, quantize
 from .ops import OPS, QParams
@@ -88,17 +88,18 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
     (float, leading batch axis); `quantize_node(node, float_graph)` quantizes one node the way
     quantize_graph does (weight scales included)."""
     g = graph.copy()
-    fvals = {g.inputs[0]: torch_to_device(np.asarray(x, np.float64))}
-    q_in = qp[g.inputs[0]]
-    qvals = {g.inputs[0]: quantize(fvals[g.inputs[0]], q_in.scale, q_in.zero_point, q_in.qmin, q_in.qmax)}
-    remaining = {t: g.use_count(t) for t in [g.inputs[0]] + [n.name for n in g.nodes]}
+    origs = {n.name: n for n in graph.nodes}
     weighted = {n.name for n in weighted_nodes(g)}
     qnodes: list[Node] = []
     log: list[BiasCorrection] = []
     n_batch = len(x)
-    for orig, node in zip(graph.nodes, g.nodes):
-        xs_f = [fvals[t] for t in node.inputs]
-        xs_q = [qvals[t] for t in node.inputs]
+    x_f = torch_to_device(np.asarray(x, np.float64))
+    q_in = qp[g.inputs[0]]
+    x_q = quantize(x_f, q_in.scale, q_in.zero_point, q_in.qmin, q_in.qmax)
+
+    def step(node: Node, xs: list) -> tuple[np.ndarray, np.ndarray]:
+        orig = origs[node.name]
+        xs_f, xs_q = [v[0] for v in xs], [v[1] for v in xs]
         qnode = quantize_node(node, g)
         if node.name in weighted:
             qin = qp[node.inputs[0]]
@@ -109,18 +110,17 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
             after = _channel_mean(_preact_int8(qnode, xs_q[0], qin) - ref)
             log.append(BiasCorrection(node.name, float(np.abs(err).mean()), float(np.abs(after).mean()),
                                       float(np.abs(err).max())))
-        shape = (n_batch,) + tuple(g.shapes[node.name])
-        # the true float network; a weighted layer's output is its pre-activation clamped (every
-        # weighted op's run_float is acc + bias, then the fused clamp): not computed twice
-        fout = apply_act(ref, orig.attrs.get("act")) if node.name in weighted else run_float(orig, xs_f)
-        fvals[node.name] = np.asarray(fout).reshape(shape)
-        qvals[node.name] = np.asarray(run_int8(qnode, xs_q)).reshape(shape)
+            # the true float network; a weighted layer's output is its pre-activation clamped (every
+            # weighted op's run_float is acc + bias, then the fused clamp): not computed twice
+            fout = apply_act(ref, orig.attrs.get("act"))
+        else:
+            fout = run_float(orig, xs_f)
         qnodes.append(qnode)
-        for t in node.inputs:
-            remaining[t] -= 1
-            if remaining[t] == 0 and t not in g.outputs:
-                fvals.pop(t, None)
-                qvals.pop(t, None)
+        fout = batched(g, node.name, n_batch, fout)
+        qout = batched(g, node.name, n_batch, run_int8(qnode, xs_q))
+        return fout, qout
+
+    walk(g, {g.inputs[0]: (x_f, x_q)}, step)
     q = Graph(inputs=list(g.inputs), outputs=list(g.outputs), nodes=qnodes, shapes=dict(g.shapes),
               torch_layouts=dict(g.torch_layouts), fold_log=list(g.fold_log), notes=list(g.notes),
               qparams=dict(qp))

@@ -79,7 +79,7 @@ def quantize_graph(graph: Graph, qp: dict[str, QParams], weight_method: str = "m
     if weight_method != "max":
         graph = set_weight_scales(graph, weight_method)
     if adaround_data is not None:
-        graph, records = adaround(graph, qp, adaround_data, lambda node, g: _quantize_node(node, g, qp))
+        graph, records = adaround(graph, adaround_data)
         if adaround_log is not None:
             adaround_log.extend(records)
     if bias_correction_data is not None:
