@@ -25,6 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 _serial = itertools.count()
 
 
+class Fn(nn.Module):
+    """A module whose forward is `fn(x)`: a functional call or tensor method the importer must read."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random running statistics and affine parameters on every BatchNorm; returns model.eval()."""
     g = torch.Generator().manual_seed(seed)

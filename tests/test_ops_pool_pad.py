@@ -21,19 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgebn.numerics import round_half_away
-from opcheck import check_model
+from opcheck import Fn, check_model
 
 RAW_MIN_SQNR_DB = {"max": 35.0, "pad": 35.0, "avg": 18.0}
 AFTER_CONV_MIN_SQNR_DB = 28.0
-
-
-class Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 POOLS = {

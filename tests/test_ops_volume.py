@@ -29,7 +29,7 @@ from edgebn.errors import UnsupportedOpError
 from edgebn.ir import Node
 from edgebn.numerics import multiply_by_quantized_multiplier, round_half_away
 from edgebn.ops import OPS
-from opcheck import check_model, compile_model, randomize_bn
+from opcheck import Fn, check_model, compile_model, randomize_bn
 
 CONV_MIN_SQNR_DB = 32.0
 RAW_MIN_SQNR_DB = {"max": 35.0, "avg": 16.0}
@@ -161,15 +161,6 @@ def test_max_pool3d_golden_padding_never_wins():
 # ---------------------------------------------------------------------------------------------
 # Models: compile, host C == emulator on every int8, SQNR vs torch float
 
-class Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
 class ViewToVolume(nn.Module):
     """A 4-D input (N, C*D, H, W) viewed as a volume, then Conv3d: the importer materialises the view."""
 
@@ -272,8 +263,15 @@ def test_pool3d_after_conv_relu(tmp_path):
     assert g.qparams[conv.name].zero_point == -128
 
 
+class CatVolumes(nn.Module):
+    def forward(self, x):
+        return torch.cat([x, x], 1)
+
+
 def test_volume_into_an_op_without_volumes_is_refused(tmp_path):
-    model = Fn(lambda x: torch.cat([x, x], 1))
+    """The refusal names the op, the tensor's rank, what volumes allow and the user's source line
+    (CatVolumes.forward, here)."""
+    model = CatVolumes()
     with pytest.raises(UnsupportedOpError) as info:
         compile_model(model, np.zeros((4, 2, 3, 4, 5), np.float32), tmp_path / "out")
     msg = str(info.value)
