@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import EdgebnError
 from .ir import MAX_OUTPUTS
-from .pt2 import nests_deeper
+from .pt2 import nests_deeper, read_member_capped
 
 __all__ = ["LIMITS", "read_json", "read_npz", "check_model_name", "safe_model_name", "check_quantized",
            "check_float", "OutError"]
@@ -118,18 +118,9 @@ def read_npz(path: Path, what: str = "weights") -> dict[str, np.ndarray]:
             if not name.endswith(".npy") or name[:-4] in out or "\x00" in name:
                 raise OutError(f"{path}: unexpected member {name[:80]!r} (an .npz holds unique NAME.npy arrays)")
             cap = min(LIMITS["npz_member_bytes"], LIMITS["npz_total_bytes"] - total)
-            if info.file_size > cap:
-                raise OutError(f"{path}: member {name[:80]!r} declares {info.file_size:,} bytes, more than "
-                               f"the {cap:,} edgebn reads")
-            buf = bytearray()
             try:
-                with zf.open(info) as f:
-                    while chunk := f.read(min(MiB, cap + 1 - len(buf))):
-                        buf += chunk
-                        if len(buf) > cap:
-                            raise OutError(f"{path}: member {name[:80]!r} inflates past {cap:,} bytes "
-                                           f"(its header says {info.file_size:,}): a zip bomb")
-                arr = np.lib.format.read_array(io.BytesIO(bytes(buf)), allow_pickle=False)
+                buf = read_member_capped(zf, info, cap, lambda why: OutError(f"{path}: member {name[:80]!r} {why}"))
+                arr = np.lib.format.read_array(io.BytesIO(buf), allow_pickle=False)
             except OutError:
                 raise
             except Exception as e:  # noqa: BLE001 - zlib, CRC, header and pickle refusals: one line

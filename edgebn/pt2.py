@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .errors import ImportError_
 
-__all__ = ["read_pt2", "check_expr", "LIMITS"]
+__all__ = ["read_pt2", "check_expr", "read_member_capped", "nests_deeper", "LIMITS"]
 
 MiB = 1 << 20
 
@@ -150,23 +150,26 @@ def _member_count(path: Path) -> int:
     return int(end[zipfile._ECD_ENTRIES_TOTAL])
 
 
-def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, path: Path) -> bytes:
-    """The member's bytes, decompressed in chunks and never more than `cap` of them (the header's
-    declared size is checked first and the actual size again while reading)."""
+def read_member_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, refuse) -> bytes:
+    """A zip member's bytes, decompressed in 1 MiB chunks and never more than `cap` of them: the
+    header's declared size is checked first (it is not trusted) and the actual size again while
+    reading. Over the cap, raises `refuse(why)`; zipfile's and zlib's own errors reach the caller.
+    Shared by the .pt2 reader and outcheck's .npz reader."""
     if info.file_size > cap:
-        raise _Refused(f"refused: member {info.filename!r} declares {info.file_size:,} bytes, more than the "
-                       f"{cap:,} edgebn reads for it")
+        raise refuse(f"declares {info.file_size:,} bytes, more than the {cap:,} edgebn reads for it")
     buf = bytearray()
+    with zf.open(info) as f:
+        while chunk := f.read(min(MiB, cap + 1 - len(buf))):
+            buf += chunk
+            if len(buf) > cap:
+                raise refuse(f"inflates past {cap:,} bytes (its header says {info.file_size:,}): a zip bomb")
+    return bytes(buf)
+
+
+def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, path: Path) -> bytes:
+    """The member's bytes, at most `cap` of them (read_member_capped), exactly as many as its header says."""
     try:
-        with zf.open(info) as f:
-            while True:
-                chunk = f.read(min(1 * MiB, cap + 1 - len(buf)))
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > cap:
-                    raise _Refused(f"refused: member {info.filename!r} inflates past {cap:,} bytes "
-                                   f"(its header says {info.file_size:,}): a zip bomb")
+        buf = read_member_capped(zf, info, cap, lambda why: _Refused(f"refused: member {info.filename!r} {why}"))
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
         if isinstance(e, _Refused):
             raise
@@ -174,7 +177,7 @@ def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, path: Pat
     if len(buf) != info.file_size:
         raise _Refused(f"refused: member {info.filename!r} holds {len(buf):,} bytes, its header says "
                        f"{info.file_size:,}")
-    return bytes(buf)
+    return buf
 
 
 def _unsafe_name(name: str) -> str | None:
