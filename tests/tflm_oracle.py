@@ -550,32 +550,28 @@ def concatenation(xs, qs, qy: Q, axis: int = -1) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # data movement
 
-def resize_nearest(x, q: Q, size, align_corners: bool = False, half_pixel_centers: bool = False) -> np.ndarray:
-    """RESIZE_NEAREST_NEIGHBOR of NHWC to `size` (H, W). PyTorch's `nearest` (floor(dst * in/out))
-    is align_corners=False, half_pixel_centers=False; `nearest-exact` is half_pixel_centers=True."""
+def _resize(code: str, o, x, q: Q, size, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
     _check_act(x, q)
     m = Model()
     xi = m.input(x.shape, x.dtype, q)
     s = m.ints(size)
     y = _out(m, (x.shape[0], size[0], size[1], x.shape[3]), x.dtype, q)
-    o = fb.ResizeNearestNeighborOptionsT()
     o.alignCorners, o.halfPixelCenters = bool(align_corners), bool(half_pixel_centers)
-    m.op("RESIZE_NEAREST_NEIGHBOR", [xi, s], [y], o)
+    m.op(code, [xi, s], [y], o)
     return _one(m, x)
+
+
+def resize_nearest(x, q: Q, size, align_corners: bool = False, half_pixel_centers: bool = False) -> np.ndarray:
+    """RESIZE_NEAREST_NEIGHBOR of NHWC to `size` (H, W). PyTorch's `nearest` (floor(dst * in/out))
+    is align_corners=False, half_pixel_centers=False; `nearest-exact` is half_pixel_centers=True."""
+    return _resize("RESIZE_NEAREST_NEIGHBOR", fb.ResizeNearestNeighborOptionsT(), x, q, size, align_corners,
+                   half_pixel_centers)
 
 
 def resize_bilinear(x, q: Q, size, align_corners: bool = False, half_pixel_centers: bool = False) -> np.ndarray:
     """RESIZE_BILINEAR of NHWC to `size` (H, W). PyTorch's bilinear with align_corners=True is
     align_corners=True; with align_corners=False it is half_pixel_centers=True."""
-    _check_act(x, q)
-    m = Model()
-    xi = m.input(x.shape, x.dtype, q)
-    s = m.ints(size)
-    y = _out(m, (x.shape[0], size[0], size[1], x.shape[3]), x.dtype, q)
-    o = fb.ResizeBilinearOptionsT()
-    o.alignCorners, o.halfPixelCenters = bool(align_corners), bool(half_pixel_centers)
-    m.op("RESIZE_BILINEAR", [xi, s], [y], o)
-    return _one(m, x)
+    return _resize("RESIZE_BILINEAR", fb.ResizeBilinearOptionsT(), x, q, size, align_corners, half_pixel_centers)
 
 
 def transpose(x, q: Q, perm) -> np.ndarray:
