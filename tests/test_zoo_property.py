@@ -31,6 +31,10 @@ from opcheck import check_model, count_batchnorms, layerwise_sqnr, randomize_bn
 
 MIN_SQNR_DB = 15.0
 MIN_LAYER_SQNR_DB = 18.0
+# hypothesis: the same models every run, each compile as slow as it needs
+SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                       HealthCheck.data_too_large])
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": lambda: nn.LeakyReLU(0.1), "hardswish": nn.Hardswish,
@@ -132,6 +136,16 @@ def _block(draw, c):
     return [Cat(c, c1, c2)], c1 + c2
 
 
+def _output_if_it_fits(block: list, x: torch.Tensor):
+    """The block's output on x, or None when the map (volume) has become too small for it."""
+    with torch.no_grad():
+        try:
+            y = nn.Sequential(*block).eval()(x)
+        except RuntimeError:
+            return None
+    return y if min(y.shape[2:]) >= 1 else None
+
+
 @st.composite
 def small_bn_cnns(draw):
     c = draw(st.integers(1, 3))
@@ -142,12 +156,8 @@ def small_bn_cnns(draw):
     x = torch.zeros(shape)
     for _ in range(draw(st.integers(1, 4))):
         block, cout = _block(draw, c)
-        with torch.no_grad():
-            try:
-                y = nn.Sequential(*block).eval()(x)
-            except RuntimeError:                                   # the map became too small
-                continue
-        if min(y.shape[2:]) < 1:
+        y = _output_if_it_fits(block, x)
+        if y is None:
             continue
         layers += block
         x, c = y, cout
@@ -159,9 +169,7 @@ def small_bn_cnns(draw):
     return _random_weights(draw, layers), shape
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.data_too_large])
+@settings(max_examples=25, **SETTINGS)
 @given(small_bn_cnns())
 def test_random_bn_cnn_is_bit_exact_and_tracks_torch(tmp_path, net):
     model, shape = net
@@ -217,12 +225,8 @@ def small_bn_volume_nets(draw):
             block = [nn.MaxPool3d(k, s, p, ceil_mode=ceil)] if draw(st.booleans()) else \
                 [nn.AvgPool3d(k, s, p, ceil_mode=ceil, count_include_pad=draw(st.booleans()))]
             cout = c
-        with torch.no_grad():
-            try:
-                y = nn.Sequential(*block).eval()(x)
-            except RuntimeError:                                   # the volume became too small
-                continue
-        if min(y.shape[2:]) < 1:
+        y = _output_if_it_fits(block, x)
+        if y is None:
             continue
         layers += block
         x, c = y, cout
@@ -231,9 +235,7 @@ def small_bn_volume_nets(draw):
     return _random_weights(draw, layers), shape
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.data_too_large])
+@settings(max_examples=8, **SETTINGS)
 @given(small_bn_volume_nets())
 def test_random_bn_volume_net_is_bit_exact_and_tracks_torch(tmp_path, net):
     model, shape = net
