@@ -28,3 +28,14 @@ def run_host(exe: Path, x: np.ndarray, output_size: int, layer_sizes=None):
     if layer_sizes:
         return raw[:, -output_size:], raw[:, :-output_size]
     return raw
+
+
+def assert_host_equals_emulator(compiled, exe: Path, n_random: int, real: np.ndarray) -> None:
+    """Build a compiled model's C for the host as `exe` and check it returns the emulator's int8 on
+    `n_random` uniform random int8 inputs (seed 1) and on the float inputs `real`, quantized."""
+    build_host(compiled.path, exe)
+    emu = compiled.emulator
+    q = np.concatenate([np.random.default_rng(1).integers(-128, 128, (n_random,) + emu.input_shape, dtype=np.int8),
+                        emu.quantize_input(real)])
+    got = run_host(exe, q, int(np.prod(emu.output_shape)))
+    assert np.array_equal(got, emu.run(q).reshape(len(q), -1))

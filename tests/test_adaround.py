@@ -22,7 +22,7 @@ from edgebn.numerics import round_half_away
 from edgebn.ops import OPS
 from edgebn.ops.reshape import torch_to_device
 
-from helpers import build_host, run_host
+from helpers import assert_host_equals_emulator
 
 SHAPE = (1, 3, 10, 10)
 
@@ -114,12 +114,7 @@ def test_rounding_lowers_each_layers_error_and_stays_floor_or_ceil(compiled):
 
 
 def test_host_c_equals_emulator_with_adaround(compiled, tmp_path):
-    exe = build_host(compiled.path, tmp_path / "run")
-    emu = compiled.emulator
-    x = np.concatenate([np.random.default_rng(1).integers(-128, 128, (24,) + emu.input_shape, dtype=np.int8),
-                        emu.quantize_input(data(8, seed=3))])
-    got = run_host(exe, x, int(np.prod(emu.output_shape)))
-    assert np.array_equal(got, emu.run(x).reshape(len(x), -1))
+    assert_host_equals_emulator(compiled, tmp_path / "run", 24, data(8, seed=3))
 
 
 def test_deterministic(compiled, tmp_path):

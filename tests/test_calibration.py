@@ -16,7 +16,7 @@ from edgebn.errors import EdgebnError
 from edgebn.ops._affine import weight_scales
 from edgebn.weights import check_fold_ranges, max_weight_scales, mse_weight_scales
 
-from helpers import build_host, run_host
+from helpers import assert_host_equals_emulator
 
 SHAPE = (1, 3, 8, 8)
 
@@ -50,12 +50,7 @@ def compile_(tmp_path, name, calib, **kw):
 
 
 def assert_bit_exact(c, tmp_path, n=64):
-    exe = build_host(c.path, tmp_path / f"run_{c.path.name}")
-    emu = c.emulator
-    q = np.random.default_rng(1).integers(-128, 128, (n,) + emu.input_shape, dtype=np.int8)
-    q = np.concatenate([q, emu.quantize_input(outlier_data(8, seed=2))])
-    got = run_host(exe, q, int(np.prod(emu.output_shape)))
-    assert np.array_equal(got, emu.run(q).reshape(len(q), -1))
+    assert_host_equals_emulator(c, tmp_path / f"run_{c.path.name}", n, outlier_data(8, seed=2))
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from edgebn.passes import run_passes
 from edgebn.passes.equalize import equalize
 from edgebn.passes.fold_pool import fold_pool_into_linear
 
-from helpers import build_host, run_host
+from helpers import assert_host_equals_emulator
 
 SHAPE = (1, 3, 12, 12)
 
@@ -57,12 +57,7 @@ def data(n, seed=0):
 
 
 def assert_bit_exact(c, tmp_path, n=48):
-    exe = build_host(c.path, tmp_path / f"run_{c.path.name}")
-    emu = c.emulator
-    q = np.random.default_rng(1).integers(-128, 128, (n,) + emu.input_shape, dtype=np.int8)
-    q = np.concatenate([q, emu.quantize_input(data(16, seed=3))])
-    got = run_host(exe, q, int(np.prod(emu.output_shape)))
-    assert np.array_equal(got, emu.run(q).reshape(len(q), -1))
+    assert_host_equals_emulator(c, tmp_path / f"run_{c.path.name}", n, data(16, seed=3))
 
 
 @pytest.mark.parametrize("kw", [
