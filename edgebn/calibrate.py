@@ -10,9 +10,10 @@ Methods (SPEC.md section 1 allows better range choices; the int8 arithmetic neve
               expected int8 error over the histogram: rounding error scale^2/12 inside the range,
               the squared clipping distance outside it (the search PyTorch's HistogramObserver, which
               PT2E uses, does over its histogram)
-Every method observes a tensor whose readers all saturate outside an input interval (a hardswish
-is 0 below -3) on its values clipped to that interval (`reader_domains`): what lies beyond reaches
-every reader as the edge does, so int8 levels spent there are lost to the values that matter.
+The methods that search a range (all but minmax, which stays SPEC.md's observed [min, max]) observe a
+tensor whose readers all saturate outside an input interval (a hardswish is 0 below -3) on its values
+clipped to that interval (`reader_domains`): what lies beyond reaches every reader as the edge does,
+so int8 levels spent there are lost to the values that matter.
 Percentile and MSE work on a bounded, deterministic sample per tensor, so memory stays flat
 however large the calibration set is; the histogram holds at most HIST_BINS bins per tensor.
 """
@@ -259,7 +260,7 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
         from tqdm.auto import tqdm  # a widget in notebooks, a text bar in a terminal
         batches = tqdm(batches, total=total, desc="calibrate", unit="batch", leave=False)
     seen = 0
-    domains = reader_domains(graph)
+    domains = reader_domains(graph) if method != "minmax" else {}
     for batch in batches:
         batch = validate_batch(batch, torch_input_shape)
         seen += batch.shape[0]

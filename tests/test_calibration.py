@@ -218,7 +218,8 @@ class SaturatingReaders(nn.Module):
 
 def test_a_tensor_read_only_by_saturating_activations_is_calibrated_on_their_domain(monkeypatch):
     """Values below -3 reach a hardswish as -3 does (0 out): its input's range stops at -3 (and a
-    hardsigmoid's at [-3, 3]) under every method; a tensor another op also reads keeps its range.
+    hardsigmoid's within [-3, 3]) under the range searches (minmax stays SPEC.md's observed range); a
+    tensor another op also reads keeps its range.
     The levels saved go to the values that matter: the hardswish's int8 output is closer to float."""
     import edgebn.calibrate as cal
     from edgebn.compiler import torch_input_shape
@@ -238,13 +239,14 @@ def test_a_tensor_read_only_by_saturating_activations_is_calibrated_on_their_dom
     assert cal.reader_domains(g) == {c1: (-3.0, np.inf), c3: (-3.0, 3.0)}
     raw = execute(g, torch_to_device(x.astype(np.float64)), run_float)
     assert raw[c1].min() < -6 and raw[c3].min() < -6 < 6 < raw[c3].max() and raw[b].min() < -3.5
-    for method in ("minmax", "histogram"):
+    for method in ("histogram", "mse", "percentile"):
         r = cal.calibrate(g, x, torch_input_shape(g), method=method)
-        assert r[c1][0] == -3.0 and -3.0 <= r[c3][0] < r[c3][1] <= 3.0 and r[b][0] < -3.0
+        assert -3.0 <= r[c1][0] and -3.0 <= r[c3][0] < r[c3][1] <= 3.0 and r[b][0] < -3.0, method
+    assert cal.calibrate(g, x, torch_input_shape(g), method="minmax")[c1][0] == raw[c1].min()   # SPEC.md's
     a = reader["hardswish"].name
 
     def hardswish_sqnr():
-        emu = quantize_only(model, x, calibration="minmax", bias_correction=False)
+        emu = quantize_only(model, x, bias_correction=False)
         q = dict(emu.run(emu.quantize_input(x), return_layers=True)[1])[a]
         qp = emu.graph.qparams[a]
         return sqnr_db(raw[a], (q.astype(np.float64) - qp.zero_point) * qp.scale)
@@ -252,4 +254,4 @@ def test_a_tensor_read_only_by_saturating_activations_is_calibrated_on_their_dom
     clipped = hardswish_sqnr()
     monkeypatch.setattr(cal, "reader_domains", lambda graph: {})
     full = hardswish_sqnr()
-    assert clipped > full + 1.0, (clipped, full)     # measured 32.0 vs 30.5 dB
+    assert clipped > full + 1.0, (clipped, full)      # measured 31.8 vs 29.8 dB

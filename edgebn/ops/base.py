@@ -134,8 +134,9 @@ class OpDef:
     output_range: Callable[[Node, tuple, "QParams"], tuple] | None = None
     # The (lo, hi) of its first input outside which the output no longer changes (a saturating
     # activation: hardswish is 0 below -3), None where there is none. A tensor whose every reader has
-    # one is calibrated on its values clipped to their hull (calibrate.reader_domains): no int8 level
-    # goes to values that reach every reader as the interval's edge does.
+    # one is calibrated on its values clipped to their hull (calibrate.reader_domains; by the
+    # range-searching methods, not minmax): no int8 level goes to values that reach every reader as the
+    # interval's edge does.
     input_domain: Callable[[Node], tuple[float, float] | None] | None = None
     alias: bool = False                       # output shares the input's bytes (reshape): no code
     aten: tuple[str, ...] = ()
