@@ -82,11 +82,13 @@ def _shrunk_mean(v: np.ndarray) -> np.ndarray:
     return e * keep
 
 
-def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
-                 quantize_node) -> tuple[Graph, Graph, list[BiasCorrection]]:
+def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_node,
+                 observe=None) -> tuple[Graph, Graph, list[BiasCorrection]]:
     """(corrected float graph, its quantized graph, log). `x`: calibration inputs in model layout
     (float, leading batch axis); `quantize_node(node, float_graph)` quantizes one node the way
-    quantize_graph does (weight scales included)."""
+    quantize_graph does (weight scales included). `observe(tensor, float, int8)`, when given, sees
+    every tensor of the walk (the input first): the float network's value and the final quantized
+    graph's, over all of x (the report's per-layer SQNR comes from it)."""
     g = graph.copy()
     origs = {n.name: n for n in graph.nodes}
     weighted = {n.name for n in weighted_nodes(g)}
@@ -96,6 +98,8 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
     x_f = torch_to_device(np.asarray(x, np.float64))
     q_in = qp[g.inputs[0]]
     x_q = quantize(x_f, q_in.scale, q_in.zero_point, q_in.qmin, q_in.qmax)
+    if observe is not None:
+        observe(g.inputs[0], x_f, x_q)
 
     def step(node: Node, xs: list) -> tuple[np.ndarray, np.ndarray]:
         orig = origs[node.name]
@@ -118,6 +122,8 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray,
         qnodes.append(qnode)
         fout = batched(g, node.name, n_batch, fout)
         qout = batched(g, node.name, n_batch, run_int8(qnode, xs_q))
+        if observe is not None:
+            observe(node.name, fout, qout)
         return fout, qout
 
     walk(g, {g.inputs[0]: (x_f, x_q)}, step)

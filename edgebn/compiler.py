@@ -36,7 +36,7 @@ from .outdir import CommitResult, OutputDir
 from .passes import ptq_passes, run_passes
 from .plan import plan_arena
 from .quantize import PTQ_DEFAULTS, assign_qparams, quantize_graph
-from .report import build_report, write_report
+from .report import LayerSQNR, build_report, measure_sqnr, write_report
 from .targets import get_target
 from .weights import check_fold_ranges
 
@@ -342,8 +342,9 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                     validate_batch(batch, tshape)
             lap("calibrate")
 
-            def first(n):   # the first n calibration inputs (for a loader: those the tap kept)
-                return np.asarray(calib[:n]) if tap is None else tap.sample()[:n]
+            def first(n):   # the first n calibration inputs (for a loader: those the tap kept, if any)
+                kept = np.asarray(calib[:n]) if tap is None else tap.sample()
+                return None if kept is None else kept[:n]
 
             # bias correction and AdaRound measure each layer on the same samples
             ptq_data = first(BIAS_CORRECTION_SAMPLES) if (bias_correction or adaround) and ranges_meta is None \
@@ -355,9 +356,15 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             float_graph, ranges, bits, precision_info = _choose_precision(
                 float_graph, ranges, precision, min_sqnr, int16_layers, weight_method, tgt,
                 first(AUTO_SAMPLES) if precision == "auto" else None)
-            qgraph = quantize_graph(float_graph, assign_qparams(float_graph, ranges, bits), weight_method,
+            qp = assign_qparams(float_graph, ranges, bits)
+            sample = first(REPORT_SAMPLES)      # the report's SQNR, the self-test vectors, the examples
+            # the bias correction walks the float and the final int8 network over its samples: when
+            # they are the report's, the report's per-layer SQNR is taken on that walk
+            sqnr = LayerSQNR(float_graph, qp) if bc_data is not None and sample is not None \
+                and len(bc_data) == len(sample) else None
+            qgraph = quantize_graph(float_graph, qp, weight_method,
                                     bias_correction_data=bc_data, log=bc_log, adaround_data=ar_data,
-                                    adaround_log=ar_log)
+                                    adaround_log=ar_log, observe=sqnr)
             lap("quantize")
         plan = plan_arena(qgraph)
         macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
@@ -411,12 +418,14 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                            isa=tgt.isa_facts, rows_cache=rows_cache, kernels=kernels)
             del rows_cache
             lap("emit")
-            sample = np.asarray(calib[:REPORT_SAMPLES]) if tap is None else tap.sample()
-            sample = None if sample is None else sample[:REPORT_SAMPLES]
             rng = np.random.default_rng(0)
             vectors = emu.quantize_input(sample[:SELFTEST_VECTORS]) if sample is not None else \
                 rng.integers(-128, 128, (SELFTEST_VECTORS,) + emu.input_shape, dtype=np.int8)
-            report = build_report(float_graph, qgraph, plan, macs, const_bytes, emu, sample, tgt,
+            if sqnr is not None:
+                layer_sqnr = sqnr.db
+            else:
+                layer_sqnr = measure_sqnr(float_graph, qgraph, sample) if sample is not None and len(sample) else {}
+            report = build_report(qgraph, plan, macs, const_bytes, emu.model_hash, layer_sqnr, tgt,
                                   [str(w.message) for w in caught] + ([kernel_note] if kernel_note else []))
             lap("report")
             stack = stack_future.result()

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .execute import execute, run_float
+from .execute import batched, run_float, run_int8, walk
 from .fsio import write_bytes
 from .ir import Graph
-from .numerics import dequantize
+from .numerics import dequantize, quantize
 from .ops import OPS
 from .ops.reshape import torch_to_device
 from .plan import ArenaPlan
 
-__all__ = ["build_report", "report_files", "write_report", "format_table", "sqnr_db"]
+__all__ = ["LayerSQNR", "measure_sqnr", "build_report", "report_files", "write_report", "format_table", "sqnr_db"]
 
 
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
@@ -33,19 +33,48 @@ def _weight_bytes(node) -> int:
     return int(sum(np.asarray(v).nbytes for k, v in node.params.items() if k != "weight_scale"))
 
 
-def build_report(float_graph: Graph, q: Graph, plan: ArenaPlan, macs: dict, flash_bytes: int, emu,
-                 sample: np.ndarray | None, target, warnings_: list[str]) -> dict:
-    sqnr: dict[str, float] = {}
-    if sample is not None and len(sample):
-        fvals = execute(float_graph, torch_to_device(np.asarray(sample, np.float64)), run_float)
-        ys, layers = emu.run_all(emu.quantize_input(np.asarray(sample)), return_layers=True)
-        for name, qv in layers:
-            qp = q.qparams[name]
-            sqnr[name] = sqnr_db(fvals[name], dequantize(qv, qp.scale, qp.zero_point))
-        for out, y in zip(q.outputs, ys):       # an output that is no C layer: an alias, or the input
-            if out not in sqnr:
-                qp = q.qparams[out]
-                sqnr[out] = sqnr_db(fvals[out], dequantize(y, qp.scale, qp.zero_point))
+class LayerSQNR:
+    """The report's per-layer SQNR, taken as a walk over the float network and its int8 form goes by
+    (bias correction's, or `measure_sqnr`'s own): for every C layer (not a free alias) and every
+    output, the float value against the dequantized int8 over the whole sample. Call it with
+    (tensor, float value, int8 value) for each tensor of the walk; `db` holds the results."""
+
+    def __init__(self, graph: Graph, qparams: dict):
+        self.wanted = {n.name for n in graph.nodes if not OPS[n.op].alias} | set(graph.outputs)
+        self.qparams = qparams
+        self.db: dict[str, float] = {}
+
+    def __call__(self, name: str, fvalue: np.ndarray, qvalue: np.ndarray) -> None:
+        if name in self.wanted:
+            qp = self.qparams[name]
+            # int8 C-ordered, as the emulator's batches concatenated: the same sums to the last bit
+            self.db[name] = sqnr_db(fvalue, dequantize(np.ascontiguousarray(qvalue), qp.scale, qp.zero_point))
+
+
+def measure_sqnr(float_graph: Graph, q: Graph, sample: np.ndarray) -> dict[str, float]:
+    """The report's per-layer SQNR by its own walk over `sample` (model layout): for a compile whose
+    bias correction did not walk the same samples (off, or given ranges)."""
+    sq = LayerSQNR(q, q.qparams)
+    fnodes = {n.name: n for n in float_graph.nodes}
+    n = len(sample)
+    x = torch_to_device(np.asarray(sample, np.float64))
+    qi = q.qparams[q.inputs[0]]
+    xq = quantize(x, qi.scale, qi.zero_point, qi.qmin, qi.qmax)
+    sq(q.inputs[0], x, xq)
+
+    def step(node, xs):
+        f = batched(q, node.name, n, run_float(fnodes[node.name], [v[0] for v in xs]))
+        y = batched(q, node.name, n, run_int8(node, [v[1] for v in xs]))
+        sq(node.name, f, y)
+        return f, y
+
+    walk(q, {q.inputs[0]: (x, xq)}, step)
+    return sq.db
+
+
+def build_report(q: Graph, plan: ArenaPlan, macs: dict, flash_bytes: int, model_hash: int,
+                 sqnr: dict[str, float], target, warnings_: list[str]) -> dict:
+    """sqnr: LayerSQNR's results ({} without calibration samples)."""
     rows = []
     for n in q.nodes:
         qp = q.qparams[n.name]
@@ -80,7 +109,7 @@ def build_report(float_graph: Graph, q: Graph, plan: ArenaPlan, macs: dict, flas
         # the worst output's, for a model with several (each one's is in "outputs")
         "output_sqnr_db": _json_float(min((sqnr[t] for t in q.outputs), default=None) if sqnr else None),
         "budget": {"ram_bytes": target.ram_bytes, "flash_bytes": target.flash_bytes},
-        "model_hash": emu.model_hash,
+        "model_hash": model_hash,
     }
 
 
