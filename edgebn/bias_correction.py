@@ -52,15 +52,22 @@ def _preact_float(node: Node, x: np.ndarray) -> np.ndarray:
     return run_float(plain, [x])
 
 
-def _preact_int8(qnode: Node, q_in: np.ndarray, qin: QParams) -> np.ndarray:
-    """s_in * s_w[c] * acc[c] for the quantized layer: the same linear op on the dequantized input
-    with dequantized weights and bias (exact up to float64 rounding: padding taps dequantize to 0)."""
+def _acc_int8(qnode: Node, q_in: np.ndarray, qin: QParams) -> np.ndarray:
+    """s_in * s_w[c] * sum w_q * (x_q - zp_in) for the quantized layer: the same linear op on the
+    dequantized input with dequantized weights and no bias (exact up to float64 rounding: padding taps
+    dequantize to 0). Every weighted op's run_float is acc + bias, so the layer's pre-activation is
+    this + _bias_real(qnode), and a correction, which changes only the bias, adds only the bias again."""
     ws = qnode.params["weight_scale"]
     shape = (-1,) + (1,) * (qnode.params["weight"].ndim - 1)
     params = {"weight": qnode.params["weight"].astype(np.float64) * ws.reshape(shape),
-              "bias": qnode.params["bias"].astype(np.float64) * qin.scale * ws}
+              "bias": np.zeros(len(ws))}
     plain = Node(qnode.name, qnode.op, qnode.inputs, {**qnode.attrs, "act": None}, params)
     return run_float(plain, [dequantize(q_in, qin.scale, qin.zero_point)])
+
+
+def _bias_real(qnode: Node, qin: QParams) -> np.ndarray:
+    """The int32 bias in real units: s_in * s_w[c] * bias_q[c]."""
+    return qnode.params["bias"].astype(np.float64) * qin.scale * qnode.params["weight_scale"]
 
 
 def _channel_mean(v: np.ndarray) -> np.ndarray:
@@ -108,10 +115,11 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_n
         if node.name in weighted:
             qin = qp[node.inputs[0]]
             ref = _preact_float(orig, xs_f[0])
-            err = _shrunk_mean(_preact_int8(qnode, xs_q[0], qin) - ref)
+            acc = _acc_int8(qnode, xs_q[0], qin)
+            err = _shrunk_mean(acc + _bias_real(qnode, qin) - ref)
             node.params["bias"] = node.params["bias"] - err
             qnode = quantize_node(node, g)
-            after = _channel_mean(_preact_int8(qnode, xs_q[0], qin) - ref)
+            after = _channel_mean(acc + _bias_real(qnode, qin) - ref)
             log.append(BiasCorrection(node.name, float(np.abs(err).mean()), float(np.abs(after).mean()),
                                       float(np.abs(err).max())))
             # the true float network; a weighted layer's output is its pre-activation clamped (every
