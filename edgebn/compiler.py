@@ -87,9 +87,10 @@ class CompiledModel:
         return compare_out(self.path, x, port=port, qemu=qemu, count=count, seed=seed,
                            channels_last=channels_last, **link_options)
 
-    def bench(self, kernels: str = "fast", *, board: str | None = None, timeout: float = 60.0) -> dict:
+    def bench(self, kernels: str | None = None, *, board: str | None = None, timeout: float = 60.0) -> dict:
         """Instruction counts per layer and in total on an emulated board (`edgebn bench`; default the
-        RV32IMC one, or qemu_lx106 / qemu_esp32 / qemu_esp32s3)."""
+        RV32IMC one, or qemu_lx106 / qemu_esp32 / qemu_esp32s3), with the kernel set compile wrote
+        (or `kernels`: fast, reference, compact)."""
         from .device.bench import bench_model
 
         return bench_model(self.path, kernels, timeout=timeout, **({"board": board} if board else {}))

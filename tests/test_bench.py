@@ -75,3 +75,21 @@ def test_compiled_model_bit_exact_on_the_lx106_core(out):
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1].startswith("3/3 inputs bit-exact, ")
     assert "instructions/inference (qemu-lx106)" in res.output
+
+
+def test_bench_defaults_to_the_kernel_set_compile_wrote(out, tmp_path):
+    """`bench` without --kernels measures what OUT holds: report.json `kernels.set` (compact where compile
+    fell back from the int16-weight tiles), fast for an OUT without the record; a set this edgebn does not
+    know is one clear error, not a silent fast run."""
+    from edgebn.device.bench import compiled_kernel_set
+    from edgebn.errors import EdgebnError
+
+    assert compiled_kernel_set(out) == json.loads((out / "report.json").read_text())["kernels"]["set"] == "fast"
+    other = tmp_path / "other"
+    other.mkdir()
+    assert compiled_kernel_set(other) == "fast"
+    (other / "report.json").write_text(json.dumps({"kernels": {"set": "compact", "note": "x"}}))
+    assert compiled_kernel_set(other) == "compact"
+    (other / "report.json").write_text(json.dumps({"kernels": {"set": "turbo"}}))
+    with pytest.raises(EdgebnError, match=r"kernel set 'turbo'.*pass --kernels"):
+        compiled_kernel_set(other)

@@ -65,6 +65,8 @@ def test_weights_over_the_flash_as_int16_tiles_compile_with_the_compact_kernels(
     with pytest.warns(UserWarning, match=r"over s3-tight's .* bytes of flash: compiled with the compact kernel set"):
         c = edgebn.compile(model, x, tmp_path / "tight", target="s3-tight", example_input=torch.zeros(1, 3, 8, 8))
     assert c.report["flash_bytes"] == compact and c.report["kernels"]["set"] == "compact"
+    from edgebn.device.bench import compiled_kernel_set
+    assert compiled_kernel_set(c.path) == "compact"     # what `edgebn bench OUT` measures by default
     src = (tmp_path / "tight" / "lib" / "edgebn_model" / "edgebn_model.c").read_text()
     assert "_conv2d_kxk_s8" in src and "_conv2d_kxk_n_s8" not in src
     # with less flash than even the int8 weights take, the refusal names the fast set's count

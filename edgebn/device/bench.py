@@ -91,16 +91,34 @@ def model_object_size(lib_dir: Path, build_dir: Path, board: str = DEFAULT_BOARD
     return {"text": text, "data": data, "bss": bss, "flash": text + data}
 
 
-def bench_model(out: str | Path, kernels: str = "fast", *, seed: int = 0, timeout: float = 60.0,
+def compiled_kernel_set(out: Path) -> str:
+    """The kernel set `compile` wrote into OUT (report.json `kernels.set`: "fast", or "compact" when
+    the int16-weight tiles did not fit the target's flash); "fast" for an OUT without that record."""
+    try:
+        report = json.loads((Path(out) / "report.json").read_text())
+    except (OSError, ValueError):
+        return "fast"
+    kernels = report.get("kernels") if isinstance(report, dict) else None
+    chosen = kernels.get("set") if isinstance(kernels, dict) else None
+    if chosen is None:
+        return "fast"
+    if chosen not in KERNEL_SETS:
+        raise EdgebnError(f"{out}/report.json names kernel set {chosen!r}, which this edgebn does not have "
+                          f"({', '.join(KERNEL_SETS)}); pass --kernels")
+    return chosen
+
+
+def bench_model(out: str | Path, kernels: str | None = None, *, seed: int = 0, timeout: float = 60.0,
                 board: str = DEFAULT_BOARD) -> dict:
-    """Build and run OUT's model with kernel set `kernels` on the emulated `board`; the record
-    `edgebn bench --json` writes."""
+    """Build and run OUT's model with kernel set `kernels` (default: the set `compile` wrote into OUT)
+    on the emulated `board`; the record `edgebn bench --json` writes."""
     from ..artifact import load_graph
     from ..emit import render_model, layer_contexts
     from ..emulator import Emulator
     from ..plan import plan_arena
 
     out = Path(out)
+    kernels = compiled_kernel_set(out) if kernels is None else kernels
     b = get_board(board)
     g, doc = load_graph(out)
     plan = plan_arena(g)
@@ -266,11 +284,11 @@ def record_cost_in_report(out: Path, rec: dict) -> None:
 @click.option("--port", help="Serial port of a real board flashed with OUT (`edgebn flash`): measure cycles "
                              "and milliseconds instead.")
 @click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True, help="Serial baud rate (--port).")
-@click.option("--kernels", type=click.Choice(list(KERNEL_SETS)), default="fast", show_default=True,
-              help="Kernel set to emit on the emulated board: the specialised kernels `compile` writes, the "
-                   "generic reference ones, or compact (the specialised ones with int8 weights only: what "
-                   "`compile` writes when the int16-weight tiles exceed the target's flash, report.json "
-                   "`kernels`). A real board runs what was flashed.")
+@click.option("--kernels", type=click.Choice(list(KERNEL_SETS)),
+              help="Kernel set to emit on the emulated board (default: the set `compile` wrote into OUT, "
+                   "report.json `kernels`): fast (the specialised kernels), the generic reference ones, or "
+                   "compact (the specialised ones with int8 weights only: what `compile` writes when the "
+                   "int16-weight tiles exceed the target's flash). A real board runs what was flashed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the record as JSON here (totals `instructions` or `cycles`, `macs`, `board`, "
                    "and `layers`).")
@@ -279,7 +297,7 @@ def record_cost_in_report(out: Path, rec: dict) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random int8 input.")
 @click.option("--timeout", type=click.FloatRange(1.0), default=60.0, show_default=True,
               help="Seconds to wait for the board's reply to one run.")
-def bench(out: Path, board: str, port: str | None, baud: int, kernels: str, json_path: Path | None,
+def bench(out: Path, board: str, port: str | None, baud: int, kernels: str | None, json_path: Path | None,
           update_report: bool, seed: int, timeout: float) -> None:
     """Per-layer cost of OUT's model: instruction counts on an emulated board, or cycles and
     milliseconds on a real board with --port."""
