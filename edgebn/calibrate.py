@@ -10,6 +10,10 @@ Methods (SPEC.md section 1 allows better range choices; the int8 arithmetic neve
               expected int8 error over the histogram: rounding error scale^2/12 inside the range,
               the squared clipping distance outside it (the search PyTorch's HistogramObserver, which
               PT2E uses, does over its histogram)
+The methods that search a range (all but minmax, which stays SPEC.md's observed [min, max]) observe a
+tensor whose readers all saturate outside an input interval (a hardswish is 0 below -3) on its values
+clipped to that interval (`reader_domains`): what lies beyond reaches every reader as the edge does,
+so int8 levels spent there are lost to the values that matter.
 Percentile and MSE work on a bounded, deterministic sample per tensor, so memory stays flat
 however large the calibration set is; the histogram holds at most HIST_BINS bins per tensor.
 """
@@ -26,7 +30,7 @@ from .ir import Graph
 from .numerics import choose_qparams, dequantize, quantize
 from .ops.reshape import torch_to_device
 
-__all__ = ["METHODS", "Observer", "SampleTap", "calibrate", "iter_batches", "validate_batch"]
+__all__ = ["METHODS", "Observer", "SampleTap", "calibrate", "iter_batches", "reader_domains", "validate_batch"]
 
 METHODS = ("minmax", "percentile", "mse", "histogram")
 SAMPLE_PER_TENSOR = 1 << 16
@@ -222,6 +226,24 @@ class SampleTap:
         return np.concatenate(self.kept) if self.kept else None
 
 
+def reader_domains(graph: Graph) -> dict[str, tuple[float, float]]:
+    """Per tensor, not a graph output, whose every reader has an OpDef.input_domain: the hull of
+    those intervals. Clipping the tensor to it changes no reader's output (each reader's is constant
+    beyond its own interval), so the tensor's range need not cover more: a conv feeding a hardswish
+    spends no levels below -3."""
+    from .ops import OPS
+    out = {}
+    for t in list(graph.inputs) + [n.name for n in graph.nodes]:
+        readers = graph.consumers(t)
+        if t in graph.outputs or not readers:
+            continue
+        doms = [OPS[n.op].input_domain(n) if OPS[n.op].input_domain and n.inputs[0] == t else None
+                for n in readers]
+        if all(d is not None for d in doms):
+            out[t] = (min(d[0] for d in doms), max(d[1] for d in doms))
+    return out
+
+
 VALUE_LIMIT = 1e30   # |real value| a float32 scale (range / 255) and its multipliers still represent
 
 
@@ -238,6 +260,7 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
         from tqdm.auto import tqdm  # a widget in notebooks, a text bar in a terminal
         batches = tqdm(batches, total=total, desc="calibrate", unit="batch", leave=False)
     seen = 0
+    domains = reader_domains(graph) if method != "minmax" else {}
     for batch in batches:
         batch = validate_batch(batch, torch_input_shape)
         seen += batch.shape[0]
@@ -246,6 +269,8 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
             if not np.isfinite(v).all():
                 raise CalibrationError(f"tensor {name!r} became NaN/Inf on the calibration data "
                                        "(check the weights and input scaling)")
+            if name in domains:
+                v = np.clip(v, *domains[name])
             observers.setdefault(name, Observer()).update(v, rng, method in ("percentile", "mse"),
                                                           method == "histogram")
     if seen == 0:

@@ -15,7 +15,8 @@ benchmarks/timm_coverage.py's `_onnxruntime` (quant_pre_process, quantize_static
     minute to a minute each, and their operators' C == emulator is held by the op tests,
     test_kernel_variants_build.py and mobilenetv2_035's full check in test_zoo_real.py.
 
-Random-weight timm nets at 32x32 have low SQNR for every tool (1-25 dB): the bar compares the two.
+Random-weight timm nets at 32x32 have low SQNR for every tool (1-25 dB): the bar compares the two, on
+256 test inputs (TIMM_TEST) where the zoo nets take 16.
 """
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ ZOO_NETS = ("m5", "unet", "shufflenet_units", "se_expand_as", "softmax_head", "l
 TIMM_NETS = ("mobilenetv3_small_050", "lcnet_050", "mnasnet_small", "ghostnet_050", "regnety_002", "mixnet_s",
              "efficientnet_lite0", "mobilenetv4_conv_small")
 TIMM_SIZE = {"mobilenetv4_conv_small": 64}      # 32x32 for the others
+# Test inputs per timm net. A random-weight net's logit energy is heavy-tailed over inputs, so a few
+# inputs decide a small set's SQNR (docs/QUANTIZATION.md "Below ORT at 64x64?", the bootstrap in
+# benchmarks/sqnr_heldout.md). With 16, mobilenetv3_small_050 read 5.39 vs ORT 6.34 for a recipe that
+# is 4.49 vs 4.62 on these 256 (and 6.67 for one that is 4.45 here); with 128, mixnet_s read 2.53 vs
+# 3.17 for a recipe that is 2.22 vs 2.28 on 256 others.
+TIMM_TEST = 256
 
 
 @pytest.mark.parametrize("name", ZOO_NETS)
@@ -56,7 +63,7 @@ def test_timm_net_not_below_onnxruntime(tmp_path, name):
     model = create(name, input_size=size)
     shape = (3, size, size)
     calib = structured_batch(32, shape, seed=1)
-    test = structured_batch(16, shape, seed=2)
+    test = structured_batch(TIMM_TEST, shape, seed=2)
     ref, ort_out = onnxruntime_int8(model, calib, test, tmp_path)
     ort = float(sqnr_db(ref, ort_out))
     emu = quantize_only(model, calib)

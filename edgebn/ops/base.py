@@ -132,6 +132,12 @@ class OpDef:
     # "calibrated" only: the calibrated (lo, hi) of the output as the op quantizes it, given its first
     # input's QParams (the mean widens a tight range it cannot exceed: ops/mean); None: as calibrated
     output_range: Callable[[Node, tuple, "QParams"], tuple] | None = None
+    # The (lo, hi) of its first input outside which the output no longer changes (a saturating
+    # activation: hardswish is 0 below -3), None where there is none. A tensor whose every reader has
+    # one is calibrated on its values clipped to their hull (calibrate.reader_domains; by the
+    # range-searching methods, not minmax): no int8 level goes to values that reach every reader as the
+    # interval's edge does.
+    input_domain: Callable[[Node], tuple[float, float] | None] | None = None
     alias: bool = False                       # output shares the input's bytes (reshape): no code
     aten: tuple[str, ...] = ()
     from_aten: Callable[[str, dict, "AtenContext"], Node] | None = None

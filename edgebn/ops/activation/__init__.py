@@ -50,6 +50,18 @@ def clamp_bounds(node: Node) -> dict | None:
     return None
 
 
+def input_domain(node: Node) -> tuple[float, float] | None:
+    """The input interval outside which f is constant: values beyond it give f of its edge."""
+    fn, a = node.attrs["fn"], node.attrs
+    if fn in ("relu", "hardswish"):
+        return (0.0 if fn == "relu" else -3.0, np.inf)
+    if fn == "hardsigmoid":
+        return (-3.0, 3.0)
+    if fn == "clamp":
+        return (-np.inf if a.get("lo") is None else float(a["lo"]), np.inf if a.get("hi") is None else float(a["hi"]))
+    return None
+
+
 def run_float(node, xs):
     return FUNCTIONS[node.attrs["fn"]](xs[0], node.attrs)
 
@@ -100,7 +112,7 @@ register(OpDef(
     aten=tuple(_SIMPLE) + ("aten.relu6.default", "aten.relu6_.default", "aten.hardtanh.default",
                            "aten.hardtanh_.default", "aten.clamp.default", "aten.leaky_relu.default",
                            "aten.leaky_relu_.default", "aten.gelu.default"),
-    from_aten=from_aten, clamp_bounds=clamp_bounds,
+    from_aten=from_aten, clamp_bounds=clamp_bounds, input_domain=input_domain,
     doc="ReLU, ReLU6, Hardtanh/clamp (fused or LUT), LeakyReLU, Sigmoid, Tanh, Hardswish, Hardsigmoid, SiLU, GELU (LUT)",
 ))
 
