@@ -17,9 +17,10 @@ split into code (`code_flash_bytes`, host x86-64 -O2) and weights (`flash_bytes`
         [--target qemu-rv32] [--root CHECKOUT] [--label after] [--json benchmarks/compile_time.json]
         [--out benchmarks/compile_time.md]
 
-The markdown opens with one row per model and target: its newest measurement (the rows carry the
-UTC time and the measured checkout's commit), against the issue's targets (15 s; MobileNetV2-0.35 at
-96x96 10 s); every labelled measurement follows in the history table.
+The markdown opens with one row per model and target: its newest measurement of this checkout (the
+rows carry the UTC time and the measured commit; rows measured with --root on another checkout only
+go to the history), against the issue's targets (15 s; MobileNetV2-0.35 at 96x96 10 s); every
+labelled measurement follows in the history table.
 
 --root measures another checkout of edgebn (e.g. a `git archive` of an older commit) with this
 script; rows are merged into --json by (model, label), so a "before" and an "after" run of the same
@@ -88,7 +89,8 @@ def parse_spec(spec: str, size: int, target: str) -> tuple[str, int, str]:
 def measure(spec: str, size: int, root: Path, target: str = DEFAULT_TARGET) -> dict:
     name, size, target = parse_spec(spec, size, target)
     row: dict = {"model": spec, "input_size": size if name.startswith("timm:") else None, "target": target,
-                 "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "commit": _commit(root)}
+                 "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "commit": _commit(root),
+                 "other_checkout": Path(root).resolve() != ROOT}
     with tempfile.TemporaryDirectory(prefix="edgebn-ctime-") as tmp:
         work = Path(tmp)
         prep = subprocess.run([sys.executable, __file__, "--prepare", name, "--size", str(size), "--work", tmp],
@@ -165,9 +167,10 @@ def to_markdown(rows: list[dict], command: str, note: str = "") -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     newest: dict = {}
-    for r in rows:    # the newest dated row; rows from before the script dated them: the least loaded
+    for r in rows:    # the newest dated row of this checkout (a --root row measures another, an older one
+        # to compare with); rows from before the script dated them: the least loaded
         key, rank = (r["model"], r.get("target") or DEFAULT_TARGET), (r.get("date", ""), -r.get("load_before", 99))
-        if "error" not in r and (key not in newest or rank >= newest[key][0]):
+        if "error" not in r and not r.get("other_checkout") and (key not in newest or rank >= newest[key][0]):
             newest[key] = (rank, r)
     newest = {k: r for k, (_, r) in newest.items()}
     for (model, target), r in sorted(newest.items(), key=lambda kv: _order(kv[0][0])):
