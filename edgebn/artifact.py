@@ -13,7 +13,7 @@ from .fsio import save_npz, write_text
 from .ir import Graph
 from .outcheck import OutError, check_quantized, read_json, read_npz
 
-__all__ = ["FORMAT", "graph_to_json", "save_graph", "load_graph", "model_hash"]
+__all__ = ["FORMAT", "graph_to_json", "graph_record", "write_graph", "save_graph", "load_graph", "model_hash"]
 
 FORMAT = "edgebn/1"
 JSON_NAME = "edgebn.json"
@@ -71,14 +71,25 @@ def model_hash(doc: dict, weights: dict[str, np.ndarray]) -> int:
     return arrays_crc32(weights, zlib.crc32(json.dumps(body, sort_keys=True).encode()))
 
 
-def save_graph(g: Graph, out_dir: Path, extra: dict | None = None) -> int:
+def graph_record(g: Graph, extra: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """(edgebn.json's document with its model_hash, the weight arrays) of a quantized graph: what
+    write_graph writes (the hash is known before anything is written)."""
     weights = _weights(g)
     doc = {"format": FORMAT, "model_hash": 0, "model": graph_to_json(g), **(extra or {})}
     doc = json.loads(json.dumps(doc))            # exactly what a reader gets back (tuples -> lists)
-    h = doc["model_hash"] = model_hash(doc, weights)
+    doc["model_hash"] = model_hash(doc, weights)
+    return doc, weights
+
+
+def write_graph(out_dir: Path, doc: dict, weights: dict[str, np.ndarray]) -> None:
     write_text(out_dir / JSON_NAME, json.dumps(doc, indent=1, sort_keys=False))
     save_npz(out_dir / WEIGHTS_NAME, weights)
-    return h
+
+
+def save_graph(g: Graph, out_dir: Path, extra: dict | None = None) -> int:
+    doc, weights = graph_record(g, extra)
+    write_graph(out_dir, doc, weights)
+    return doc["model_hash"]
 
 
 def load_graph(out_dir: Path) -> tuple[Graph, dict]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import save_graph
+from .artifact import graph_record, write_graph
 from .bn_stats import check_bn_statistics
 from .outcheck import safe_model_name
 from .calibrate import SampleTap, calibrate, validate_batch
@@ -393,13 +393,15 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
 
         name = safe_model_name(model_name)   # the display name: comments, platformio.ini, report
         tmp = output.staging()
-        float_arrays = float_graph_arrays(float_graph)     # written after gcc's start; their CRC now
-        mhash = save_graph(qgraph, tmp, extra={"target": tgt.name, "name": name, "library": names.prefix,
+        # the artefact and the float graph are written after gcc's start; their CRCs and the model hash now
+        float_arrays = float_graph_arrays(float_graph)
+        artefact = graph_record(qgraph, extra={"target": tgt.name, "name": name, "library": names.prefix,
                                                "torch_input_shape": list(tshape),
                                                "float_model": float_model_record(float_graph, float_arrays)})
+        mhash = artefact[0]["model_hash"]
         # host gcc measures the stack and the code size (in a thread, on a code-only render of the model:
-        # its large tables declared extern) while Python writes the library and runs the report's SQNR
-        # pass; "stack" is the part of the measurement they did not overlap
+        # its large tables declared extern) while Python writes the artefact, the float graph and the
+        # library; "stack" is the part of the measurement they did not overlap
         code_only, rows_cache = CodeOnly(), {}
         code_files = render_model(qgraph, plan, mhash, name, int(sum(macs.values())), labels=labels,
                                   arena_in_psram=arena_in_psram, target_name=tgt.name, isa=tgt.isa_facts,
@@ -408,6 +410,8 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         stack_future = stack_job.submit(_stack_report, code_files, code_only.bytes)
         try:
             # after gcc's start: gcc is the longest stage of a large model
+            write_graph(tmp, *artefact)
+            del artefact
             save_float_graph(float_graph, tmp, float_arrays)
             del float_arrays
             emu = Emulator.load(tmp)
