@@ -180,11 +180,14 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--min-sqnr", type=float, help="--precision auto: every layer's accumulated SQNR target, dB "
               "[default: 25].")
 @click.option("--int16-layers", help="Comma-separated layer names computed in int16 (any --precision).")
+@click.option("--int16-tail/--no-int16-tail", default=DEFAULTS["int16_tail"], show_default=True,
+              help="Compute the classifier tail (a linear head and the global mean or linear computing its input) "
+              "in int16 (TFLite's int16x8; the output stays int8), where RAM and flash allow. docs/QUANTIZATION.md.")
 @click.option("--quiet", "-q", is_flag=True, help="No table, no progress bar.")
 def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_shape, calibration, percentile,
                 weight_method, ranges_path, bias_correction, equalize, fold_pool, fold_pool_budget, pool_mean, adaround,
                 force, lib_name, labels_path, max_samples,
-                precision, min_sqnr, int16_layers, quiet):
+                precision, min_sqnr, int16_layers, int16_tail, quiet):
     """Compile MODEL_PT2 (or --model/--weights) into a PlatformIO project in OUT."""
     from .compiler import compile_model
     from .library import check_name, load_labels
@@ -211,7 +214,7 @@ def compile_cmd(model_pt2, calib, out_dir, target, model_spec, weights, input_sh
                              progress=not quiet, model_name=name, name=lib_name, labels=labels,
                              max_samples=max_samples, precision=precision, min_sqnr=min_sqnr,
                              int16_layers=[t.strip() for t in int16_layers.split(",") if t.strip()]
-                             if int16_layers else None)
+                             if int16_layers else None, int16_tail=int16_tail)
     if not quiet:
         click.echo(format_table(compiled.report))
     for line in compiled.commit.messages() if compiled.commit else ():

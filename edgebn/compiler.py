@@ -256,7 +256,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                   progress: bool = False, model_name: str | None = None,
                   check_budget: bool = True, name: str | None = None, labels=None,
                   max_samples: int | None = None, precision: str = "int8", min_sqnr: float | None = None,
-                  int16_layers=None) -> CompiledModel:
+                  int16_layers=None, int16_tail: bool = PTQ_DEFAULTS["int16_tail"]) -> CompiledModel:
     """Compile `model` (a .pt2 path, an ExportedProgram, or an nn.Module with example_input) into OUT.
 
     `ranges` (a ranges file path or dict, see edgebn/ranges.py; edgebn.qat writes them) replaces
@@ -282,7 +282,11 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     int16 form computes on int16 activations, TFLite's int16x8 scheme), "auto" (the fewest layers raised
     to int16 so that every layer's accumulated SQNR on the calibration sample reaches `min_sqnr` dB,
     default edgebn.precision.DEFAULT_MIN_SQNR, within the target's RAM and flash). `int16_layers`:
-    layer names raised to int16 in any mode. The model's input and output stay int8."""
+    layer names raised to int16 in any mode. `int16_tail` (on by default, any mode but "int16"): the
+    classifier tail, a linear head writing a model output with the global mean or linear computing its
+    input (edgebn/precision.py `int16_tail`), computes on int16 activations where the target's RAM and
+    flash allow it (else it stays int8, with a warning and the reason in report.json).
+    The model's input and output stay int8."""
     from .precision import PRECISIONS
     if precision not in PRECISIONS:
         raise EdgebnError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -354,18 +358,40 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             ar_data = ptq_data if adaround else None
             bc_log: list = []
             ar_log: list = []
-            float_graph, ranges, bits, precision_info = _choose_precision(
-                float_graph, ranges, precision, min_sqnr, int16_layers, weight_method, tgt,
-                first(AUTO_SAMPLES) if precision == "auto" else None)
-            qp = assign_qparams(float_graph, ranges, bits)
+            graph_in, ranges_in = float_graph, ranges
             sample = first(REPORT_SAMPLES)      # the report's SQNR, the self-test vectors, the examples
-            # the bias correction walks the float and the final int8 network over its samples: when
-            # they are the report's, the report's per-layer SQNR is taken on that walk
-            sqnr = LayerSQNR(float_graph, qp) if bc_data is not None and sample is not None \
-                and len(bc_data) == len(sample) else None
-            qgraph = quantize_graph(float_graph, qp, weight_method,
-                                    bias_correction_data=bc_data, log=bc_log, adaround_data=ar_data,
-                                    adaround_log=ar_log, observe=sqnr)
+
+            def build(tail: bool):
+                bc_log.clear()
+                ar_log.clear()
+                g, r, bits, info = _choose_precision(
+                    graph_in, ranges_in, precision, min_sqnr, int16_layers, weight_method, tgt,
+                    first(AUTO_SAMPLES) if precision == "auto" else None, tail=tail)
+                qp = assign_qparams(g, r, bits)
+                # the bias correction walks the float and the final int8 network over its samples: when
+                # they are the report's, the report's per-layer SQNR is taken on that walk
+                obs = LayerSQNR(g, qp) if bc_data is not None and sample is not None \
+                    and len(bc_data) == len(sample) else None
+                q = quantize_graph(g, qp, weight_method, bias_correction_data=bc_data, log=bc_log,
+                                   adaround_data=ar_data, adaround_log=ar_log, observe=obs)
+                return g, r, info, q, obs
+
+            float_graph, ranges, precision_info, qgraph, sqnr = build(int16_tail and ranges_meta is None)
+            tail_layers = precision_info.get("int16_tail", {}).get("layers")
+            if check_budget and tail_layers:
+                # the int16 tail is taken only where the model fits with it whenever it fits without
+                a16, f16 = plan_arena(qgraph).arena_bytes, weight_flash_bytes(qgraph, tgt.isa_facts)
+                ram = max(tgt.ram_bytes, tgt.psram_bytes)
+                if a16 > ram or f16 > tgt.flash_bytes:
+                    plain = build(False)
+                    a8, f8 = plan_arena(plain[3]).arena_bytes, weight_flash_bytes(plain[3], tgt.isa_facts)
+                    if a8 <= ram and f8 <= tgt.flash_bytes:
+                        float_graph, ranges, precision_info, qgraph, sqnr = plain
+                        note = (f"the int16 tail ({', '.join(tail_layers)}) needs a {a16:,}-byte arena and "
+                                f"{f16:,} bytes of weights, over {tgt.name}'s {ram:,} / {tgt.flash_bytes:,} bytes "
+                                f"(int8: {a8:,} / {f8:,}): the tail stays int8")
+                        precision_info["int16_tail"] = {"on": True, "layers": [], "note": note}
+                        warnings.warn(note)
             lap("quantize")
         plan = plan_arena(qgraph)
         macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
@@ -489,13 +515,16 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
 
 
 def _choose_precision(float_graph: Graph, ranges: dict, precision: str, min_sqnr, int16_layers, weight_method: str,
-                      tgt, sample):
+                      tgt, sample, tail: bool = False):
     """(float graph with its int8 <-> int16 boundaries, ranges, {tensor: bits}, report record) for
-    --precision / --int16-layers (edgebn/precision.py)."""
+    --precision / --int16-layers / --int16-tail (edgebn/precision.py)."""
     from .precision import DEFAULT_MIN_SQNR, choose_auto, insert_boundaries, wide_layers
 
     wide = wide_layers(float_graph, precision, int16_layers)
     info: dict = {"mode": precision}
+    if precision != "int16":
+        info["int16_tail"] = _int16_tail(float_graph, wide, tail)
+        wide |= set(info["int16_tail"]["layers"])
     if precision == "auto":
         target = DEFAULT_MIN_SQNR if min_sqnr is None else float(min_sqnr)
         if sample is None or not len(sample):
@@ -513,6 +542,18 @@ def _choose_precision(float_graph: Graph, ranges: dict, precision: str, min_sqnr
                            if auto.skipped_budget else ""), stacklevel=3)
     g, ranges, bits = insert_boundaries(float_graph, wide, ranges)
     return g, ranges, bits, info
+
+
+def _int16_tail(float_graph: Graph, wide: set, on: bool) -> dict:
+    """report.json's precision.int16_tail: {"on", "layers" raised, "note"} (precision.int16_tail)."""
+    from .precision import int16_tail
+
+    rec: dict = {"on": bool(on), "layers": [], "note": ""}
+    if on:
+        rec["layers"] = [t for t in int16_tail(float_graph) if t not in wide]
+        if not rec["layers"]:
+            rec["note"] = "no linear head reading a global mean or a linear (or it is int16 already)"
+    return rec
 
 
 def _finite_min(sq: dict):

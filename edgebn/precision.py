@@ -5,6 +5,8 @@ int8 <-> int16 boundaries go (docs/QUANTIZATION.md).
   "auto" (`choose_auto`: the fewest layers raised to int16 so that every layer's accumulated SQNR on
   the calibration sample reaches `min_sqnr`, within the board's RAM and flash).
 * `wide_layers(graph, precision, layers)` -> the names of the layers computed in int16.
+* `int16_tail(graph)` -> the classifier tail computed in int16 by default (`--int16-tail`): a linear
+  head writing a model output together with the global mean or linear computing its input.
 * `insert_boundaries(graph, wide, ranges)` -> (graph, ranges) with a `requantize` node wherever a
   tensor's width differs from what its reader computes on; the model's input and output stay int8
   (the C API's types).
@@ -24,7 +26,7 @@ from .errors import EdgebnError
 from .ir import Graph, Node
 from .ops import OPS
 
-__all__ = ["PRECISIONS", "DEFAULT_MIN_SQNR", "int16_refusal", "wide_layers", "insert_boundaries",
+__all__ = ["PRECISIONS", "DEFAULT_MIN_SQNR", "int16_refusal", "wide_layers", "int16_tail", "insert_boundaries",
            "AutoResult", "choose_auto", "layer_sqnr"]
 
 PRECISIONS = ("int8", "int16", "auto")
@@ -66,6 +68,45 @@ def wide_layers(graph: Graph, precision: str, layers=None) -> set[str]:
             raise EdgebnError(f"--int16-layers: {node.where()} cannot run in int16: {why}")
         wide.add(name)
     return wide
+
+
+def _through_aliases(graph: Graph, tensor: str) -> Node | None:
+    """The node computing `tensor`'s values, past the aliases (reshapes, flattens) in between."""
+    node = graph.producer(tensor)
+    while node is not None and OPS[node.op].alias and node.inputs:
+        node = graph.producer(node.inputs[0])
+    return node
+
+
+def _flat_weighted(node: Node) -> bool:
+    """A linear: a weighted layer reading its input as one feature vector (OpDef traits, no op names)."""
+    return OPS[node.op].weighted and OPS[node.op].reads_flat and len(node.inputs) == 1
+
+
+def int16_tail(graph: Graph) -> list[str]:
+    """The classifier tail computed in int16 by default (`--int16-tail`, docs/QUANTIZATION.md "The int16
+    tail"): for each model output written (through aliases) by a linear head H, H and the layer P that
+    computes H's input (through aliases), when P is a global mean (a pooled feature vector) or another
+    linear (an MLP head's hidden layer) and both have an int16 form. The rounding of P's output, a short
+    vector on which every logit depends, is what int8 loses most there; int16 removes it at the cost of
+    an int16 copy of P's input (a requantize) and no flash beyond the multipliers. A head whose input
+    comes from anything else (a conv, a folded pool's map) gets no tail: raising H alone leaves its
+    input int8 and gains nothing. [P, H] per head, in graph order, without repeats."""
+    from .passes.fold_pool import is_global_mean
+
+    tail: list[str] = []
+    for out in graph.outputs:
+        head = _through_aliases(graph, out)
+        if head is None or not _flat_weighted(head) or int16_refusal(head, graph) is not None:
+            continue
+        feed = _through_aliases(graph, head.inputs[0])
+        if feed is None or int16_refusal(feed, graph) is not None:
+            continue
+        if not (is_global_mean(graph, feed) or _flat_weighted(feed)):
+            continue
+        tail += [n for n in (feed.name, head.name) if n not in tail]
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return sorted(tail, key=order.__getitem__)
 
 
 def _fresh(graph: Graph, taken: set[str], base: str) -> str:

@@ -25,8 +25,13 @@ __all__ = ["PTQ_DEFAULTS", "assign_qparams", "quantize_graph"]
 # fold_pool_budget x the model's weights, else computed as a requantizing mean (TFLite's MEAN): the
 # mean gets most of the fold's SQNR with no flash (benchmarks/pool_cost.md, docs/QUANTIZATION.md
 # "Global average pooling").
+# int16_tail: a linear head and the global mean / linear computing its input run on int16 activations
+# (TFLite's int16x8; edgebn/precision.py `int16_tail`), the model's output staying int8: the pooled or
+# hidden feature vector is the rounding int8 loses most to, for no flash (docs/QUANTIZATION.md "The
+# int16 tail").
 PTQ_DEFAULTS = {"calibration": "histogram", "weight_method": "max", "bias_correction": True, "equalize": False,
-                "fold_pool": True, "fold_pool_budget": 0.1, "pool_mean": True, "adaround": False}
+                "fold_pool": True, "fold_pool_budget": 0.1, "pool_mean": True, "adaround": False,
+                "int16_tail": True}
 
 
 def _calibrated(rng, bits: int) -> QParams:

@@ -153,7 +153,9 @@ def format_table(report: dict) -> str:
                  f"{report['arena_bytes']:,} B (lower bound {report['arena_lower_bound']:,} B), target {report['target']}")
     p = report.get("precision")
     if p and p.get("mode") != "int8" or p and p.get("int16_layers"):
-        line = f"precision {p['mode']}: {len(p['int16_layers'])} int16 layer(s), {len(p['boundaries'])} int8<->int16 boundaries"
+        tail = (p.get("int16_tail") or {}).get("layers")
+        line = (f"precision {p['mode']}" + (f" with an int16 tail ({', '.join(tail)})" if tail else "") +
+                f": {len(p['int16_layers'])} int16 layer(s), {len(p['boundaries'])} int8<->int16 boundaries")
         if p["mode"] == "auto":
             line += (f"; every layer >= {p['min_sqnr']:g} dB: {'reached' if p['reached'] else 'NOT reached'} "
                      f"(lowest layer {p['min_layer_sqnr_db']} dB, all-int8 {p['min_layer_sqnr_int8_db']} dB)")

@@ -174,7 +174,9 @@ def render_html(report: dict) -> str:
             cards.append(("left out", "; ".join(f"{b['target']}: {b['reason']}" for b in gone)))
     prec = report.get("precision") or {}
     if prec.get("int16_layers") or prec.get("mode", "int8") != "int8":
-        text = f"{prec['mode']}: {len(prec['int16_layers'])} int16 layers, {len(prec['boundaries'])} boundaries"
+        tail = (prec.get("int16_tail") or {}).get("layers")
+        text = (f"{prec['mode']}" + (f" with an int16 tail ({', '.join(tail)})" if tail else "") +
+                f": {len(prec['int16_layers'])} int16 layers, {len(prec['boundaries'])} boundaries")
         if prec["mode"] == "auto":
             text += (f"; target {prec['min_sqnr']:g} dB {'reached' if prec['reached'] else 'NOT reached'} "
                      f"(lowest layer {prec['min_layer_sqnr_db']} dB, all-int8 {prec['min_layer_sqnr_int8_db']} dB)")

@@ -152,13 +152,14 @@ def layerwise_sqnr(model: nn.Module, compiled, x: np.ndarray) -> dict[str, float
 def quantize_only(model: nn.Module, calib: np.ndarray, **ptq):
     """The emulator of the int8 model `edgebn.compile(model, calib, ...)` would build with these PTQ
     options (edgebn.quantize.PTQ_DEFAULTS for the others), without emitting C or writing OUT: the same
-    import, passes, fold-pool / equalization, calibration, bias correction (on the first
-    BIAS_CORRECTION_SAMPLES inputs) and quantization. For SQNR checks of nets whose C takes long to build."""
+    import, passes, fold-pool / equalization, calibration, the int16 tail (precision.int16_tail), bias
+    correction (on the first BIAS_CORRECTION_SAMPLES inputs) and quantization. For SQNR checks of nets whose C takes long to build."""
     from edgebn.calibrate import calibrate
     from edgebn.compiler import BIAS_CORRECTION_SAMPLES, torch_input_shape
     from edgebn.emulator import Emulator
     from edgebn.importer import import_module
     from edgebn.passes import ptq_passes, run_passes
+    from edgebn.precision import insert_boundaries, int16_tail
     from edgebn.quantize import PTQ_DEFAULTS, assign_qparams, quantize_graph
 
     o = {**PTQ_DEFAULTS, **ptq}
@@ -166,8 +167,9 @@ def quantize_only(model: nn.Module, calib: np.ndarray, **ptq):
     g = ptq_passes(g, fold_pool=o["fold_pool"], pool_mean=o["pool_mean"], equalize=o["equalize"],
                    fold_pool_budget=o["fold_pool_budget"])
     ranges = calibrate(g, calib, torch_input_shape(g), method=o["calibration"])
+    g, ranges, bits = insert_boundaries(g, set(int16_tail(g)) if o["int16_tail"] else set(), ranges)
     bc = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if o["bias_correction"] else None
-    return Emulator(quantize_graph(g, assign_qparams(g, ranges), o["weight_method"], bias_correction_data=bc))
+    return Emulator(quantize_graph(g, assign_qparams(g, ranges, bits), o["weight_method"], bias_correction_data=bc))
 
 
 def onnxruntime_int8(model: nn.Module, calib: np.ndarray, test: np.ndarray, work: Path):

@@ -89,7 +89,8 @@ def _compile(m, x, out, **kw):
     # comparisons and the auto search's --min-sqnr evidence were first measured with; the default recipe
     # would make the average pool whose int16 kernel is checked against TFLM here a `mean` (its int16
     # form is checked in test_ops_mean.py)
-    kw = {"calibration": "minmax", "bias_correction": False, "fold_pool": False, "pool_mean": False, **kw}
+    kw = {"calibration": "minmax", "bias_correction": False, "fold_pool": False, "pool_mean": False,
+          "int16_tail": False, **kw}
     return edgebn.compile(m, x, out, example_input=torch.from_numpy(x[:1]), force=True, **kw)
 
 
@@ -149,7 +150,7 @@ def test_int16_model_c_equals_emulator_and_beats_int8(residual16):
     assert '"bits"' not in (work / "int8" / JSON_NAME).read_text()
     assert int8.report["precision"] == {"mode": "int8", "arena_bytes": int8.report["arena_bytes"],
                                         "flash_bytes": int8.report["flash_bytes"], "int16_layers": [],
-                                        "boundaries": []}
+                                        "boundaries": [], "int16_tail": {"on": False, "layers": [], "note": ""}}
 
 
 def test_auto_raises_the_wide_layer_and_its_reader(tmp_path):
@@ -298,3 +299,84 @@ def test_two_output_model_in_int16(tmp_path):
     assert np.array_equal(got, want)
     wanted = np.concatenate([np.ascontiguousarray(a).reshape(len(q), -1).view(np.int8) for _, a in layers], axis=1)
     assert np.array_equal(got_layers, wanted)
+
+
+class PoolHead(nn.Module):
+    """conv + BN + ReLU over 8x8, global average pool (64 positions: a mean), linear head."""
+
+    def __init__(self, softmax=False):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.ap, self.fc, self.softmax = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 5), softmax
+
+    def forward(self, x):
+        y = self.fc(self.ap(torch.relu(self.b1(self.c1(x)))).flatten(1))
+        return torch.softmax(y, 1) if self.softmax else y
+
+
+class MLPHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.bn, self.l2 = nn.Linear(12, 16), nn.BatchNorm1d(16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.l2(torch.relu(self.bn(self.l1(x))))
+
+
+def test_int16_tail_rule_picks_the_head_and_what_feeds_it():
+    """precision.int16_tail: a linear head writing the output, with the global mean or the linear
+    computing its input; nothing where the head's input comes from anything else."""
+    from edgebn.importer import import_module
+    from edgebn.passes import ptq_passes, run_passes
+    from edgebn.precision import int16_tail
+
+    def graph(m, shape, **ptq):
+        g = run_passes(import_module(m, torch.zeros((1,) + shape)))
+        return ptq_passes(g, **{"fold_pool": False, "pool_mean": True, "equalize": False, **ptq})
+
+    g = graph(_model(PoolHead), (3, 8, 8))
+    pool = next(n.name for n in g.nodes if n.op == "mean")
+    assert int16_tail(g) == [pool, "linear"]
+    assert int16_tail(graph(_model(MLPHead), (12,))) == ["linear", "linear_1"]
+    assert int16_tail(graph(_model(PoolHead), (3, 8, 8), pool_mean=False)) == []      # an int8 pool: no tail
+    assert int16_tail(graph(_model(PoolHead), (3, 8, 8), fold_pool=True)) == []       # the linear reads the map
+    assert int16_tail(graph(PoolHead(softmax=True).eval(), (3, 8, 8))) == []          # the head is a softmax
+
+
+def test_int16_tail_by_default_c_equals_emulator_and_tflm(tmp_path):
+    """The default recipe computes the pool's mean and the linear head in int16 (int8 output): the
+    mean and the linear equal TFLite Micro's int16x8 MEAN / FULLY_CONNECTED, the C equals the
+    emulator on every byte, the logits gain on the int8 tail, and --no-int16-tail is all int8."""
+    m, x = _model(PoolHead), _data((3, 8, 8))
+    kw = {"example_input": torch.from_numpy(x[:1]), "force": True}
+    tail = edgebn.compile(m, x, tmp_path / "tail", **kw)
+    plain = edgebn.compile(m, x, tmp_path / "plain", int16_tail=False, **kw)
+    p = tail.report["precision"]
+    pool = p["int16_tail"]["layers"][0]
+    assert p["mode"] == "int8" and p["int16_tail"] == {"on": True, "layers": [pool, "linear"], "note": ""}
+    assert p["int16_layers"] == [pool, "linear"] and p["boundaries"] == ["conv2d_to_s16", "linear_to_s8"]
+    g = tail.emulator.graph
+    assert g.qparams[g.outputs[0]].bits == 8
+    checked, _ = check_layers_against_tflm(g, tail.emulator.quantize_input(x[:16]))
+    assert checked == {"conv2d": 1, "requantize": 2, "mean": 1, "linear": 1}
+    _c_equals_emulator(tail, tmp_path / "tail", tmp_path / "tail.exe", x[:8])
+    assert tail.report["output_sqnr_db"] > plain.report["output_sqnr_db"]
+    q = plain.report["precision"]
+    assert q["int16_layers"] == [] and q["boundaries"] == [] and q["int16_tail"]["on"] is False
+    # the tail's extra arena (the int16 copy of the pool's input) must fit: a board with just the int8
+    # arena keeps the tail int8 and says why
+    import dataclasses
+
+    from edgebn import compiler
+    real = compiler.get_target
+    tight = dataclasses.replace(real("qemu-rv32"), ram_bytes=plain.report["arena_bytes"], psram_bytes=0)
+    assert tail.report["arena_bytes"] > tight.ram_bytes
+    compiler.get_target = lambda name: tight
+    try:
+        with pytest.warns(UserWarning, match="the tail stays int8"):
+            held = edgebn.compile(m, x, tmp_path / "held", **kw)
+    finally:
+        compiler.get_target = real
+    h = held.report["precision"]
+    assert h["int16_layers"] == [] and "the tail stays int8" in h["int16_tail"]["note"]
+    assert held.report["output_sqnr_db"] == plain.report["output_sqnr_db"]

@@ -121,7 +121,7 @@ register(OpDef(
     name="mean", run_float=run_float, output_shape=output_shape, quantize=quantize, emulate=emulate,
     macs=lambda node, ins, out: int(np.prod(ins[0])), output_range=output_range,
     doc="global average pool with its own output quantization (TFLite MEAN; from passes/pool_mean.py)",
-    layer_context=layer_context, onnx=onnx,
+    layer_context=layer_context, onnx=onnx, global_mean=lambda node, in_shape: True,
     kernels=(KernelRecord("mean", "mean/mean.c.j2", lambda node, g: "reference kernel set (TFLite MEAN)",
                           bits=(8, 16)),),
     int16=int16,
