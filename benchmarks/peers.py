@@ -51,17 +51,23 @@ PEER_DIR = Path(os.environ.get("EDGEBN_PEERS_DIR", Path.home() / ".cache" / "edg
 PEER_TOOLS = ("torchao_pt2e", "nncf", "aimet")
 LABELS = {"torchao_pt2e": "torchao PT2E XNNPACK per-channel", "nncf": "NNCF default PTQ",
           "aimet": "AIMET CLE + QuantSim tf_enhanced per-channel", "aimet_adaround": "AIMET + AdaRound"}
+# every setting but the default pins the recipe (no choice, no int16 tail) so its column keeps its meaning
+_PIN = {"adaround": False, "int16_tail": False}
 _POOL_OFF = {"fold_pool": False, "pool_mean": False}
 _FOLD = {"fold_pool": True, "fold_pool_budget": None, "pool_mean": False}
 EDGEBN_CONFIGS = {
-    "edgebn minmax (SPEC recipe)": {"calibration": "minmax", "bias_correction": False, **_POOL_OFF},
-    "edgebn histogram + bias correction": {"calibration": "histogram", "bias_correction": True, **_POOL_OFF},
-    "edgebn histogram + bias correction + fold-pool": {"calibration": "histogram", "bias_correction": True, **_FOLD},
-    "edgebn minmax + bias correction + fold-pool": {"calibration": "minmax", "bias_correction": True, **_FOLD},
-    "edgebn default: histogram + bias correction + pool-mean (fold within budget)": {},
-    "edgebn default + AdaRound": {"adaround": True},
+    "edgebn minmax (SPEC recipe)": {"calibration": "minmax", "bias_correction": False, **_POOL_OFF, **_PIN},
+    "edgebn histogram + bias correction": {"calibration": "histogram", "bias_correction": True, **_POOL_OFF, **_PIN},
+    "edgebn histogram + bias correction + fold-pool": {"calibration": "histogram", "bias_correction": True, **_FOLD,
+                                                       **_PIN},
+    "edgebn minmax + bias correction + fold-pool": {"calibration": "minmax", "bias_correction": True, **_FOLD, **_PIN},
+    "edgebn previous default: histogram + bias correction + pool-mean (fold within budget)": {
+        "calibration": "histogram", **_PIN},
+    "edgebn previous default + AdaRound": {"calibration": "histogram", **_PIN, "adaround": True},
     "edgebn minmax + bias correction + fold-pool + AdaRound": {"calibration": "minmax", "bias_correction": True,
-                                                               **_FOLD, "adaround": True},
+                                                               **_FOLD, **_PIN, "adaround": True},
+    # edgebn.quantize.PTQ_DEFAULTS since issue 12's int16 tail and recipe choice
+    "edgebn default: auto recipe + bias correction + pool-mean + int16 tail": {},
 }
 N_CALIB, N_EVAL = 256, 256
 

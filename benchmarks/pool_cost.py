@@ -35,8 +35,8 @@ from edgebn.report import sqnr_db  # noqa: E402
 WAYS = {"pool": {"fold_pool": False, "pool_mean": False},
         "fold": {"fold_pool": True, "pool_mean": False, "fold_pool_budget": None},
         "mean": {"fold_pool": False, "pool_mean": True},
-        "default": {},
-        "default-int8-tail": {"int16_tail": False},
+        "default": {"calibration": "histogram", "adaround": False, "int16_tail": False},
+        "tail16": {"calibration": "histogram", "adaround": False},
         "mean0": None}       # mean with no range margin (ops/mean RANGE_MARGIN = 0): rows kept from an earlier run
 PEERS = ("resnet8", "dscnn", "mobilenet_v1", "resdw", "stack", "bn_after_relu")
 ZOO_REAL = ("softmax_head", "two_heads", "se_expand_as", "conv3d_bn3d", "linear_relu_bn1d", "shufflenet_units", "m5")
@@ -87,11 +87,11 @@ def to_markdown(rows: list[dict]) -> str:
              "`pool`: SPEC's int8 average pool (keeps its input's scale); `fold`: folded into the linear after it "
              "(`--fold-pool` with no budget); `mean`: TFLite's requantizing MEAN with its own calibrated output "
              "scale (`--pool-mean`, no fold); `default`: the default (`--pool-mean`, fold within 0.1 x the "
-             "model's weights: the mean wherever the fold is refused; and the int16 tail: the mean and the linear head in "
-             "int16, `--int16-tail`); `default-int8-tail`: the default with `--no-int16-tail` (the default before the "
-             "tail; rows measured before the tail existed, the same code path); `mean0`: the mean with its calibrated range "
+             "model's weights: the mean wherever the fold is refused; `--no-int16-tail`, the default before the int16 "
+             "tail); `tail16`: the same with the int16 tail (the mean and the linear head in int16, `--int16-tail`, "
+             "the default since); `mean0`: the mean with its calibrated range "
              "not widened (an earlier run, `ops/mean` RANGE_MARGIN = 0). Rest of the recipe: histogram ranges + bias "
-             "correction. Flash: the compiled model (code + constant tables, host gcc); instructions: one inference "
+             "correction, no AdaRound. Flash: the compiled model (code + constant tables, host gcc); instructions: one inference "
              "on QEMU RV32 (`edgebn bench`, fast kernels).", "",
              "| model | way | SQNR dB | flash B | weights B | arena B | MACs | RV32 instructions |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]

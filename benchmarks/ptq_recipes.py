@@ -44,10 +44,12 @@ RECIPES = {
     "minmax+BC+fold-pool": {"bias_correction": True, "fold_pool": True},
     "histogram+BC+fold-pool": {"calibration": "histogram", "bias_correction": True, "fold_pool": True},
     "histogram+BC+mean": {"calibration": "histogram", "bias_correction": True, "pool_mean": True},
-    "default (int8 tail)": {"calibration": "histogram", "bias_correction": True, "fold_pool": True,
-                            "fold_pool_budget": 0.1, "pool_mean": True},
-    "default": {"calibration": "histogram", "bias_correction": True, "fold_pool": True, "fold_pool_budget": 0.1,
-                "pool_mean": True, "int16_tail": True},
+    # the default before issue 12's int16 tail and recipe choice (histogram + BC + the pool rule)
+    "previous default": {"calibration": "histogram", "bias_correction": True, "fold_pool": True,
+                         "fold_pool_budget": 0.1, "pool_mean": True},
+    # edgebn.quantize.PTQ_DEFAULTS: the recipe choice (auto), BC, the pool rule, the int16 tail
+    "default": {"calibration": "auto", "adaround": None, "bias_correction": True, "fold_pool": True,
+                "fold_pool_budget": 0.1, "pool_mean": True, "int16_tail": True},
 }
 PEERS_MODELS = ("seed", "digits", "resnet8", "dscnn", "mobilenet_v1", "resdw", "stack", "bn_after_relu")
 ZOO_REAL = ("m5", "unet", "shufflenet_units", "se_expand_as", "softmax_head", "linear_relu_bn1d", "normalized_input")
@@ -61,7 +63,7 @@ def quantized(model, calib, **ptq):
     from opcheck import quantize_only
     return quantize_only(model, calib, **{**{"calibration": "minmax", "bias_correction": False, "fold_pool": False,
                                               "pool_mean": False, "fold_pool_budget": None, "equalize": False,
-                                              "int16_tail": False},
+                                              "int16_tail": False, "adaround": False},
                                            **ptq})
 
 

@@ -143,8 +143,9 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict for --model (loaded weights_only).")
 @click.option("--input-shape", help="Input shape for --model, e.g. 1,3,32,32.")
 @click.option("--calibration", default=DEFAULTS["calibration"], show_default=True,
-              type=click.Choice(["minmax", "percentile", "mse", "histogram"]),
-              help="How activation ranges are chosen (docs/QUANTIZATION.md).")
+              type=click.Choice(["auto", "minmax", "percentile", "mse", "histogram"]),
+              help="How activation ranges are chosen; auto: histogram, or minmax with AdaRound, whichever scores "
+              "higher on held-out calibration rows (small models; docs/QUANTIZATION.md).")
 @click.option("--percentile", default=99.99, show_default=True, help="Percentile for --calibration percentile.")
 @click.option("--weight-method", default=DEFAULTS["weight_method"], show_default=True, type=click.Choice(["max", "mse"]),
               help="Per-channel weight scale: max |w| or the MSE-minimizing clip.")
@@ -163,9 +164,9 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--pool-mean/--no-pool-mean", default=DEFAULTS["pool_mean"], show_default=True,
               help="A global average pool not folded is TFLite's MEAN with its own output scale (finer pooled "
               "values, no flash); otherwise an int8 pool keeping its input's scale.")
-@click.option("--adaround/--no-adaround", default=DEFAULTS["adaround"], show_default=True,
+@click.option("--adaround/--no-adaround", default=DEFAULTS["adaround"],
               help="Learn whether each int8 weight rounds up or down (AdaRound, on the calibration data; "
-              "docs/QUANTIZATION.md).")
+              "docs/QUANTIZATION.md). Default: as --calibration auto chooses; off with a given --calibration.")
 @click.option("--force", is_flag=True,
               help="Write into OUT even if it is not an earlier edgebn output (every file already there is kept).")
 @click.option("--name", "lib_name", help="C name of the model library: prefixes every symbol, macro and file "

@@ -251,7 +251,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                   bias_correction: bool = PTQ_DEFAULTS["bias_correction"], equalize: bool = PTQ_DEFAULTS["equalize"],
                   fold_pool: bool = PTQ_DEFAULTS["fold_pool"], pool_mean: bool = PTQ_DEFAULTS["pool_mean"],
                   fold_pool_budget: float | None = PTQ_DEFAULTS["fold_pool_budget"],
-                  adaround: bool = PTQ_DEFAULTS["adaround"],
+                  adaround: bool | None = PTQ_DEFAULTS["adaround"],
                   ranges=None, force: bool = False,
                   progress: bool = False, model_name: str | None = None,
                   check_budget: bool = True, name: str | None = None, labels=None,
@@ -268,7 +268,9 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     output element (a list of str, or a labels.txt path, one per line).
 
     Quantization choices (the int8 arithmetic is the same for all): `calibration` picks activation
-    ranges (minmax | percentile | mse | histogram), `weight_method` the per-channel weight scales
+    ranges (minmax | percentile | mse | histogram; "auto", the default: histogram, or minmax with AdaRound,
+    whichever scores the higher logit SQNR on held-out calibration rows, within a cost bound:
+    edgebn/recipe.py), `weight_method` the per-channel weight scales
     (max | mse), `fold_pool` folds a global average pool into the linear reading it where that adds at
     most `fold_pool_budget` x the model's weights (passes/fold_pool.py; None: no budget), `pool_mean`
     computes the other global average pools as TFLite's MEAN with their own output scale
@@ -276,7 +278,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     `bias_correction` corrects each weighted layer's int32 bias for the mean error quantization adds
     (measured layer by layer with the emulator on the first BIAS_CORRECTION_SAMPLES calibration inputs).
     `adaround` learns, layer by layer on the same samples, whether each int8 weight rounds up or down
-    (edgebn/adaround.py; before the bias correction).
+    (edgebn/adaround.py; before the bias correction); None: as `calibration` "auto" chose (else off).
 
     precision (docs/QUANTIZATION.md): "int8" (every layer int8), "int16" (every layer whose op has an
     int16 form computes on int16 activations, TFLite's int16x8 scheme), "auto" (the fewest layers raised
@@ -338,6 +340,15 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             warnings.simplefilter("always")
             check_bn_statistics(imported)
             check_fold_ranges(float_graph)
+            recipe = None
+            if ranges is None and calibration == "auto":
+                recipe = _choose_recipe(float_graph, calib if tap is None else None, tshape, tgt, percentile,
+                                        weight_method, bias_correction, adaround, precision, min_sqnr,
+                                        int16_layers, int16_tail)
+                calibration = recipe.calibration
+                adaround = recipe.adaround if adaround is None else adaround
+            lap("recipe")
+            adaround = bool(adaround)
             if ranges is None:
                 ranges = calibrate(float_graph, calib if tap is None else tap, tshape, method=calibration,
                                    percentile=percentile, progress=progress)
@@ -480,6 +491,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             "bias_correction_layers": [{"layer": r.layer, "mean_abs_error_before": r.mean_abs_error_before,
                                         "mean_abs_error_after": r.mean_abs_error_after, "max_shift": r.max_shift}
                                        for r in bc_log],
+            "recipe": recipe.as_dict() if recipe is not None else {"mode": "given"},
             "adaround": bool(ar_data is not None),
             "adaround_layers": [{"layer": r.layer, "weights": r.weights, "iterations": r.iterations,
                                  "error_nearest": r.error_nearest, "error_adaround": r.error_adaround,
@@ -554,6 +566,28 @@ def _int16_tail(float_graph: Graph, wide: set, on: bool) -> dict:
         if not rec["layers"]:
             rec["note"] = "no linear head reading a global mean or a linear (or it is int16 already)"
     return rec
+
+
+def _choose_recipe(float_graph: Graph, rows, tshape, tgt, percentile, weight_method, bias_correction, adaround,
+                   precision, min_sqnr, int16_layers, int16_tail):
+    """`--calibration auto` (edgebn/recipe.py): each candidate recipe quantized as this compile would,
+    from the rows it is given (the int16 tail without its budget check: the score only)."""
+    from .recipe import choose_recipe
+
+    def quantize_with(method: str, ar: bool, fit: np.ndarray):
+        r = calibrate(float_graph, fit, tshape, method=method, percentile=percentile)
+        data = np.asarray(fit[:BIAS_CORRECTION_SAMPLES])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g, r, bits, _ = _choose_precision(float_graph, r, precision, min_sqnr, int16_layers, weight_method, tgt,
+                                              data[:AUTO_SAMPLES] if precision == "auto" else None, tail=int16_tail)
+            return quantize_graph(g, assign_qparams(g, r, bits), weight_method,
+                                  bias_correction_data=data if bias_correction else None,
+                                  adaround_data=data if (ar if adaround is None else adaround) else None)
+
+    macs = sum(OPS[n.op].macs(n, [float_graph.shapes[t] for t in n.inputs], float_graph.shapes[n.name])
+               for n in float_graph.nodes)
+    return choose_recipe(float_graph, None if rows is None else np.asarray(rows), int(macs), quantize_with)
 
 
 def _finite_min(sq: dict):

@@ -29,8 +29,11 @@ __all__ = ["PTQ_DEFAULTS", "assign_qparams", "quantize_graph"]
 # (TFLite's int16x8; edgebn/precision.py `int16_tail`), the model's output staying int8: the pooled or
 # hidden feature vector is the rounding int8 loses most to, for no flash (docs/QUANTIZATION.md "The
 # int16 tail").
-PTQ_DEFAULTS = {"calibration": "histogram", "weight_method": "max", "bias_correction": True, "equalize": False,
-                "fold_pool": True, "fold_pool_budget": 0.1, "pool_mean": True, "adaround": False,
+# calibration "auto" (edgebn/recipe.py): histogram ranges, or minmax ranges with AdaRound weights, whichever
+# gives the higher logit SQNR on held-out calibration rows (small models; histogram beyond the cost
+# bound); adaround None: as that choice says.
+PTQ_DEFAULTS = {"calibration": "auto", "weight_method": "max", "bias_correction": True, "equalize": False,
+                "fold_pool": True, "fold_pool_budget": 0.1, "pool_mean": True, "adaround": None,
                 "int16_tail": True}
 
 

@@ -152,24 +152,34 @@ def layerwise_sqnr(model: nn.Module, compiled, x: np.ndarray) -> dict[str, float
 def quantize_only(model: nn.Module, calib: np.ndarray, **ptq):
     """The emulator of the int8 model `edgebn.compile(model, calib, ...)` would build with these PTQ
     options (edgebn.quantize.PTQ_DEFAULTS for the others), without emitting C or writing OUT: the same
-    import, passes, fold-pool / equalization, calibration, the int16 tail (precision.int16_tail), bias
+    import, passes, fold-pool / equalization, the recipe choice (`calibration` "auto", edgebn/recipe.py),
+    calibration, the int16 tail (precision.int16_tail, without its budget check), AdaRound and bias
     correction (on the first BIAS_CORRECTION_SAMPLES inputs) and quantization. For SQNR checks of nets whose C takes long to build."""
     from edgebn.calibrate import calibrate
-    from edgebn.compiler import BIAS_CORRECTION_SAMPLES, torch_input_shape
+    from edgebn.compiler import BIAS_CORRECTION_SAMPLES, _choose_recipe, torch_input_shape
     from edgebn.emulator import Emulator
     from edgebn.importer import import_module
     from edgebn.passes import ptq_passes, run_passes
     from edgebn.precision import insert_boundaries, int16_tail
     from edgebn.quantize import PTQ_DEFAULTS, assign_qparams, quantize_graph
+    from edgebn.targets import get_target
 
     o = {**PTQ_DEFAULTS, **ptq}
     g = run_passes(import_module(model.eval(), torch.from_numpy(np.ascontiguousarray(calib[:1]))))
     g = ptq_passes(g, fold_pool=o["fold_pool"], pool_mean=o["pool_mean"], equalize=o["equalize"],
                    fold_pool_budget=o["fold_pool_budget"])
-    ranges = calibrate(g, calib, torch_input_shape(g), method=o["calibration"])
+    method, adaround = o["calibration"], o["adaround"]
+    if method == "auto":        # the compile's recipe choice (edgebn/recipe.py)
+        choice = _choose_recipe(g, np.asarray(calib), torch_input_shape(g), get_target("qemu-rv32"), 99.99,
+                                o["weight_method"], o["bias_correction"], adaround, "int8", None, None,
+                                o["int16_tail"])
+        method, adaround = choice.calibration, choice.adaround if adaround is None else adaround
+    ranges = calibrate(g, calib, torch_input_shape(g), method=method)
     g, ranges, bits = insert_boundaries(g, set(int16_tail(g)) if o["int16_tail"] else set(), ranges)
-    bc = np.asarray(calib[:BIAS_CORRECTION_SAMPLES]) if o["bias_correction"] else None
-    return Emulator(quantize_graph(g, assign_qparams(g, ranges, bits), o["weight_method"], bias_correction_data=bc))
+    data = np.asarray(calib[:BIAS_CORRECTION_SAMPLES])
+    return Emulator(quantize_graph(g, assign_qparams(g, ranges, bits), o["weight_method"],
+                                   bias_correction_data=data if o["bias_correction"] else None,
+                                   adaround_data=data if adaround else None))
 
 
 def onnxruntime_int8(model: nn.Module, calib: np.ndarray, test: np.ndarray, work: Path):

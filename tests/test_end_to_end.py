@@ -69,7 +69,8 @@ def test_out_layout_and_report_fields(digits):
     assert len(report["fold_log"]) == 4 and all(f["action"] == "folded" for f in report["fold_log"])
     assert 0 < report["stack_bytes"] < 1024, report.get("stack_functions")
     # every stage's seconds, the stack measurement's unoverlapped part included
-    assert list(report["timings"]) == ["import", "calibrate", "quantize", "emit", "report", "stack", "project"]
+    assert list(report["timings"]) == ["import", "recipe", "calibrate", "quantize", "emit", "report", "stack",
+                                       "project"]
     assert abs(report["compile_seconds"] - sum(report["timings"].values())) < 0.01
 
 
@@ -90,9 +91,11 @@ def test_host_c_equals_emulator_on_real_digits(digits):
     emu = edgebn.load(digits["out"]).emulator
     q = emu.quantize_input(digits["x_test"])
     want, layers = emu.run(q, return_layers=True)
-    got, got_layers = run_host(digits["exe"], q.reshape(len(q), -1), 10, [l.size // len(q) for _, l in layers])
+    # every layer's bytes (the default's int16 tail: its int16 layers as little-endian byte pairs)
+    got, got_layers = run_host(digits["exe"], q.reshape(len(q), -1), 10, [l[0].nbytes for _, l in layers])
     assert np.array_equal(got, want.reshape(len(q), -1))
-    assert np.array_equal(got_layers, np.concatenate([l.reshape(len(q), -1) for _, l in layers], axis=1))
+    assert np.array_equal(got_layers, np.concatenate([np.ascontiguousarray(l).reshape(len(q), -1).view(np.int8)
+                                                      for _, l in layers], axis=1))
 
 
 def test_host_c_equals_emulator_on_random_and_extreme_inputs(digits):
