@@ -41,10 +41,10 @@ RECIPES = {"histogram": {"calibration": "histogram", "adaround": False},
            "minmax+adaround": {"calibration": "minmax", "adaround": True}}
 DEFAULT_RECIPE = "histogram"       # outside the cost bound, and on a tie
 MAX_WORK = 300_000_000             # MACs per inference x calibration rows: the choice's cost bound
-MIN_ROWS = 32                      # calibration rows needed to hold some out
+MIN_ROWS = 128                     # calibration rows needed: a quarter held out, at least 32 scored rows
 MAX_ROWS = 512                     # the choice uses at most the first MAX_ROWS calibration rows
 HELD_OUT_FRACTION = 0.25
-MIN_HELD_OUT = 16
+MIN_HELD_OUT = 32
 
 
 @dataclass

@@ -74,7 +74,7 @@ def test_outside_the_cost_bound_or_with_few_rows_histogram_and_why(auto, tmp_pat
     kw = {"example_input": torch.from_numpy(x[:1]), "force": True}
     few = edgebn.compile(m, x[:recipe.MIN_ROWS - 1], tmp_path / "few", **kw).report["quantization"]
     assert few["recipe"]["chosen"] == "histogram" and few["recipe"]["held_out_sqnr_db"] == {}
-    assert "fewer than the 32" in few["recipe"]["note"] and few["calibration"] == "histogram" and not few["adaround"]
+    assert "fewer than the 128" in few["recipe"]["note"] and few["calibration"] == "histogram" and not few["adaround"]
     monkeypatch.setattr(recipe, "MAX_WORK", 1000)
     big = edgebn.compile(m, x, tmp_path / "big", **kw).report["quantization"]
     assert big["recipe"]["chosen"] == "histogram" and "over the choice's bound of 1,000" in big["recipe"]["note"]
