@@ -334,6 +334,9 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
         if isinstance(calib, (str, os.PathLike)):
             calib = load_calibration(calib)
         calib = _first_batch(calib, tshape)
+        recipe_rows = None      # the rows --calibration auto chooses on (a loader's first ones, peeked)
+        if calibration == "auto" and ranges is None:
+            recipe_rows, calib = (calib, calib) if isinstance(calib, np.ndarray) else _peek_rows(calib, tshape)
         tap = None if isinstance(calib, np.ndarray) else SampleTap(calib, max(REPORT_SAMPLES, BIAS_CORRECTION_SAMPLES))
         ranges_meta = None
         with warnings.catch_warnings(record=True) as caught:
@@ -342,7 +345,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             check_fold_ranges(float_graph)
             recipe = None
             if ranges is None and calibration == "auto":
-                recipe = _choose_recipe(float_graph, calib if tap is None else None, tshape, tgt, percentile,
+                recipe = _choose_recipe(float_graph, recipe_rows, tshape, tgt, percentile,
                                         weight_method, bias_correction, adaround, precision, min_sqnr,
                                         int16_layers, int16_tail)
                 calibration = recipe.calibration
@@ -566,6 +569,26 @@ def _int16_tail(float_graph: Graph, wide: set, on: bool) -> dict:
         if not rec["layers"]:
             rec["note"] = "no linear head reading a global mean or a linear (or it is int16 already)"
     return rec
+
+
+def _peek_rows(data, tshape):
+    """(the first recipe.MAX_ROWS rows of an iterable calibration source, an iterable giving every batch
+    of it, those first ones included): the recipe choice sees the same rows as for an array, and a
+    generator is still read once."""
+    import itertools
+
+    from .calibrate import iter_batches
+    from .recipe import MAX_ROWS
+
+    it = iter(iter_batches(data, 64))
+    head, have = [], 0
+    for b in it:
+        head.append(validate_batch(b, tshape))      # a bad batch: the calibration's own one-line error
+        have += len(b) if b.ndim > 0 else 0
+        if have >= MAX_ROWS:
+            break
+    rows = np.concatenate([b for b in head if b.ndim > 0])[:MAX_ROWS] if have else None
+    return rows, itertools.chain(head, it)
 
 
 def _choose_recipe(float_graph: Graph, rows, tshape, tgt, percentile, weight_method, bias_correction, adaround,

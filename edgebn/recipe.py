@@ -87,7 +87,7 @@ def logit_sqnr(float_graph: Graph, qgraph: Graph, x: np.ndarray) -> float:
 def choose_recipe(float_graph: Graph, rows: np.ndarray | None, macs: int,
                   quantize_with: Callable[[str, bool, np.ndarray], Graph]) -> RecipeChoice:
     """The recipe for `float_graph` (the folded float graph the compile quantizes). `rows`: the
-    calibration rows (torch layout; None for a loader whose rows are not kept). `quantize_with(method,
+    calibration rows (torch layout; a loader's first MAX_ROWS, read ahead by the compile). `quantize_with(method,
     adaround, fit_rows)` -> the quantized graph the compile would build with those options from those
     rows."""
     rows = None if rows is None else rows[:MAX_ROWS]

@@ -69,10 +69,10 @@ def digits():
 def test_prepare_before_training_is_edgebn_ptq(digits, tmp_path):
     model, calib, x_test, shape = digits
     qm = qat.prepare(model, calib)          # minmax ranges on the plain folded graph
-    # edgebn's PTQ with the same recipe (its default adds bias correction and the pool fold, which
-    # change the graph QAT trains; SPEC's recipe is what prepare starts from)
+    # edgebn's PTQ with the same recipe (its default adds bias correction, the pool fold and the int16
+    # tail, which change the graph QAT trains; SPEC's recipe, all int8, is what prepare starts from)
     ptq = edgebn.compile(model, calib, tmp_path / "ptq", example_input=torch.zeros(shape), calibration="minmax",
-                         bias_correction=False, fold_pool=False)
+                         bias_correction=False, fold_pool=False, int16_tail=False)
     _assert_bit_exact(qm, ptq, x_test[:100])
 
 
