@@ -228,7 +228,8 @@ def evaluate(out_dir, x: np.ndarray, labels: np.ndarray | None = None, model=Non
         for name, qv in qlayers:
             acc[name].add(fvals[name], _dq(qg, name, qv))
         for n in layers:
-            ins = [quantize(fvals[t], qg.qparams[t].scale, qg.qparams[t].zero_point) for t in n.inputs]
+            ins = [quantize(fvals[t], qg.qparams[t].scale, qg.qparams[t].zero_point, qg.qparams[t].qmin,
+                            qg.qparams[t].qmax) for t in n.inputs]     # an int16 tensor keeps its bounds
             iso[n.name].add(fvals[n.name], _dq(qg, n.name, run_int8(n, ins)))
         for k, (fout, qout, y) in enumerate(zip(fg.outputs, qg.outputs, ys)):
             f_logits[k].append(device_to_torch(fvals[fout], fg.torch_layouts[fout]))
