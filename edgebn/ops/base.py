@@ -166,6 +166,10 @@ class OpDef:
     volumetric: bool = False          # reads rank-5 (N, C, D, H, W) tensors, NDHWC on the device (the importer
                                       # refuses a volume into any other op)
     reads_flat: bool = False          # reads its input as one feature vector (a flatten before it can fold)
+    sums_inputs: bool = False         # output = the elementwise sum of its same-shape inputs (add)
+    # weighted 2-D conv: OHWI weight, attrs stride/padding (t, l, b, r)/dilation/groups/act, a kept
+    # per-channel affine marked attrs["from_bn"]: parallel ones summed by adds merge (passes/merge_branches.py)
+    conv2d_form: bool = False
     affine_form: Callable[[Node], tuple[np.ndarray, np.ndarray]] | None = None   # y = a*x + c per channel
     as_affine: Callable[[Node, np.ndarray, np.ndarray], Node] | None = None      # build y = a*x + c as this op
     clamp_bounds: Callable[[Node], dict | None] | None = None   # {name, lo, hi} when it is a pure clamp

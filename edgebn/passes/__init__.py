@@ -5,12 +5,13 @@ from ..ir import Graph
 from .fold_batchnorm import fold_batchnorm
 from .fold_expand import fold_expand
 from .merge_affine import merge_affine
+from .merge_branches import merge_branches
 from .fold_permute import fold_permute_into_linear
 from .fuse_activation import fuse_activation
 
-__all__ = ["PIPELINE", "run_passes", "ptq_passes", "fold_expand", "merge_affine", "fold_batchnorm", "fuse_activation", "fold_permute_into_linear"]
+__all__ = ["PIPELINE", "run_passes", "ptq_passes", "fold_expand", "merge_affine", "fold_batchnorm", "merge_branches", "fuse_activation", "fold_permute_into_linear"]
 
-PIPELINE = (fold_expand, merge_affine, fold_batchnorm, fuse_activation, fold_permute_into_linear)
+PIPELINE = (fold_expand, merge_affine, fold_batchnorm, merge_branches, fuse_activation, fold_permute_into_linear)
 
 
 def run_passes(graph: Graph) -> Graph:

@@ -93,7 +93,7 @@ def onnx(b, n: Node) -> None:
 
 
 register(OpDef(
-    name="add", run_float=run_float, output_shape=lambda node, ins: ins[0], volumetric=True,
+    name="add", run_float=run_float, output_shape=lambda node, ins: ins[0], volumetric=True, sums_inputs=True,
     quantize=quantize, emulate=emulate, macs=lambda node, ins, out: int(np.prod(out)),
     aten=("aten.add.Tensor", "aten.add_.Tensor"), from_aten=from_aten,
     doc="residual add (TFLite int8 ADD), fused ReLU/ReLU6",

@@ -186,5 +186,5 @@ register(OpDef(
     doc="Conv2d / Conv1d, grouped and depthwise, any stride/padding/dilation; fused ReLU/ReLU6/clamp",
     layer_context=layer_context, kernels=(kernels.REFERENCE,), fast_kernels=kernels.FAST,
     external_kernels=esp_nn.EXTERNAL, onnx=onnx,
-    weighted=True, fusable_activation=True, label=label, int16=int16,
+    weighted=True, fusable_activation=True, conv2d_form=True, label=label, int16=int16,
 ))
