@@ -87,6 +87,8 @@ def _pre_bn(graph: Graph, rec: FoldRecord, values: dict, records: list[FoldRecor
     """The BN's input values [N, ..., C] over a batch, from the float graph's values."""
     if rec.tensor is not None:
         return values.get(rec.tensor)
+    if rec.action != "folded":     # folded into a branch conv that passes/merge_branches.py then merged
+        return None
     try:
         node = graph.node(rec.into)
     except KeyError:

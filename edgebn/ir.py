@@ -40,7 +40,7 @@ class Node:
 class FoldRecord:
     """One line of the BatchNorm fold log: what happened to a BN and why."""
     bn: str
-    action: str          # "folded" | "folded-forward" | "kept-affine"
+    action: str          # "folded" | "folded-forward" | "kept-affine" | "merged-branch" (passes/merge_branches.py)
     into: str | None
     reason: str
     # The BN's input in the folded graph: a tensor name (kept current by Graph.replace_uses), or None

@@ -14,8 +14,12 @@ __all__ = ["PIPELINE", "run_passes", "ptq_passes", "fold_expand", "merge_affine"
 PIPELINE = (fold_expand, merge_affine, fold_batchnorm, merge_branches, fuse_activation, fold_permute_into_linear)
 
 
-def run_passes(graph: Graph) -> Graph:
+def run_passes(graph: Graph, *, merge_branch_convs: bool = True) -> Graph:
+    """merge_branch_convs=False leaves parallel convs summed by adds as they are (QAT trains each
+    branch's own weights: edgebn/qat binds every conv of the graph to the model's parameters)."""
     for p in PIPELINE:
+        if p is merge_branches and not merge_branch_convs:
+            continue
         graph = p(graph)
     return graph
 

@@ -12,8 +12,8 @@ is one conv: each kernel zero-padded to the largest, each group structure expand
 arithmetic: a zero tap adds 0, and a padded position is 0 for every branch alike. A kept per-channel
 affine that alone reads the merged conv (MobileOne's `scale_out + 0`) then folds into it as a BN does.
 Anything else is left as it is; a tree whose leaves do not all match is not merged (its inner adds
-are tried on their own). Logged in the graph's notes; the BatchNorms folded into merged branches keep
-their fold-log record, `into` cleared (their pre-BN values no longer exist in the graph).
+are tried on their own). Logged in the graph's notes; a BatchNorm folded into a merged branch (or kept
+as its identity branch) keeps its fold-log record, action "merged-branch", `into` the merged conv.
 """
 from __future__ import annotations
 
@@ -165,8 +165,11 @@ def merge_branches(graph: Graph) -> Graph:
         for rec in g.fold_log:
             if rec.into in gone:
                 rec.reason += f"; its branch was then merged into conv {root.name!r}"
-                rec.into = root.name if rec.tensor is not None else None
-                rec.action = "merged-branch" if rec.tensor is not None else rec.action
+                # a BN folded back into a branch conv (its input no longer exists) or kept as the
+                # identity branch: "merged-branch"; one folded forward still names its input tensor
+                if rec.tensor is None or rec.action == "kept-affine":
+                    rec.action = "merged-branch"
+                rec.into = root.name
     if not merged:
         return g
     nodes = [merged.get(n.name, n) for n in g.nodes if n.name not in dropped]

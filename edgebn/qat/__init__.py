@@ -434,7 +434,7 @@ def prepare(model: nn.Module, calib, example_input=None, *, ranges: str = "obser
     model = copy.deepcopy(model).eval()
     ep = export_module(model, example_input)
     g0 = import_program(ep)
-    gf = run_passes(g0)
+    gf = run_passes(g0, merge_branch_convs=False)
     _check_supported(gf)
     bindings = _bind(ep, g0, gf, model)
     tshape = tuple(example_input.shape)
