@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import CalibrationError
-from .execute import execute, run_float
+from .execute import batched, run_float, walk
 from .ir import Graph
 from .numerics import choose_qparams, dequantize, quantize
 from .ops.reshape import torch_to_device
@@ -261,25 +261,84 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
         batches = tqdm(batches, total=total, desc="calibrate", unit="batch", leave=False)
     seen = 0
     domains = reader_domains(graph) if method != "minmax" else {}
-    for batch in batches:
-        batch = validate_batch(batch, torch_input_shape)
-        seen += batch.shape[0]
-        values = execute(graph, torch_to_device(batch.astype(np.float64)), run_float)
-        for name, v in values.items():
-            if not np.isfinite(v).all():
-                raise CalibrationError(f"tensor {name!r} became NaN/Inf on the calibration data "
-                                       "(check the weights and input scaling)")
-            if name in domains:
-                v = np.clip(v, *domains[name])
-            observers.setdefault(name, Observer()).update(v, rng, method in ("percentile", "mse"),
-                                                          method == "histogram")
+    searched: dict[str, tuple[float, float]] = {}
+    with _ObserverThread(observers, domains, rng, method, percentile, searched) as thread:
+        for b, batch in enumerate(batches):
+            batch = validate_batch(batch, torch_input_shape)
+            seen += batch.shape[0]
+            last = total is not None and b == total - 1
+            x = torch_to_device(batch.astype(np.float64))
+            n = x.shape[0]
+            thread.observe(graph.inputs[0], x, last)
+
+            def step(node, xs, n=n, last=last):
+                y = batched(graph, node.name, n, run_float(node, xs))
+                thread.observe(node.name, y, last)
+                return y
+
+            walk(graph, {graph.inputs[0]: x}, step)
+            thread.finish_batch()
     if seen == 0:
         raise CalibrationError("calibration data is empty")
     if method == "histogram":   # its error search squares real values: refuse out-of-range data before it
         _check_limits({name: (obs.lo, obs.hi) for name, obs in observers.items()})
-    ranges = {name: obs.range(method, percentile) for name, obs in observers.items()}
+    ranges = {name: searched[name] if name in searched else obs.range(method, percentile)
+              for name, obs in observers.items()}
     _check_limits(ranges)
     return ranges
+
+
+class _ObserverThread:
+    """calibrate's observers, updated on a second thread while the float pass computes the next
+    tensors (numpy releases the GIL in both): each tensor's finite check, domain clip and observer
+    update run in graph order, one at a time, exactly as they would inline (the shared rng is drawn
+    in the same order, so the ranges are the same to the bit). On the last batch of an array (its
+    batch count known) a tensor's range search runs there too, right after its last update, when
+    its [lo, hi] is within VALUE_LIMIT (calibrate refuses the others first, as before). The first
+    non-finite tensor's CalibrationError is raised at the end of its batch and nothing after it is
+    observed."""
+
+    def __init__(self, observers, domains, rng, method, percentile, searched):
+        self.observers, self.domains, self.rng = observers, domains, rng
+        self.method, self.percentile, self.searched = method, percentile, searched
+        self.pending: list = []
+        self.error: BaseException | None = None
+
+    def __enter__(self):
+        import concurrent.futures
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgebn-observe")
+        return self
+
+    def __exit__(self, *exc):
+        self.error = self.error or CalibrationError("calibration stopped")   # nothing more is observed
+        self.pool.shutdown(wait=True)
+        return False
+
+    def observe(self, name: str, v: np.ndarray, last: bool) -> None:
+        self.pending.append(self.pool.submit(self._observe, name, v, last))
+
+    def finish_batch(self) -> None:
+        pending, self.pending = self.pending, []
+        for f in pending:
+            f.result()
+        if self.error is not None:
+            raise self.error
+
+    def _observe(self, name: str, v: np.ndarray, last: bool) -> None:
+        if self.error is not None:
+            return
+        try:
+            if not np.isfinite(v).all():
+                raise CalibrationError(f"tensor {name!r} became NaN/Inf on the calibration data "
+                                       "(check the weights and input scaling)")
+            if name in self.domains:
+                v = np.clip(v, *self.domains[name])
+            obs = self.observers.setdefault(name, Observer())
+            obs.update(v, self.rng, self.method in ("percentile", "mse"), self.method == "histogram")
+            if last and max(abs(obs.lo), abs(obs.hi)) <= VALUE_LIMIT:
+                self.searched[name] = obs.range(self.method, self.percentile)
+        except BaseException as e:
+            self.error = e
 
 
 def _check_limits(ranges: dict[str, tuple[float, float]]) -> None:

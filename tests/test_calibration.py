@@ -255,3 +255,55 @@ def test_a_tensor_read_only_by_saturating_activations_is_calibrated_on_their_dom
     monkeypatch.setattr(cal, "reader_domains", lambda graph: {})
     full = hardswish_sqnr()
     assert clipped > full + 1.0, (clipped, full)      # measured 31.8 vs 29.8 dB
+
+
+def _inline_ranges(g, data, method, batch_size):
+    """calibrate's loop before the observer thread: execute a batch, then observe its tensors in order."""
+    import edgebn.calibrate as cal
+    from edgebn.execute import execute, run_float
+    from edgebn.ops.reshape import torch_to_device
+
+    observers, rng, domains = {}, np.random.default_rng(0), cal.reader_domains(g) if method != "minmax" else {}
+    for batch in cal.iter_batches(data, batch_size):
+        for name, v in execute(g, torch_to_device(np.asarray(batch, np.float64)), run_float).items():
+            v = np.clip(v, *domains[name]) if name in domains else v
+            observers.setdefault(name, cal.Observer()).update(v, rng, method in ("percentile", "mse"),
+                                                              method == "histogram")
+    return {name: obs.range(method, 99.99) for name, obs in observers.items()}
+
+
+@pytest.mark.parametrize("method", ["histogram", "percentile", "mse", "minmax"])
+def test_observer_thread_gives_the_inline_ranges(method):
+    """The observers run on a second thread beside the float pass (and the last batch's range
+    searches there too): the same ranges to the bit as observing inline, the shared rng drawn in the
+    same order, from an array and from a generator, over several batches."""
+    import edgebn.calibrate as cal
+    from edgebn.compiler import torch_input_shape
+    from edgebn.importer import import_module
+    from edgebn.passes import run_passes
+
+    x = outlier_data(96)
+    g = run_passes(import_module(SaturatingReaders().eval(), torch.from_numpy(x[:1])))
+    want = _inline_ranges(g, x, method, 32)
+    assert list(cal.calibrate(g, x, torch_input_shape(g), method=method, batch_size=32).items()) == list(want.items())
+    gen = (x[i:i + 32] for i in range(0, 96, 32))
+    assert cal.calibrate(g, gen, torch_input_shape(g), method=method, batch_size=32) == want
+
+
+def test_first_non_finite_tensor_is_named_with_the_observer_thread(monkeypatch):
+    """Every tensor from the second node on is NaN: the error names the second node's (the first
+    non-finite in graph order), as the inline check did."""
+    import edgebn.calibrate as cal
+    from edgebn.compiler import torch_input_shape
+    from edgebn.errors import CalibrationError
+    from edgebn.importer import import_module
+    from edgebn.passes import run_passes
+
+    x = outlier_data(64)
+    g = run_passes(import_module(small_net(), torch.from_numpy(x[:1])))
+    second = g.nodes[1].name
+    real = cal.run_float
+    monkeypatch.setattr(cal, "run_float", lambda node, xs: np.full_like(real(node, xs), np.nan)
+                        if node.name == second or np.isnan(xs[0]).any() else real(node, xs))
+    with pytest.raises(CalibrationError, match=f"tensor '{second}' became NaN/Inf"):
+        cal.calibrate(g, x, torch_input_shape(g), method="histogram")
