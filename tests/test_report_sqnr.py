@@ -25,7 +25,8 @@ class Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
-        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8))
+        # ReLU6 in the branch: a bare conv + identity would merge into one conv (passes/merge_branches.py)
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
         self.pool = nn.AvgPool2d(2)
         self.head = nn.Linear(8 * 4 * 4, 5)
 
