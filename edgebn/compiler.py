@@ -45,6 +45,7 @@ __all__ = ["compile_model", "CompiledModel", "load_calibration"]
 SELFTEST_VECTORS = 4
 REPORT_SAMPLES = 256   # calibration samples used for the per-layer SQNR in the report
 BIAS_CORRECTION_SAMPLES = 256   # calibration samples the bias correction measures each layer's mean error on
+TAIL_MAC_SHARE = 0.01  # the int16 tail is taken where its linears hold at most this share of the model's MACs
 AUTO_SAMPLES = 64      # calibration samples --precision auto measures each layer's SQNR on
 
 
@@ -568,6 +569,16 @@ def _int16_tail(float_graph: Graph, wide: set, on: bool) -> dict:
         rec["layers"] = [t for t in int16_tail(float_graph) if t not in wide]
         if not rec["layers"]:
             rec["note"] = "no linear head reading a global mean or a linear (or it is int16 already)"
+        else:
+            macs = {n.name: OPS[n.op].macs(n, [float_graph.shapes[t] for t in n.inputs], float_graph.shapes[n.name])
+                    for n in float_graph.nodes}
+            weighted = [n.name for n in float_graph.nodes if n.name in rec["layers"] and OPS[n.op].weighted]
+            share = sum(macs[t] for t in weighted) / max(1, sum(macs.values()))
+            if share > TAIL_MAC_SHARE:
+                rec["note"] = (f"the tail's linears ({', '.join(weighted)}) hold {share:.1%} of the model's MACs, over "
+                               f"{TAIL_MAC_SHARE:.0%}: kept int8 (the int16 linear kernels take about 3x the "
+                               "instructions per MAC of the int8 ones; --int16-layers raises it anyway)")
+                rec["layers"] = []
     return rec
 
 

@@ -380,3 +380,18 @@ def test_int16_tail_by_default_c_equals_emulator_and_tflm(tmp_path):
     h = held.report["precision"]
     assert h["int16_layers"] == [] and "the tail stays int8" in h["int16_tail"]["note"]
     assert held.report["output_sqnr_db"] == plain.report["output_sqnr_db"]
+
+
+def test_int16_tail_is_kept_int8_where_its_linears_hold_a_large_share_of_the_macs(tmp_path):
+    """An MLP is all tail: its linears in int16 would run the whole model on the int16 kernels (about 3x
+    the instructions per MAC), so the default keeps it int8 and says why; --int16-layers still raises it."""
+    from edgebn.compiler import TAIL_MAC_SHARE
+
+    m, x = _model(MLPHead), _data((12,))
+    kw = {"example_input": torch.from_numpy(x[:1]), "force": True}
+    c = edgebn.compile(m, x, tmp_path / "mlp", **kw)
+    p = c.report["precision"]
+    assert p["int16_layers"] == [] and p["int16_tail"]["on"] is True and p["int16_tail"]["layers"] == []
+    assert f"over {TAIL_MAC_SHARE:.0%}: kept int8" in p["int16_tail"]["note"]
+    raised = edgebn.compile(m, x, tmp_path / "raised", int16_layers=["linear", "linear_1"], **kw)
+    assert raised.report["precision"]["int16_layers"] == ["linear", "linear_1"]
