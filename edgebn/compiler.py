@@ -31,7 +31,7 @@ from .errors import BudgetError, CalibrationError, EdgebnError, input_file
 from .ir import Graph
 from .library import SPEC4_NAME, LibraryNames, default_name, load_labels
 from .kernels import weight_flash_bytes
-from .ops import OPS
+from .ops import OPS, layer_macs
 from .outdir import CommitResult, OutputDir
 from .passes import ptq_passes, run_passes
 from .plan import plan_arena
@@ -409,8 +409,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
                         warnings.warn(note)
             lap("quantize")
         plan = plan_arena(qgraph)
-        macs = {n.name: OPS[n.op].macs(n, [qgraph.shapes[t] for t in n.inputs], qgraph.shapes[n.name])
-                for n in qgraph.nodes}
+        macs = layer_macs(qgraph)
         # the weights as the target's kernels store them (int16 in the ESP32 / S3 conv tiles)
         const_bytes = weight_flash_bytes(qgraph, tgt.isa_facts)
         kernels, kernel_note = "fast", ""
@@ -570,8 +569,7 @@ def _int16_tail(float_graph: Graph, wide: set, on: bool) -> dict:
         if not rec["layers"]:
             rec["note"] = "no linear head reading a global mean or a linear (or it is int16 already)"
         else:
-            macs = {n.name: OPS[n.op].macs(n, [float_graph.shapes[t] for t in n.inputs], float_graph.shapes[n.name])
-                    for n in float_graph.nodes}
+            macs = layer_macs(float_graph)
             weighted = [n.name for n in float_graph.nodes if n.name in rec["layers"] and OPS[n.op].weighted]
             share = sum(macs[t] for t in weighted) / max(1, sum(macs.values()))
             if share > TAIL_MAC_SHARE:
@@ -619,9 +617,8 @@ def _choose_recipe(float_graph: Graph, rows, tshape, tgt, percentile, weight_met
                                   bias_correction_data=data if bias_correction else None,
                                   adaround_data=data if (ar if adaround is None else adaround) else None)
 
-    macs = sum(OPS[n.op].macs(n, [float_graph.shapes[t] for t in n.inputs], float_graph.shapes[n.name])
-               for n in float_graph.nodes)
-    return choose_recipe(float_graph, None if rows is None else np.asarray(rows), int(macs), quantize_with)
+    macs = sum(layer_macs(float_graph).values())
+    return choose_recipe(float_graph, None if rows is None else np.asarray(rows), macs, quantize_with)
 
 
 def _finite_min(sq: dict):

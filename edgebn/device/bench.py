@@ -44,10 +44,10 @@ __all__ = ["bench", "bench_model", "bench_port", "bench_on_link", "layer_facts",
 def _graph_layer_facts(g) -> list[dict]:
     """name, op, MACs and output shape of each layer of graph `g` (aliases run no code), in the order
     the board reports them."""
-    from ..ops import OPS
+    from ..ops import OPS, layer_macs
 
-    return [{"name": n.name, "op": n.op,
-             "macs": int(OPS[n.op].macs(n, [g.shapes[t] for t in n.inputs], g.shapes[n.name])),
+    macs = layer_macs(g)
+    return [{"name": n.name, "op": n.op, "macs": macs[n.name],
              "output_shape": list(g.shapes[n.name])} for n in g.nodes if not OPS[n.op].alias]
 
 

@@ -26,4 +26,10 @@ from . import conv3d  # noqa: F401,E402
 from . import requantize  # noqa: F401,E402
 from . import mean  # noqa: F401,E402
 
-__all__ = ["OPS", "ATEN_RULES", "OpDef", "KernelRecord", "QParams", "Ref", "AtenContext"]
+__all__ = ["OPS", "ATEN_RULES", "OpDef", "KernelRecord", "QParams", "Ref", "AtenContext", "layer_macs"]
+
+
+def layer_macs(graph) -> dict[str, int]:
+    """{node name: its op's multiply-accumulates on the graph's shapes} (OpDef.macs), in graph order."""
+    return {n.name: int(OPS[n.op].macs(n, [graph.shapes[t] for t in n.inputs], graph.shapes[n.name]))
+            for n in graph.nodes}
