@@ -1,6 +1,8 @@
 """linear: fully connected `y = x W^T + b` on a feature vector, fused ReLU/ReLU6/clamp.
 
-Kernels (this folder): linear.c.j2 (reference), linear_fast.c.j2 (blocks of 8 outputs per pass)."""
+Kernels (this folder): linear.c.j2 (reference, int8 and int16x8), linear_fast.c.j2 (int8: blocks of 8
+outputs per pass), linear16_fast.c.j2 (int16x8: the same blocks, int32 partial sums over compile-time
+runs of the input, int64 bias and requantisation)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +11,7 @@ from ...errors import UnsupportedOpError
 from ...ir import Graph, Node
 from ..base import apply_act, KernelRecord, OpDef, bits_of, register, requantize
 from .._affine import activation_types, quantize_weighted
-from .._fast import RQ_CONSTANTS, fold_is_exact, folded_bias, weighted_fast_context
+from .._fast import INT32_MAX, RQ_CONSTANTS, fold_is_exact, folded_bias, weighted_fast_context
 
 
 def output_shape(node, ins):
@@ -106,6 +108,53 @@ def _fast_context_narrow(node, g):
     return {**ctx, "weight_fc": ctx["weight_fc"].astype(np.int16), "w_t": "int16_t", "narrow": True}
 
 
+INT16_SPAN = 32768          # |x| of an int16 activation (zero point 0) is at most 2^15
+
+
+def fc16_chunks(w: np.ndarray) -> list[dict]:
+    """The int16x8 fast kernel's runs of the input, [{i0, n}]: consecutive inputs whose products with
+    every row's weights sum inside int32 whatever the int16 input (32768 * sum|w| <= 2^31 - 1 on
+    each row), greedily as long as possible. One run (the whole row) on any row with sum|w| <= 65535,
+    e.g. every row of up to 516 inputs."""
+    aw = np.abs(w.astype(np.int64)) * INT16_SPAN
+    chunks, run, i0 = [], np.zeros(w.shape[0], np.int64), 0
+    for i in range(w.shape[1]):
+        if (run + aw[:, i]).max(initial=0) > INT32_MAX:
+            chunks.append({"i0": i0, "n": i - i0})
+            run, i0 = np.zeros(w.shape[0], np.int64), i
+        run += aw[:, i]
+    chunks.append({"i0": i0, "n": w.shape[1] - i0})
+    return chunks
+
+
+def _applies_fast16(node, g):
+    chunks = fc16_chunks(node.params["weight"])
+    if len(chunks) == 1:
+        bound = int(np.abs(node.params["weight"].astype(np.int64)).sum(axis=1).max(initial=0)) * INT16_SPAN
+        sums = f"int32 sums over the whole row (|sum| <= {bound:,} < 2^31)"
+    else:
+        sums = f"int32 sums over {len(chunks)} runs of the row (each < 2^31), added in int64"
+    return f"int16x8, 8 outputs per pass, {sums}"
+
+
+def _fast16_context(node, g, narrow=False):
+    w = node.params["weight"]
+    ctx = _fc_context(w, node.params["bias"])
+    chunks = fc16_chunks(w)
+    kernels = []
+    for nb in ctx["fc_sizes"]:
+        # as linear_fast: a core with 16 registers in view keeps 8 accumulators, an input, a weight,
+        # a product and the pointers (one input per iteration); 32 registers take 2 (4 for small blocks)
+        u = 1 if narrow and nb > 4 else (2 if nb >= 4 else 4)
+        # one function per block size and run length: the loop count a constant (Xtensa's zero-overhead loop)
+        kernels += [{"nb": nb, "n": n, "u": u} for n in sorted({ch["n"] for ch in chunks})]
+    ctx.update(fc16_chunks=chunks, fc16_kernels=kernels, narrow=narrow,
+               w_t="int16_t" if narrow else "int8_t")
+    if narrow:
+        ctx["weight_fc"] = ctx["weight_fc"].astype(np.int16)
+    return ctx
+
+
 def onnx(b, n: Node) -> None:
     a, t = n.attrs, n.name
     w, bias = b.weights(n, n.params["weight"], n.inputs[0])
@@ -135,6 +184,15 @@ register(OpDef(
     doc="Linear (fully connected), fused ReLU/ReLU6/clamp",
     layer_context=layer_context, kernels=(REFERENCE,),
     fast_kernels=(
+        # int16x8 (the int16 tail, --precision int16): the ESP32 / S3 form with int16 weights (read as
+        # loaded by the 16x16 multiply, as linear_fast_n), then the int8-weight form for any core
+        KernelRecord("linear16_fast_n", "linear/linear16_fast.c.j2",
+                     lambda node, g: _applies_fast16(node, g) + ", int16 weights, an input per iteration",
+                     lambda node, g: _fast16_context(node, g, narrow=True),
+                     constants=("weight_fc", "bias", "m0", "shift"), isa=("narrow_register_file", "unsigned_byte_load"),
+                     weight_bytes=2, bits=(16,)),
+        KernelRecord("linear16_fast", "linear/linear16_fast.c.j2", _applies_fast16, _fast16_context,
+                     constants=("weight_fc", "bias", "m0", "shift"), bits=(16,)),
         KernelRecord("linear_fast_n", "linear/linear_fast.c.j2", _applies_fast_narrow, _fast_context_narrow,
                      constants=("weight_fc", "bias_f") + RQ_CONSTANTS, isa=("narrow_register_file", "unsigned_byte_load"),
                      weight_bytes=2),
