@@ -395,3 +395,52 @@ def test_int16_tail_is_kept_int8_where_its_linears_hold_a_large_share_of_the_mac
     assert f"over {TAIL_MAC_SHARE:.0%}: kept int8" in p["int16_tail"]["note"]
     raised = edgebn.compile(m, x, tmp_path / "raised", int16_layers=["linear", "linear_1"], **kw)
     assert raised.report["precision"]["int16_layers"] == ["linear", "linear_1"]
+
+
+class WideHead(nn.Module):
+    """One 600-input linear whose int8 weights are all +-127: 600 * 127 * 32768 passes int32, so the fast
+    int16x8 kernel must sum it in two runs (ops/linear fc16_chunks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(600, 10)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.sign(torch.randn(10, 600)))
+            self.fc.weight[0] = 1.0              # row 0 all +1: the all-127 input reaches its bound
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("target,board,kernel", [("qemu-rv32", "qemu_rv32", "linear16_fast"),
+                                                 ("esp32", "qemu_esp32", "linear16_fast_n")])
+def test_fast_int16_linear_sums_in_runs_bit_exact_with_tflm_host_and_board(tmp_path, target, board, kernel):
+    """The fast int16x8 FULLY_CONNECTED (linear16_fast on RV32, linear16_fast_n with int16 weights on the
+    ESP32 core): a row whose worst sum passes int32 is summed in int32 runs and int64 across them; the
+    layer equals TFLM's int16x8 FULLY_CONNECTED, the host C (-Werror -pedantic) equals the emulator on
+    every byte (the all-127 input drives row 0 to its bound), and so does the emulated board."""
+    from edgebn.device.qemu import qemu_link
+    from edgebn.device.selftest import selftest_header, selftest_inputs
+    from edgebn.kernels import choose_kernel
+    from edgebn.ops.linear import fc16_chunks
+
+    m, x = _model(WideHead), _data((600,), n=64)
+    c = _compile(m, x, tmp_path / "out", precision="int16", target=target)
+    g = c.emulator.graph
+    node = next(n for n in g.nodes if n.op == "linear")
+    assert len(fc16_chunks(node.params["weight"])) == 2
+    choice = choose_kernel(node, g, "fast", "rv32imc" if board == "qemu_rv32" else "xtensa-lx6")
+    assert choice.template == kernel and "2 runs of the row" in choice.reason, choice.reason
+    checked, _ = check_layers_against_tflm(g, c.emulator.quantize_input(x[:8]))
+    assert checked["linear"] == 1
+    emu = c.emulator
+    q = _c_equals_emulator(c, tmp_path / "out", tmp_path / "host.exe", x[:4])
+    want, layers = emu.run(q, return_layers=True)
+    x16 = dict(layers)[node.inputs[0]].reshape(len(q), -1).astype(np.int64)
+    assert (x16 @ node.params["weight"].astype(np.int64).T)[-1, 0] > 2 ** 31   # the all-127 input: row 0 past int32
+    lib = tmp_path / "out" / "lib" / "edgebn_model"
+    assert f"{kernel}_s16" in (lib / "edgebn_model.c").read_text()
+    with qemu_link(lib, selftest_header(emu, selftest_inputs(emu)), board=board) as link:
+        assert link.sync().model_hash == emu.model_hash
+        for i in (0, len(q) - 2, len(q) - 1):      # a real input, the all -128 and the all 127 inputs
+            assert link.run(q[i].tobytes()).output == want[i:i + 1].tobytes()
