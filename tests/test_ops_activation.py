@@ -100,9 +100,10 @@ def test_activation_after_linear_and_after_pool(name, tmp_path):
     calib, test = _calib_and_test()
     r = check_model(model, SHAPE, tmp_path, min_sqnr_db=MIN_SQNR_DB, calib=np.concatenate([calib, test]), test=test)
     ops = [n.op for n in r.compiled.emulator.graph.nodes]
-    # the two linears hold over the int16 tail's MAC share (compiler.TAIL_MAC_SHARE), so they stay int8
-    # (no int8 <-> int16 boundaries); a clamp fuses into the first, a LUT (leaky_relu) stays between them
-    lin = ["linear", "linear"] if name != "leaky_relu" else ["linear", "lut", "linear"]
+    # a clamp fuses into the first linear, so the two are the int16 tail (under compiler.TAIL_MAC_SHARE):
+    # int8 -> int16 before them, int16 -> int8 after; a LUT (leaky_relu) stays between them, int8, no tail
+    lin = (["requantize", "linear", "linear", "requantize"] if name != "leaky_relu"
+           else ["linear", "lut", "linear"])
     assert [o for o in ops if o != "reshape"] == ["conv2d", "max_pool2d", "lut"] + lin, ops
 
 
