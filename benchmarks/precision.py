@@ -100,7 +100,8 @@ def main(argv=None):
             raise SystemExit(f"edgebn: error: --merge: {out_json} has --min-sqnr {old['targets']}, not {targets}")
         mine = {r["model"]: r for r in results}
         done = [mine.pop(r["model"], r) for r in old["results"]]
-        results = done + list(mine.values())
+        results = sorted(done + list(mine.values()),
+                         key=lambda r: MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS))
     out_json.write_text(json.dumps({"targets": targets, "results": results}, indent=1))
     cols = ["int8", "int16"] + [f"auto{t:g}" for t in targets]
     if all(c in r for r in results for c in cols):
