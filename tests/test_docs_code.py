@@ -1,6 +1,7 @@
 """The docs held to the code where a mechanical check can: every `edgebn` command-line option is named
-in README.md or docs/*.md, and docs/OPERATORS.md's table names exactly the IR ops the registry has
-(edgebn/ops/__init__.py), so a flag or an op added, renamed or removed shows up here."""
+in README.md or docs/*.md, docs/OPERATORS.md's table names exactly the IR ops the registry has
+(edgebn/ops/__init__.py), and the repository files the docs name exist (and no path outside the
+repository is named), so a flag, an op or a file added, renamed or removed shows up here."""
 from __future__ import annotations
 
 import re
@@ -49,3 +50,20 @@ def test_operator_table_names_every_registered_op():
     assert internal == {"requantize"}
     assert set(OPS) - internal <= documented, f"registered, not in the table: {sorted(set(OPS) - internal - documented)}"
     assert documented <= set(OPS), f"in the table, not registered: {sorted(documented - set(OPS))}"
+
+
+def test_repository_paths_the_docs_name_exist():
+    """Every file of the repository README.md and docs/*.md name (tests/..., edgebn/..., benchmarks/...,
+    examples/..., scripts/...; tests/f.py::test_x names a test in f) exists, but for the worked example's
+    op of docs/ADDING_AN_OPERATOR.md (edgebn/ops/flip/, written there to show how an op is added)."""
+    text = _docs()
+    paths = set(re.findall(r"\b((?:tests|edgebn|benchmarks|examples|scripts)/[\w/.-]+\.(?:py|sh|md|j2|json))", text))
+    assert len(paths) > 50
+    missing = sorted(p for p in paths if not (ROOT / p).exists() and not p.startswith("edgebn/ops/flip/"))
+    assert not missing, f"named in the docs, not in the repository: {missing}"
+    outside = sorted({m for p in [*ROOT.glob("*.md"), *(ROOT / "docs").glob("*.md"), *(ROOT / "benchmarks").glob("*.md")]
+                      for m in re.findall(r"(?<![\w.~])/(?:tmp|work|home|root)/[\w/.-]*", p.read_text())})
+    assert not outside, f"paths outside the repository in the docs: {outside}"
+    named = re.findall(r"\b(tests/[\w/]+\.py)::(\w+)", text)
+    gone = [f"{f}::{t}" for f, t in named if f"def {t}(" not in (ROOT / f).read_text()]
+    assert named and not gone, f"tests the docs name that do not exist: {gone}"
