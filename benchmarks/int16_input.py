@@ -2,10 +2,10 @@
 
 `--precision int16` keeps the C API's int8 input: the first layer reads the int8 input requantized to
 int16, so the input's rounding (about 6 dB per bit short of int16) reaches every layer. This measures,
-on benchmarks/precision.py's models (benchmarks/peers.py's cases, the default PTQ recipe), the logit
+on benchmarks/precision.py's models (benchmarks/peers.py's cases, the previous default PTQ recipe, pinned in run()), the logit
 SQNR vs float of
 
-  * int8:          every layer int8 (the compile default);
+  * int8:          every layer int8 (the compile default before the int16 tail);
   * int16:         every int16-capable layer int16, int8 input (what `--precision int16` builds);
   * int16 input:   the same graph with the model input itself int16 (symmetric, from its calibrated
                    range) and the input boundary removed: what an int16 C API would give. It is
@@ -102,7 +102,7 @@ def main(argv=None):
     Path(args.out + ".json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = ["# int16 model: int8 input vs int16 input (emulated)", "",
              "`.venv/bin/python benchmarks/int16_input.py` (docstring: what is measured). Logit SQNR vs float, dB, "
-             "default PTQ recipe; `int16 input` is emulator-only (edgebn's C API takes int8).", "",
+             "the previous default PTQ recipe (histogram ranges, bias correction, the pool rule; no AdaRound, no int16 tail: the script pins it); `int16 input` is emulator-only (edgebn's C API takes int8).", "",
              "| model | int8 | int16 (int8 input) | int16 input | an int16 input gains | int8-only readers of the input |",
              "|---|---:|---:|---:|---:|---|"]
     for r in rows:
