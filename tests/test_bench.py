@@ -93,3 +93,29 @@ def test_bench_defaults_to_the_kernel_set_compile_wrote(out, tmp_path):
     (other / "report.json").write_text(json.dumps({"kernels": {"set": "turbo"}}))
     with pytest.raises(EdgebnError, match=r"kernel set 'turbo'.*pass --kernels"):
         compiled_kernel_set(other)
+
+
+@pytest.fixture(scope="module")
+def int16_out(tmp_path_factory):
+    from int16_linear import INT16_LAYERS, build_and_compile
+
+    return build_and_compile(tmp_path_factory.mktemp("int16") / "out", int16_layers=list(INT16_LAYERS))
+
+
+@pytest.mark.parametrize("board", ["qemu_rv32", "qemu_esp32"])
+def test_fast_int16_linear_counts_within_two_percent_of_benchmark(int16_out, board):
+    """The fast int16x8 fully connected kernels (linear16_fast, linear16_fast_n on the ESP32 core) held
+    to benchmarks/int16_linear.json, per layer, like the int8 baselines."""
+    from edgebn.device.bench import bench_model
+    from int16_linear import INT16_LAYERS, RECORD
+
+    base = json.loads(RECORD.read_text())[board]["int16x8 fast"]
+    rec = bench_model(int16_out, "fast", board=board)
+    assert rec["bit_exact"] is True
+    got = {l["name"]: l for l in rec["layers"]}
+    for name in INT16_LAYERS:
+        assert got[name]["kernel"] == base["layers"][name]["kernel"]
+        assert got[name]["instructions"] <= base["layers"][name]["instructions"] * 1.02, name
+    # the int16 tail's premise (compiler.TAIL_MAC_SHARE): the fast int16 linear costs about what the int8 one
+    # does per MAC, far from the reference loop's 13-15
+    assert got["linear"]["instructions"] / got["linear"]["macs"] < 4
