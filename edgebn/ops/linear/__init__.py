@@ -184,8 +184,9 @@ register(OpDef(
     doc="Linear (fully connected), fused ReLU/ReLU6/clamp",
     layer_context=layer_context, kernels=(REFERENCE,),
     fast_kernels=(
-        # int16x8 (the int16 tail, --precision int16): the ESP32 / S3 form with int16 weights (read as
-        # loaded by the 16x16 multiply, as linear_fast_n), then the int8-weight form for any core
+        # int16x8 (the int16 tail, --precision int16): the ESP32 / S3 (and lx106) form with int16 weights
+        # (one signed load feeds the multiply, no sign extension), then the int8-weight form for any core;
+        # both sum in int32 over the runs fc16_chunks proves safe, and say so in their reason
         KernelRecord("linear16_fast_n", "linear/linear16_fast.c.j2",
                      lambda node, g: _applies_fast16(node, g) + ", int16 weights, an input per iteration",
                      lambda node, g: _fast16_context(node, g, narrow=True),
