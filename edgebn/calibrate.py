@@ -47,27 +47,39 @@ class Histogram:
         self.k0 = 0
         self.counts = np.zeros(0, np.int64)
 
-    def update(self, v: np.ndarray) -> None:
+    def update(self, v: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> None:
+        """Count the values of v; vmin / vmax: v's min and max if the caller has them already. The
+        bin range comes from them (floor(x / w) is monotonic in x, so floor(vmin / w) is the lowest
+        bin of any value), and the values are binned once, after any merging."""
         v = np.asarray(v, np.float64).ravel()
+        if v.size and vmin is None:
+            vmin, vmax = float(v.min()), float(v.max())
         if self.w == 0.0:
-            amax = float(np.abs(v).max()) if v.size else 0.0
+            amax = max(abs(vmin), abs(vmax)) if v.size else 0.0
             if amax == 0.0:
                 self.zeros += v.size
                 return
             self.w = amax / (HIST_BINS // 4)
-            v = np.concatenate([v, np.zeros(self.zeros)])
-        k = np.floor(v / self.w).astype(np.int64)
-        lo, hi = int(k.min()), int(k.max())
-        if self.counts.size:
-            lo, hi = min(lo, self.k0), max(hi, self.k0 + self.counts.size - 1)
-        while hi - lo + 1 > HIST_BINS:
+            if self.zeros:
+                v = np.concatenate([v, np.zeros(self.zeros)])
+                vmin, vmax = min(vmin, 0.0), max(vmax, 0.0)
+                self.zeros = 0
+        if not v.size:
+            raise ValueError("no values to bin")
+        while True:
+            lo, hi = int(np.floor(vmin / self.w)), int(np.floor(vmax / self.w))
+            if self.counts.size:
+                lo, hi = min(lo, self.k0), max(hi, self.k0 + self.counts.size - 1)
+            if hi - lo + 1 <= HIST_BINS:
+                break
             self._merge()
-            k = np.floor(v / self.w).astype(np.int64)
-            lo, hi = min(int(k.min()), self.k0), max(int(k.max()), self.k0 + self.counts.size - 1)
+        k = v / self.w
+        np.floor(k, out=k)
+        k -= lo                      # exact: whole numbers far below 2**53
         grown = np.zeros(hi - lo + 1, np.int64)
         if self.counts.size:
             grown[self.k0 - lo:self.k0 - lo + self.counts.size] = self.counts
-        grown += np.bincount(k - lo, minlength=grown.size)
+        grown += np.bincount(k.astype(np.intp), minlength=grown.size)
         self.k0, self.counts = lo, grown
 
     def _merge(self) -> None:
@@ -105,21 +117,34 @@ class Histogram:
         return float(cand_lo[i]), float(cand_hi[j])
 
 
-    def _range_errors(self, cand_lo, cand_hi, centers, n) -> np.ndarray:
-        """total[i, j]: best_range's expected error of [cand_lo[i], cand_hi[j]], one row of
-        candidates at a time (cache-sized temporaries; each element and each row's sum computed as
-        one [lo, hi, bin] array would compute it, so the totals are the same to the bit)."""
-        b = cand_hi[:, None]
-        c = centers[None, :]
-        above = np.clip(c - b, 0.0, None)
-        above2, out_hi = above ** 2, above > 0
+    def _range_errors(self, cand_lo, cand_hi, centers, n, cells: int = 1 << 16) -> np.ndarray:
+        """total[i, j]: best_range's expected error of [cand_lo[i], cand_hi[j]], for a block of rows i
+        at a time (about `cells` elements). Every element of the [i, j, bin] error table equals, to the
+        bit, the one-array form's `where(outside, below^2 + above^2 + w^2/12, scale^2/12) * n`: a bin is
+        outside on one side at most (cand_lo <= 0 <= cand_hi), so the other side's square is an exact
+        0.0 there; the inside product is taken on counts zeroed where the bin is above b, plus the
+        above-b errors zeroed elsewhere (x + 0.0 == x); the bins below a are a prefix (the centers
+        ascend) and take their own errors. Each row is summed as the one array's last axis is, so
+        the totals are the same to the bit, with a few passes over the table instead of a dozen."""
         w2 = self.w ** 2 / 12.0
+        above = np.clip(centers[None, :] - cand_hi[:, None], 0.0, None)          # [j, bin]
+        out_hi = above > 0
+        clip_hi = np.where(out_hi, (above ** 2 + w2) * n, 0.0)
+        n_in = np.where(out_hi, 0.0, n)
+        below = np.clip(cand_lo[:, None] - centers[None, :], 0.0, None)          # [i, bin]
+        clip_lo = (below ** 2 + w2) * n
+        n_below = np.count_nonzero(below, axis=1)
+        inside = ((cand_hi[None, :] - cand_lo[:, None]) / 255.0) ** 2 / 12.0     # [i, j]
+        step = max(1, cells // max(1, clip_hi.size))
         total = np.empty((cand_lo.size, cand_hi.size))
-        for i, a in enumerate(cand_lo):
-            below = np.clip(a - centers, 0.0, None)
-            scale = (b - a) / 255.0
-            err = np.where(out_hi | (below > 0), below ** 2 + above2 + w2, scale ** 2 / 12.0)
-            total[i] = (err * n).sum(axis=1)
+        for i0 in range(0, cand_lo.size, step):
+            i1 = min(i0 + step, cand_lo.size)
+            err = inside[i0:i1, :, None] * n_in
+            err += clip_hi
+            for i in range(i0, i1):
+                k = n_below[i]
+                err[i - i0, :, :k] = clip_lo[i, :k]
+            total[i0:i1] = err.sum(axis=2)
         return total
 
 
@@ -131,13 +156,17 @@ class Observer:
     kept: int = 0
     hist: Histogram | None = None
 
-    def update(self, v: np.ndarray, rng: np.random.Generator, want_sample: bool, want_hist: bool = False) -> None:
-        self.lo = min(self.lo, float(v.min()))
-        self.hi = max(self.hi, float(v.max()))
+    def update(self, v: np.ndarray, rng: np.random.Generator, want_sample: bool, want_hist: bool = False,
+               vmin: float | None = None, vmax: float | None = None) -> None:
+        """vmin / vmax: v's min and max, if the caller has them already."""
+        if vmin is None:
+            vmin, vmax = float(v.min()), float(v.max())
+        self.lo = min(self.lo, vmin)
+        self.hi = max(self.hi, vmax)
         if want_hist:
             if self.hist is None:
                 self.hist = Histogram()
-            self.hist.update(v)
+            self.hist.update(v, vmin, vmax)
         if want_sample and self.kept < 8 * SAMPLE_PER_TENSOR:
             flat = v.ravel()
             take = min(flat.size, SAMPLE_PER_TENSOR // 4)
@@ -278,6 +307,7 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
 
             walk(graph, {graph.inputs[0]: x}, step)
             thread.finish_batch()
+        thread.finish_searches()
     if seen == 0:
         raise CalibrationError("calibration data is empty")
     if method == "histogram":   # its error search squares real values: refuse out-of-range data before it
@@ -293,8 +323,10 @@ class _ObserverThread:
     tensors (numpy releases the GIL in both): each tensor's finite check, domain clip and observer
     update run in graph order, one at a time, exactly as they would inline (the shared rng is drawn
     in the same order, so the ranges are the same to the bit). On the last batch of an array (its
-    batch count known) a tensor's range search runs there too, right after its last update, when
-    its [lo, hi] is within VALUE_LIMIT (calibrate refuses the others first, as before). The first
+    batch count known) a tensor's range search is started right after its last update, when its
+    [lo, hi] is within VALUE_LIMIT (calibrate refuses the others first, as before), on a third
+    thread: it reads only that observer, which nothing updates any more, and it takes the core the
+    float pass leaves once the pass is done (the searches are most of the observers' CPU). The first
     non-finite tensor's CalibrationError is raised at the end of its batch and nothing after it is
     observed."""
 
@@ -302,16 +334,19 @@ class _ObserverThread:
         self.observers, self.domains, self.rng = observers, domains, rng
         self.method, self.percentile, self.searched = method, percentile, searched
         self.pending: list = []
+        self.searches: list = []
         self.error: BaseException | None = None
 
     def __enter__(self):
         import concurrent.futures
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgebn-observe")
+        self.search_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgebn-search")
         return self
 
     def __exit__(self, *exc):
         self.error = self.error or CalibrationError("calibration stopped")   # nothing more is observed
         self.pool.shutdown(wait=True)
+        self.search_pool.shutdown(wait=True, cancel_futures=True)
         return False
 
     def observe(self, name: str, v: np.ndarray, last: bool) -> None:
@@ -324,19 +359,29 @@ class _ObserverThread:
         if self.error is not None:
             raise self.error
 
+    def finish_searches(self) -> None:
+        """Wait for the range searches (a search's own error is raised here)."""
+        searches, self.searches = self.searches, []
+        for name, f in searches:
+            self.searched[name] = f.result()
+
     def _observe(self, name: str, v: np.ndarray, last: bool) -> None:
         if self.error is not None:
             return
         try:
-            if not np.isfinite(v).all():
+            # a NaN makes the min NaN and an Inf the min or max infinite: one pass each, no isfinite pass
+            vmin, vmax = float(v.min()), float(v.max())
+            if not (np.isfinite(vmin) and np.isfinite(vmax)):
                 raise CalibrationError(f"tensor {name!r} became NaN/Inf on the calibration data "
                                        "(check the weights and input scaling)")
-            if name in self.domains:
-                v = np.clip(v, *self.domains[name])
+            if name in self.domains:   # clipping is monotonic: the clipped min and max are the clipped ones
+                dlo, dhi = self.domains[name]
+                v = np.clip(v, dlo, dhi)
+                vmin, vmax = min(max(vmin, dlo), dhi), min(max(vmax, dlo), dhi)
             obs = self.observers.setdefault(name, Observer())
-            obs.update(v, self.rng, self.method in ("percentile", "mse"), self.method == "histogram")
+            obs.update(v, self.rng, self.method in ("percentile", "mse"), self.method == "histogram", vmin, vmax)
             if last and max(abs(obs.lo), abs(obs.hi)) <= VALUE_LIMIT:
-                self.searched[name] = obs.range(self.method, self.percentile)
+                self.searches.append((name, self.search_pool.submit(obs.range, self.method, self.percentile)))
         except BaseException as e:
             self.error = e
 
