@@ -19,8 +19,6 @@ the corrected float graph. The per-layer mean error before and after is returned
 """
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,6 +97,7 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_n
     every tensor of the walk (the input first): the float network's value and the final quantized
     graph's, over all of x (the report's per-layer SQNR comes from it)."""
     g = graph.copy()
+    origs = {n.name: n for n in graph.nodes}
     weighted = {n.name for n in weighted_nodes(g)}
     qnodes: list[Node] = []
     log: list[BiasCorrection] = []
@@ -109,11 +108,13 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_n
     if observe is not None:
         observe(g.inputs[0], x_f, x_q)
 
-    def step(node: Node, xs_q: list) -> np.ndarray:
-        ref, fout = floats.take()       # this node's float side, computed on the float thread
+    def step(node: Node, xs: list) -> tuple[np.ndarray, np.ndarray]:
+        orig = origs[node.name]
+        xs_f, xs_q = [v[0] for v in xs], [v[1] for v in xs]
         qnode = quantize_node(node, g)
         if node.name in weighted:
             qin = qp[node.inputs[0]]
+            ref = _preact_float(orig, xs_f[0])
             acc = _acc_int8(qnode, xs_q[0], qin)
             err = _shrunk_mean(acc + _bias_real(qnode, qin) - ref)
             node.params["bias"] = node.params["bias"] - err
@@ -121,88 +122,20 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_n
             after = _channel_mean(acc + _bias_real(qnode, qin) - ref)
             log.append(BiasCorrection(node.name, float(np.abs(err).mean()), float(np.abs(after).mean()),
                                       float(np.abs(err).max())))
+            # the true float network; a weighted layer's output is its pre-activation clamped (every
+            # weighted op's run_float is acc + bias, then the fused clamp): not computed twice
+            fout = apply_act(ref, orig.attrs.get("act"))
+        else:
+            fout = run_float(orig, xs_f)
         qnodes.append(qnode)
+        fout = batched(g, node.name, n_batch, fout)
         qout = batched(g, node.name, n_batch, run_int8(qnode, xs_q))
         if observe is not None:
-            observed.append(sums.submit(observe, node.name, fout, qout))
-            if len(observed) > 2:       # at most two layers' values wait for it
-                observed.pop(0).result()
-        return qout
+            observe(node.name, fout, qout)
+        return fout, qout
 
-    import concurrent.futures
-    observed: list = []
-    sums = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgebn-observe")
-    floats = _FloatSide(graph, weighted, x_f, n_batch)
-    try:
-        walk(g, {g.inputs[0]: x_q}, step)
-        for f in observed:
-            f.result()
-    finally:
-        floats.close()
-        sums.shutdown(wait=True, cancel_futures=True)
+    walk(g, {g.inputs[0]: (x_f, x_q)}, step)
     q = Graph(inputs=list(g.inputs), outputs=list(g.outputs), nodes=qnodes, shapes=dict(g.shapes),
               torch_layouts=dict(g.torch_layouts), fold_log=list(g.fold_log), notes=list(g.notes),
               qparams=dict(qp))
     return g, q, log
-
-
-class _FloatSide:
-    """The float network's side of bias_correct's walk, on a second thread: the float network does
-    not depend on the int8 side (each layer's float input is the float network's), so it runs up to
-    `depth` layers ahead while the main thread quantizes, corrects and emulates, and hands over each
-    node's (pre-activation of a weighted layer or None, output) in graph order. The same functions
-    on the same arrays as the one-thread walk: the values are the same to the bit. An error on
-    either side ends both; the float side's is raised by take()."""
-
-    def __init__(self, graph: Graph, weighted: set, x: np.ndarray, n_batch: int, depth: int = 2):
-        self.queue: queue.Queue = queue.Queue(depth)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(graph, weighted, x, n_batch),
-                                       name="edgebn-float", daemon=True)
-        self.thread.start()
-
-    def _run(self, graph: Graph, weighted: set, x: np.ndarray, n_batch: int) -> None:
-        def step(node: Node, xs: list) -> np.ndarray:
-            if node.name in weighted:
-                # a weighted layer's output is its pre-activation clamped (every weighted op's run_float
-                # is acc + bias, then the fused clamp): not computed twice
-                ref = _preact_float(node, xs[0])
-                fout = apply_act(ref, node.attrs.get("act"))
-            else:
-                ref, fout = None, run_float(node, xs)
-            fout = batched(graph, node.name, n_batch, fout)
-            self._put((ref, fout))
-            return fout
-
-        try:
-            walk(graph, {graph.inputs[0]: x}, step)
-        except _Stopped:
-            pass
-        except BaseException as e:     # noqa: BLE001 - handed to the main thread, which raises it
-            try:
-                self._put(e)
-            except _Stopped:
-                pass
-
-    def _put(self, item) -> None:
-        while not self.stopped.is_set():
-            try:
-                self.queue.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped
-
-    def take(self) -> tuple[np.ndarray | None, np.ndarray]:
-        item = self.queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join()
-
-
-class _Stopped(Exception):
-    """The main side ended (done or failed): the float side stops too."""

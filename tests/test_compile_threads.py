@@ -1,6 +1,7 @@
-"""The compile's speed-ups that must not change a bit: the histogram's binning from known extremes,
-the blocked range-error table, and bias correction's float side on its own thread (its values paired
-with the right layer, and an error on either side ending both threads instead of hanging)."""
+"""The compile's speed-ups that must not change a bit: the histogram's binning from known extremes and
+the blocked range-error table (calibrate's observer and search threads), and the bias correction's
+walk, whose float and int8 values (the report's SQNR is taken on them) must be the layer's own, with
+an error on any side raised and no thread left behind."""
 from __future__ import annotations
 
 import threading
@@ -90,10 +91,9 @@ def _correct(g, x, observe=None):
     return bc.bias_correct(g, qp, x, lambda node, gg: _quantize_node(node, gg, qp), observe), qp
 
 
-def test_float_side_thread_pairs_each_layer_with_its_values():
+def test_bias_correction_walk_pairs_each_layer_with_its_values():
     """Every (tensor, float, int8) the walk observes is the float network's value of that tensor
-    (execute over the float graph) and the returned int8 graph's (execute of it): the float thread's
-    values reach the layer they belong to, bit for bit."""
+    (execute over the float graph) and the returned int8 graph's (execute of it), bit for bit."""
     g, x = _graph_and_data()
     seen = {}
     (_, q, log), qp = _correct(g, x, lambda name, f, y: seen.setdefault(name, (f, y)))
@@ -109,7 +109,7 @@ def test_float_side_thread_pairs_each_layer_with_its_values():
 
 
 @pytest.mark.parametrize("side", ["float", "int8", "observe"])
-def test_an_error_on_either_side_ends_both_threads(monkeypatch, side):
+def test_an_error_in_the_bias_correction_walk_is_raised_and_leaves_no_thread(monkeypatch, side):
     g, x = _graph_and_data()
     target = bc.weighted_nodes(g)[1].name
     before = threading.active_count()
