@@ -13,6 +13,11 @@ from pathlib import Path
 # second BLAS thread spinning for work doubled the report's CPU seconds for no wall-clock gain
 # (benchmarks/compile_time.md). Set before numpy loads OpenBLAS, which reads it once.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# numpy's huge pages off (unless the user chose otherwise; numpy reads it once, at import): numpy asks
+# the kernel for transparent huge pages on every array of 4 MB or more, and a compile allocates and
+# frees such arrays layer after layer, so the kernel zeroed fresh 2 MB pages each time: on mixnet_s
+# 0.7-1.4 s of system time in each of calibrate and quantize, 0.1-0.3 s without (benchmarks/compile_time.md).
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
 
 def _keep_freed_memory() -> None:
