@@ -79,16 +79,12 @@ def float_values(g, calib) -> dict[str, np.ndarray]:
 
 def _criterion(v: np.ndarray, cand_lo: np.ndarray, cand_hi: np.ndarray) -> np.ndarray:
     """Histogram.best_range's expected int8 error of v for every [cand_lo[i], cand_hi[j]]."""
-    from edgebn.calibrate import HIST_BINS, Histogram
+    from edgebn.calibrate import Histogram
     h = Histogram()
     h.update(v)
     if h.w == 0.0:
         return np.zeros((cand_lo.size, cand_hi.size))
-    h = h.coarse(HIST_BINS // 4)
-    n = h.counts.astype(np.float64)
-    keep = n > 0
-    centers = ((np.arange(h.k0, h.k0 + n.size) + 0.5) * h.w)[keep]
-    return h._range_errors(cand_lo, cand_hi, centers, n[keep])
+    return h.range_errors(cand_lo, cand_hi)
 
 
 def cv_range(v: np.ndarray, folds: int) -> tuple[float, float]:

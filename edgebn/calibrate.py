@@ -103,18 +103,22 @@ class Histogram:
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         if self.w == 0.0 or hi == lo:
             return lo, hi
-        if self.counts.size > HIST_BINS // 4:
-            return self.coarse(HIST_BINS // 4).best_range(lo, hi, grid)
-        n = self.counts.astype(np.float64)
-        keep = n > 0
-        centers = ((np.arange(self.k0, self.k0 + n.size) + 0.5) * self.w)[keep]
-        n = n[keep]
         fs = np.linspace(1.0 / grid, 1.0, grid)
         cand_lo = np.unique(lo * fs) if lo < 0 else np.array([0.0])
         cand_hi = np.unique(hi * fs) if hi > 0 else np.array([0.0])
-        total = self._range_errors(cand_lo, cand_hi, centers, n)
+        total = self.range_errors(cand_lo, cand_hi)
         i, j = np.unravel_index(int(np.argmin(total)), total.shape)
         return float(cand_lo[i]), float(cand_hi[j])
+
+    def range_errors(self, cand_lo, cand_hi) -> np.ndarray:
+        """total[i, j]: best_range's criterion, the expected int8 error of the histogram's values in
+        [cand_lo[i], cand_hi[j]], on at most HIST_BINS // 4 bins (a finer histogram is coarsened)."""
+        if self.counts.size > HIST_BINS // 4:
+            return self.coarse(HIST_BINS // 4).range_errors(cand_lo, cand_hi)
+        n = self.counts.astype(np.float64)
+        keep = n > 0
+        centers = ((np.arange(self.k0, self.k0 + n.size) + 0.5) * self.w)[keep]
+        return self._range_errors(cand_lo, cand_hi, centers, n[keep])
 
 
     def _range_errors(self, cand_lo, cand_hi, centers, n, cells: int = 1 << 16) -> np.ndarray:
