@@ -398,14 +398,16 @@ def test_int16_tail_is_kept_int8_where_its_linears_hold_a_large_share_of_the_mac
 
 
 class WideHead(nn.Module):
-    """One 600-input linear whose int8 weights are all +-127: 600 * 127 * 32768 passes int32, so the fast
-    int16x8 kernel must sum it in two runs (ops/linear fc16_chunks)."""
+    """One 602-input linear whose int8 weights are all +-127: 602 * 127 * 32768 passes int32, so the fast
+    int16x8 kernel must sum it in two runs (ops/linear fc16_chunks): 516 and 86 inputs. Its 10 outputs
+    are a block of 8 and one of 2, which takes 4 inputs per iteration: 86 = 4 * 21 + 2 runs the
+    kernel's remainder loop."""
 
     def __init__(self):
         super().__init__()
-        self.fc = nn.Linear(600, 10)
+        self.fc = nn.Linear(602, 10)
         with torch.no_grad():
-            self.fc.weight.copy_(torch.sign(torch.randn(10, 600)))
+            self.fc.weight.copy_(torch.sign(torch.randn(10, 602)))
             self.fc.weight[0] = 1.0              # row 0 all +1: the all-127 input reaches its bound
 
     def forward(self, x):
@@ -424,11 +426,11 @@ def test_fast_int16_linear_sums_in_runs_bit_exact_with_tflm_host_and_board(tmp_p
     from edgebn.kernels import choose_kernel
     from edgebn.ops.linear import fc16_chunks
 
-    m, x = _model(WideHead), _data((600,), n=64)
+    m, x = _model(WideHead), _data((602,), n=64)
     c = _compile(m, x, tmp_path / "out", precision="int16", target=target)
     g = c.emulator.graph
     node = next(n for n in g.nodes if n.op == "linear")
-    assert len(fc16_chunks(node.params["weight"])) == 2
+    assert [ch["n"] for ch in fc16_chunks(node.params["weight"])] == [516, 86]
     choice = choose_kernel(node, g, "fast", "rv32imc" if board == "qemu_rv32" else "xtensa-lx6")
     assert choice.template == kernel and "2 runs of the row" in choice.reason, choice.reason
     checked, _ = check_layers_against_tflm(g, c.emulator.quantize_input(x[:8]))
