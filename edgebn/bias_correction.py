@@ -30,7 +30,7 @@ from .ops import OPS, QParams
 from .ops.base import apply_act
 from .ops.reshape import torch_to_device
 
-__all__ = ["BiasCorrection", "bias_correct", "weighted_nodes"]
+__all__ = ["BiasCorrection", "FloatReference", "bias_correct", "weighted_nodes"]
 
 
 def weighted_nodes(graph: Graph) -> list[Node]:
@@ -44,6 +44,39 @@ class BiasCorrection:
     mean_abs_error_before: float      # mean over channels of |e[c]|, real units
     mean_abs_error_after: float       # the same, measured again after the correction
     max_shift: float                  # largest |e[c]| subtracted from the float bias
+
+
+@dataclass
+class FloatReference:
+    """The float network over a set of rows, kept whole: every tensor's value [n, *device shape] and
+    each weighted node's pre-activation (its output before the fused clamp). `--calibration auto`
+    (edgebn/recipe.py) computes it once over its rows, then calibrates, bias-corrects and scores every
+    candidate on subsets of those rows from it instead of running the float network again each time."""
+    values: dict[str, np.ndarray]
+    preacts: dict[str, np.ndarray]
+
+    @staticmethod
+    def nbytes(graph: Graph, rows: int) -> int:
+        """What `of(graph, x)` holds for `rows` rows (float64)."""
+        size = sum(int(np.prod(graph.shapes[t])) for t in list(graph.inputs) + [n.name for n in graph.nodes])
+        size += sum(int(np.prod(graph.shapes[n.name])) for n in weighted_nodes(graph))
+        return 8 * rows * size
+
+    @classmethod
+    def of(cls, graph: Graph, x: np.ndarray) -> "FloatReference":
+        """x: rows in model layout. The values are the ones bias_correct's walk computes."""
+        weighted = {n.name for n in weighted_nodes(graph)}
+        n_batch = len(x)
+        x_f = torch_to_device(np.asarray(x, np.float64))
+        preacts: dict[str, np.ndarray] = {}
+
+        def step(node: Node, xs: list) -> np.ndarray:
+            if node.name in weighted:
+                preacts[node.name] = _preact_float(node, xs[0])
+                return batched(graph, node.name, n_batch, apply_act(preacts[node.name], node.attrs.get("act")))
+            return batched(graph, node.name, n_batch, run_float(node, xs))
+
+        return cls(walk(graph, {graph.inputs[0]: x_f}, step, keep_all=True), preacts)
 
 
 def _preact_float(node: Node, x: np.ndarray) -> np.ndarray:
@@ -90,18 +123,23 @@ def _shrunk_mean(v: np.ndarray) -> np.ndarray:
 
 
 def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_node,
-                 observe=None) -> tuple[Graph, Graph, list[BiasCorrection]]:
+                 observe=None, reference: tuple[FloatReference, np.ndarray] | None = None,
+                 ) -> tuple[Graph, Graph, list[BiasCorrection]]:
     """(corrected float graph, its quantized graph, log). `x`: calibration inputs in model layout
     (float, leading batch axis); `quantize_node(node, float_graph)` quantizes one node the way
     quantize_graph does (weight scales included). `observe(tensor, float, int8)`, when given, sees
     every tensor of the walk (the input first): the float network's value and the final quantized
-    graph's, over all of x (the report's per-layer SQNR comes from it)."""
+    graph's, over all of x (the report's per-layer SQNR comes from it). `reference`: (a FloatReference
+    of this graph's float network, the indices of x's rows in it): the float side is read from it
+    (tensors it lacks, such as inserted int16 boundaries, are computed) instead of computed."""
     g = graph.copy()
     origs = {n.name: n for n in graph.nodes}
     weighted = {n.name for n in weighted_nodes(g)}
     qnodes: list[Node] = []
     log: list[BiasCorrection] = []
     n_batch = len(x)
+    ref_values, ref_preacts, ref_rows = ({}, {}, None) if reference is None else \
+        (reference[0].values, reference[0].preacts, reference[1])
     x_f = torch_to_device(np.asarray(x, np.float64))
     q_in = qp[g.inputs[0]]
     x_q = quantize(x_f, q_in.scale, q_in.zero_point, q_in.qmin, q_in.qmax)
@@ -114,7 +152,7 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_n
         qnode = quantize_node(node, g)
         if node.name in weighted:
             qin = qp[node.inputs[0]]
-            ref = _preact_float(orig, xs_f[0])
+            ref = ref_preacts[node.name][ref_rows] if node.name in ref_preacts else _preact_float(orig, xs_f[0])
             acc = _acc_int8(qnode, xs_q[0], qin)
             err = _shrunk_mean(acc + _bias_real(qnode, qin) - ref)
             node.params["bias"] = node.params["bias"] - err
@@ -125,6 +163,8 @@ def bias_correct(graph: Graph, qp: dict[str, QParams], x: np.ndarray, quantize_n
             # the true float network; a weighted layer's output is its pre-activation clamped (every
             # weighted op's run_float is acc + bias, then the fused clamp): not computed twice
             fout = apply_act(ref, orig.attrs.get("act"))
+        elif node.name in ref_values:
+            fout = ref_values[node.name][ref_rows]
         else:
             fout = run_float(orig, xs_f)
         qnodes.append(qnode)

@@ -2,6 +2,8 @@
 
 Methods (SPEC.md section 1 allows better range choices; the int8 arithmetic never changes):
   minmax      the observed [min, max] (SPEC.md's recipe; `calibrate()`'s default)
+  minmax_clip the observed [min, max] of each tensor clipped to its readers' domain (below): minmax
+              where no reader saturates; one of `--calibration auto`'s candidates (edgebn/recipe.py)
   percentile  the [100-p, p] percentiles of the observed values (p = 99.99 by default)
   mse         the clipping range minimizing the int8 quantization MSE of the observed values
   histogram   (edgebn compile's default, edgebn.quantize.PTQ_DEFAULTS) every observed value binned
@@ -10,7 +12,7 @@ Methods (SPEC.md section 1 allows better range choices; the int8 arithmetic neve
               expected int8 error over the histogram: rounding error scale^2/12 inside the range,
               the squared clipping distance outside it (the search PyTorch's HistogramObserver, which
               PT2E uses, does over its histogram)
-The methods that search a range (all but minmax, which stays SPEC.md's observed [min, max]) observe a
+Every method but minmax (which stays SPEC.md's observed [min, max]) observes a
 tensor whose readers all saturate outside an input interval (a hardswish is 0 below -3) on its values
 clipped to that interval (`reader_domains`): what lies beyond reaches every reader as the edge does,
 so int8 levels spent there are lost to the values that matter.
@@ -32,7 +34,7 @@ from .ops.reshape import torch_to_device
 
 __all__ = ["METHODS", "Observer", "SampleTap", "calibrate", "iter_batches", "reader_domains", "validate_batch"]
 
-METHODS = ("minmax", "percentile", "mse", "histogram")
+METHODS = ("minmax", "minmax_clip", "percentile", "mse", "histogram")
 SAMPLE_PER_TENSOR = 1 << 16
 HIST_BINS = 4096          # the histogram's bin width doubles whenever more bins would be needed
 
@@ -181,7 +183,7 @@ class Observer:
     def range(self, method: str, percentile: float) -> tuple[float, float]:
         if method == "histogram" and self.hist is not None:
             return self.hist.best_range(self.lo, self.hi)
-        if method == "minmax" or not self.sample:
+        if method in ("minmax", "minmax_clip") or not self.sample:
             return self.lo, self.hi
         s = np.concatenate(self.sample).astype(np.float64)
         if method == "percentile":
@@ -281,8 +283,10 @@ VALUE_LIMIT = 1e30   # |real value| a float32 scale (range / 255) and its multip
 
 
 def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", percentile: float = 99.99,
-              batch_size: int = 64, progress: bool = False) -> dict[str, tuple[float, float]]:
-    """Real [lo, hi] per tensor of `graph` over the calibration data."""
+              batch_size: int = 64, progress: bool = False, reference=None) -> dict[str, tuple[float, float]]:
+    """Real [lo, hi] per tensor of `graph` over the calibration data. `reference`: (a
+    bias_correction.FloatReference of this graph, the indices of `data`'s rows in it; `data` an array):
+    each tensor's values are read from it instead of computed (the same observers, batches and order)."""
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
     observers: dict[str, Observer] = {}
@@ -309,7 +313,12 @@ def calibrate(graph: Graph, data, torch_input_shape, method: str = "minmax", per
                 thread.observe(node.name, y, last)
                 return y
 
-            walk(graph, {graph.inputs[0]: x}, step)
+            if reference is None:
+                walk(graph, {graph.inputs[0]: x}, step)
+            else:
+                rows = reference[1][b * batch_size:b * batch_size + n]
+                for node in graph.nodes:
+                    thread.observe(node.name, reference[0].values[node.name][rows], last)
             thread.finish_batch()
         thread.finish_searches()
     if seen == 0:

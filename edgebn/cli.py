@@ -171,9 +171,9 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict for --model (loaded weights_only).")
 @click.option("--input-shape", help="Input shape for --model, e.g. 1,3,32,32.")
 @click.option("--calibration", default=DEFAULTS["calibration"], show_default=True,
-              type=click.Choice(["auto", "minmax", "percentile", "mse", "histogram"]),
-              help="How activation ranges are chosen; auto: histogram, or minmax with AdaRound, whichever scores "
-              "higher on held-out calibration rows (small models; docs/QUANTIZATION.md).")
+              type=click.Choice(["auto", "minmax", "minmax_clip", "percentile", "mse", "histogram"]),
+              help="How activation ranges are chosen; auto: histogram, minmax_clip or minmax with AdaRound, "
+              "whichever scores higher on held-out calibration rows (small models; docs/QUANTIZATION.md).")
 @click.option("--percentile", default=99.99, show_default=True, help="Percentile for --calibration percentile.")
 @click.option("--weight-method", default=DEFAULTS["weight_method"], show_default=True, type=click.Choice(["max", "mse"]),
               help="Per-channel weight scale: max |w| or the MSE-minimizing clip.")

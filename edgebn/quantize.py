@@ -75,7 +75,8 @@ def _quantize_node(node, graph: Graph, qp: dict[str, QParams]):
 def quantize_graph(graph: Graph, qp: dict[str, QParams], weight_method: str = "max",
                    bias_correction_data: np.ndarray | None = None,
                    log: list[BiasCorrection] | None = None, adaround_data: np.ndarray | None = None,
-                   adaround_log: list[AdaRoundLayer] | None = None, observe=None) -> Graph:
+                   adaround_log: list[AdaRoundLayer] | None = None, observe=None,
+                   bias_reference=None) -> Graph:
     """Quantize every node; weight_method "max" (SPEC.md) or "mse" picks the per-channel weight scales.
     With `bias_correction_data` (calibration inputs, model layout) each weighted layer's int32 bias is
     corrected for the mean error int8 quantization adds to its output (edgebn/bias_correction.py);
@@ -83,7 +84,11 @@ def quantize_graph(graph: Graph, qp: dict[str, QParams], weight_method: str = "m
     weighted layer's int8 weights round up or down as AdaRound learns (edgebn/adaround.py) before the
     bias correction; its per-layer record goes into `adaround_log`. `observe(tensor, float, int8)`
     sees every tensor of the bias correction's walk (edgebn.report.LayerSQNR takes the report's SQNR
-    from it)."""
+    from it). `bias_reference`: (a bias_correction.FloatReference of `graph`'s float network, the
+    indices of bias_correction_data's rows in it), read instead of running the float network again;
+    not with AdaRound (whose float side the reference does not hold)."""
+    if bias_reference is not None and adaround_data is not None:
+        raise EdgebnError("internal: a float reference for the bias correction is not for AdaRound's graph")
     if weight_method not in WEIGHT_METHODS:
         raise EdgebnError(f"unknown weight method {weight_method!r}; choose one of {', '.join(WEIGHT_METHODS)}")
     if weight_method != "max":
@@ -94,7 +99,7 @@ def quantize_graph(graph: Graph, qp: dict[str, QParams], weight_method: str = "m
             adaround_log.extend(records)
     if bias_correction_data is not None:
         _, q, records = bias_correct(graph, qp, bias_correction_data,
-                                     lambda node, g: _quantize_node(node, g, qp), observe)
+                                     lambda node, g: _quantize_node(node, g, qp), observe, bias_reference)
         if log is not None:
             log.extend(records)
         return q
