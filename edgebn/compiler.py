@@ -274,9 +274,9 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
     output element (a list of str, or a labels.txt path, one per line).
 
     Quantization choices (the int8 arithmetic is the same for all): `calibration` picks activation
-    ranges (minmax | percentile | mse | histogram; "auto", the default: histogram, or minmax with AdaRound,
-    whichever scores the higher logit SQNR on held-out calibration rows, within a cost bound:
-    edgebn/recipe.py), `weight_method` the per-channel weight scales
+    ranges (minmax | minmax_clip | percentile | mse | histogram; "auto", the default: histogram, minmax_clip
+    or minmax with AdaRound, whichever scores the higher logit SQNR on held-out calibration rows beyond
+    their sampling noise, within a cost bound: edgebn/recipe.py), `weight_method` the per-channel weight scales
     (max | mse), `fold_pool` folds a global average pool into the linear reading it where that adds at
     most `fold_pool_budget` x the model's weights (passes/fold_pool.py; None: no budget), `pool_mean`
     computes the other global average pools as TFLite's MEAN with their own output scale
@@ -611,16 +611,21 @@ def _choose_recipe(float_graph: Graph, rows, tshape, tgt, percentile, weight_met
     from the rows it is given (the int16 tail without its budget check: the score only)."""
     from .recipe import choose_recipe
 
-    def quantize_with(method: str, ar: bool, fit: np.ndarray):
-        r = calibrate(float_graph, fit, tshape, method=method, percentile=percentile)
+    def quantize_with(method: str, ar: bool, fit: np.ndarray, reference=None, fit_idx=None):
+        """reference, fit_idx: the choice's FloatReference and fit's rows in it (recipe.choose_recipe)."""
+        r = calibrate(float_graph, fit, tshape, method=method, percentile=percentile,
+                      reference=None if reference is None else (reference, fit_idx))
         data = np.asarray(fit[:BIAS_CORRECTION_SAMPLES])
+        ar = ar if adaround is None else adaround
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             g, r, bits, _ = _choose_precision(float_graph, r, precision, min_sqnr, int16_layers, weight_method, tgt,
                                               data[:AUTO_SAMPLES] if precision == "auto" else None, tail=int16_tail)
+            bias_ref = None if reference is None or ar or not bias_correction else \
+                (reference, fit_idx[:BIAS_CORRECTION_SAMPLES])
             return quantize_graph(g, assign_qparams(g, r, bits), weight_method,
                                   bias_correction_data=data if bias_correction else None,
-                                  adaround_data=data if (ar if adaround is None else adaround) else None)
+                                  adaround_data=data if ar else None, bias_reference=bias_ref)
 
     macs = sum(layer_macs(float_graph).values())
     return choose_recipe(float_graph, None if rows is None else np.asarray(rows), macs, quantize_with)
