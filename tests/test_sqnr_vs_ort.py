@@ -69,3 +69,32 @@ def test_timm_net_not_below_onnxruntime(tmp_path, name):
     emu = quantize_only(model, calib)
     got = float(sqnr_db(ref, emu.predict(test).reshape(ref.shape)))
     assert np.isfinite(got) and got >= ort - MARGIN_DB, (name, got, ort)
+
+
+def test_mobilenetv3_small_at_64_calibration_inputs_not_below_onnxruntime_on_384_held_out(tmp_path, monkeypatch):
+    """Issue 10's last item. mobilenetv3_small_100 at 64x64 with 64 calibration inputs: 64 inputs do not
+    cover the ones it meets later, and histogram ranges, a clip chosen on that sparse tail, were 0.96 dB
+    below ORT on 384 held-out inputs (docs/QUANTIZATION.md "Below ORT at 64x64?"). `--calibration
+    auto` measures it on four folds of the 64 rows, takes minmax_clip past the bootstrap gate, and is
+    above ORT - 0.5 there (benchmarks/recipe_choice.md: five calibration sets, all above)."""
+    from edgebn import compiler, recipe
+    from edgebn.report import sqnr_db
+    from timm_models import create
+
+    torch.manual_seed(0)
+    model = create("mobilenetv3_small_100", input_size=64)
+    shape = (3, 64, 64)
+    calib = structured_batch(64, shape, seed=1)
+    test = np.concatenate([structured_batch(128, shape, seed=3), structured_batch(256, shape, seed=4)])
+    seen = []
+    choose = compiler._choose_recipe
+    monkeypatch.setattr(compiler, "_choose_recipe", lambda *a, **k: seen.append(choose(*a, **k)) or seen[-1])
+    auto = quantize_only(model, calib)
+    c = seen[0]
+    assert c.recipe == "minmax_clip" and c.folds == 4 and c.held_out_rows == 64
+    assert c.loss_share["minmax_clip"] <= recipe.MAX_LOSS_SHARE and set(c.scores) == {"histogram", "minmax_clip"}
+    ref, ort_out = onnxruntime_int8(model, calib, test, tmp_path)
+    ort = float(sqnr_db(ref, ort_out))
+    got = float(sqnr_db(ref, auto.predict(test).reshape(ref.shape)))
+    hist = float(sqnr_db(ref, quantize_only(model, calib, calibration="histogram").predict(test).reshape(ref.shape)))
+    assert got >= ort - MARGIN_DB and hist < ort - MARGIN_DB, (got, hist, ort)
