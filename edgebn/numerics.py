@@ -88,6 +88,23 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return m0, shift
 
 
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_multiplier of every element (per-channel multipliers in one pass): (m0, shift) as int32
+    arrays, the same integers element by element (np.frexp and round_half_away are exact, as their
+    scalar forms are)."""
+    r = np.asarray(reals, dtype=np.float64)
+    if not (np.isfinite(r).all() and (r >= 0.0).all()):
+        bad = r[~(np.isfinite(r) & (r >= 0.0))][0]
+        raise ValueError(f"multiplier {bad} must be positive and finite")
+    frac, shift = np.frexp(r)
+    m0 = round_half_away(frac * (1 << 31)).astype(np.int64)
+    top = m0 == (1 << 31)
+    m0 = np.where(top, m0 // 2, m0)
+    shift = np.where(top, shift + 1, shift)
+    zero = (r == 0.0) | (shift < -31)
+    return np.where(zero, 0, m0).astype(np.int32), np.where(zero, 0, shift).astype(np.int32)
+
+
 def srdhm(a, b):
     """SaturatingRoundingDoublingHighMul(a, b) for int32-valued a, b (gemmlowp).
 

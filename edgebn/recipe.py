@@ -28,8 +28,11 @@ byte-identical to a compile with that recipe given by hand (`--calibration histo
 
 Cost bound: each candidate costs a calibration and a quantization with bias correction per fold (and
 AdaRound for the third) and an emulator run over the scored rows, all proportional to the model's MACs
-per inference times the calibration rows. The choice runs only where that product is at most MAX_WORK
-and there are at least MIN_ROWS calibration rows, and minmax+adaround is a candidate only where it is
+per inference times the rows fitted (summed over the folds), plus a per-layer part (the bias
+correction quantizes each weighted layer twice and runs it in float and int8: about 0.3-0.45 ms per
+weighted layer and fitted row on the 2-core machine). The choice runs only where the first product is
+at most MAX_WORK, weighted layers x rows fitted at most MAX_LAYER_WORK (about 4 s of choice), and there
+are at least MIN_ROWS calibration rows, and minmax+adaround is a candidate only where it is
 at most ADAROUND_WORK (AdaRound is several times a quantization: ResNet-8, 12.5 M MACs x 256 rows, took
 105 s on the loaded 2-core machine); otherwise "histogram" is taken and the report says why.
 Deterministic: the bootstrap's generator has a fixed seed.
@@ -41,13 +44,13 @@ from typing import Callable
 
 import numpy as np
 
-from .bias_correction import FloatReference
+from .bias_correction import FloatReference, weighted_nodes
 from .execute import execute, run_float, run_int8
 from .ir import Graph
 from .numerics import dequantize, quantize
 from .ops.reshape import torch_to_device
 
-__all__ = ["RECIPES", "DEFAULT_RECIPE", "MAX_WORK", "ADAROUND_WORK", "MIN_ROWS", "RecipeChoice", "choose_recipe",
+__all__ = ["RECIPES", "DEFAULT_RECIPE", "MAX_WORK", "MAX_LAYER_WORK", "ADAROUND_WORK", "MIN_ROWS", "RecipeChoice", "choose_recipe",
            "logit_errors", "loss_share"]
 
 RECIPES = {"histogram": {"calibration": "histogram", "adaround": False},
@@ -55,6 +58,7 @@ RECIPES = {"histogram": {"calibration": "histogram", "adaround": False},
            "minmax+adaround": {"calibration": "minmax", "adaround": True}}
 DEFAULT_RECIPE = "histogram"       # outside the cost bound, and unless another candidate beats it significantly
 MAX_WORK = 1_200_000_000           # MACs per inference x rows fitted (summed over the folds): the choice's bound
+MAX_LAYER_WORK = 12_000            # weighted layers x rows fitted: its bound on the per-layer work (~4 s)
 ADAROUND_WORK = 225_000_000        # the same, for minmax+adaround to be a candidate
 MIN_ROWS = 64                      # calibration rows needed: 64 rows in FOLDS folds score every row once
 HOLDOUT_ROWS = 128                 # from here a quarter of the rows is held out (at least 32 scored rows)
@@ -150,6 +154,10 @@ def choose_recipe(float_graph: Graph, rows: np.ndarray | None, macs: int,
     if work > MAX_WORK:
         return RecipeChoice(DEFAULT_RECIPE, note=f"{macs:,} MACs per inference x {fitted} rows fitted over the "
                                                  f"folds, over the choice's bound of {MAX_WORK:,}: {DEFAULT_RECIPE}")
+    layers = len(weighted_nodes(float_graph))
+    if layers * fitted > MAX_LAYER_WORK:
+        return RecipeChoice(DEFAULT_RECIPE, note=f"{layers} weighted layers x {fitted} rows fitted over the folds, "
+                                                 f"over the choice's bound of {MAX_LAYER_WORK:,}: {DEFAULT_RECIPE}")
     need = FloatReference.nbytes(float_graph, len(rows))
     if need > MAX_REFERENCE_BYTES:
         return RecipeChoice(DEFAULT_RECIPE, note=f"the float network over {len(rows)} calibration rows would take "

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from edgebn.numerics import (INT32_MAX, INT32_MIN, choose_qparams, multiply_by_quantized_multiplier,
-                             quantize, quantize_multiplier, round_half_away, rounding_divide_by_pot, srdhm)
+                             quantize, quantize_multiplier, quantize_multipliers, round_half_away, rounding_divide_by_pot, srdhm)
 
 
 @pytest.mark.parametrize("x, want", [(0.5, 1), (-0.5, -1), (1.5, 2), (2.5, 3), (-2.5, -3), (0.49, 0), (-1.2, -1)])
@@ -26,6 +26,21 @@ def test_quantize_multiplier(real, want):
 def test_quantize_multiplier_refuses_negative():
     with pytest.raises(ValueError):
         quantize_multiplier(-0.1)
+
+
+def test_quantize_multipliers_equals_quantize_multiplier_element_by_element():
+    """The per-channel form the affine ops use: every edge case above, float32 scale ratios as the
+    ops form them, and values across the exponent range, each the scalar's integers."""
+    rng = np.random.default_rng(0)
+    s_in, s_w, s_out = (rng.uniform(1e-6, 1.0, 4000).astype(np.float32).astype(np.float64) for _ in range(3))
+    reals = np.concatenate([[0.5, 1.0, 0.75, 1 - 2.0 ** -40, 2.0 ** -40, 0.0, 2.0 ** -31, 2.0 ** -32, 127.9],
+                            s_in * s_w / s_out, 2.0 ** rng.uniform(-45, 10, 4000)])
+    m0, shift = quantize_multipliers(reals)
+    assert m0.dtype == np.int32 and shift.dtype == np.int32
+    assert list(zip(m0.tolist(), shift.tolist())) == [quantize_multiplier(float(r)) for r in reals]
+    for bad in (-0.1, np.nan, np.inf):
+        with pytest.raises(ValueError):
+            quantize_multipliers(np.array([0.5, bad]))
 
 
 @pytest.mark.parametrize("a, b, want", [

@@ -82,6 +82,11 @@ def test_outside_the_cost_bound_or_with_few_rows_histogram_and_why(auto, tmp_pat
     monkeypatch.setattr(recipe, "MAX_WORK", 1000)
     big = edgebn.compile(m, x, tmp_path / "big", **kw).report["quantization"]
     assert big["recipe"]["chosen"] == "histogram" and "over the choice's bound of 1,000" in big["recipe"]["note"]
+    monkeypatch.setattr(recipe, "MAX_WORK", 10 ** 12)
+    monkeypatch.setattr(recipe, "MAX_LAYER_WORK", 100)
+    deep = edgebn.compile(m, x, tmp_path / "deep", **kw).report["quantization"]["recipe"]
+    assert deep["chosen"] == "histogram" and deep["held_out_sqnr_db"] == {}
+    assert "2 weighted layers x 120 rows fitted over the folds, over the choice's bound of 100" in deep["note"]
 
 
 def test_with_fewer_than_128_rows_every_row_is_held_out_once_in_four_folds(auto, tmp_path):
@@ -151,7 +156,7 @@ def test_choose_recipe_takes_a_candidate_only_when_its_gain_survives_the_bootstr
     one_row[7] = 10.0                                                  # histogram fails one row badly
     errors.update({("histogram", False): one_row, ("minmax_clip", False): base + 0.005,
                    ("minmax", True): base + 0.001})
-    graph = type("G", (), {"outputs": []})()
+    graph = type("G", (), {"outputs": [], "nodes": []})()
     c = recipe.choose_recipe(graph, rows, 10, quantize_with)
     assert c.scores["minmax_clip"] > c.scores["histogram"] and c.recipe == "histogram"
     assert c.loss_share["minmax_clip"] > recipe.MAX_LOSS_SHARE and c.folds == 4 and c.held_out_rows == 64

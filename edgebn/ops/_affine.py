@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import EdgebnError
 from ..ir import Node
-from ..numerics import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away, to_float32
+from ..numerics import INT32_MAX, INT32_MIN, quantize_multipliers, round_half_away
 from .base import QParams, act_range
 
 __all__ = ["quantize_weighted", "activation_types"]
@@ -25,7 +25,7 @@ def activation_types(bits: int) -> dict:
 def weight_scales(w: np.ndarray) -> np.ndarray:
     """Symmetric per-output-channel scales (axis 0), float32-valued; an all-zero channel gets 1.0."""
     amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-    return np.array([to_float32(a / 127.0) if a > 0 else 1.0 for a in amax], dtype=np.float64)
+    return np.where(amax > 0, (amax / 127.0).astype(np.float32), 1.0).astype(np.float64)
 
 
 def quantize_weighted(node: Node, qin: QParams, qout: QParams) -> Node:
@@ -52,9 +52,7 @@ def quantize_weighted(node: Node, qin: QParams, qout: QParams) -> Node:
                       f"{np.flatnonzero(saturated).tolist()[:8]}", stacklevel=2)
     bq = np.clip(bq, INT32_MIN, INT32_MAX).astype(np.int64)
 
-    mults = [quantize_multiplier(qin.scale * s / qout.scale) for s in ws]
-    m0 = np.array([m for m, _ in mults], dtype=np.int32)
-    shift = np.array([s for _, s in mults], dtype=np.int32)
+    m0, shift = quantize_multipliers(qin.scale * np.asarray(ws, np.float64) / qout.scale)
     act_min, act_max = act_range(node.attrs.get("act"), qout)
 
     # Accumulator bound: |bias| + sum|w| * max|x - zp_in| must fit int32, or the C would overflow.
@@ -95,9 +93,7 @@ def _quantize_int16x8(node: Node, qin: QParams, qout: QParams, wq: np.ndarray, w
         raise EdgebnError(f"{node.where()}: int64 bias of channel {c} is {bf[c]:.4g} in accumulator units, past 2^47 "
                           f"(the input scale {qin.scale:.3g} is tiny next to it); keep this layer int8")
     bq = bf.astype(np.int64)
-    mults = [quantize_multiplier(qin.scale * s / qout.scale) for s in ws]
-    m0 = np.array([m for m, _ in mults], dtype=np.int32)
-    shift = np.array([s for _, s in mults], dtype=np.int32)
+    m0, shift = quantize_multipliers(qin.scale * np.asarray(ws, np.float64) / qout.scale)
     if (shift > 7).any():
         c = int(np.argmax(shift))
         raise EdgebnError(f"{node.where()}: int16 requantisation multiplier of channel {c} is "
