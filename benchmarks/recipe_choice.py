@@ -85,8 +85,9 @@ def table(rows: list[dict]) -> str:
              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["model"], r["calib_seed"])):
         f = r["fold_scores_db"]
-        lines.append(f"| {r['model']} | {r['calib_seed']} | {r['chosen']} | {f.get('histogram', '')} / "
-                     f"{f.get('minmax_clip', '')} | {r['loss_share'].get('minmax_clip', '')} | {r['auto']:.2f} | "
+        folds = f"{f['histogram']} / {f['minmax_clip']}" if f else "not run: " + r["note"].split(" over the")[0]
+        lines.append(f"| {r['model']} | {r['calib_seed']} | {r['chosen']} | {folds} | "
+                     f"{r['loss_share'].get('minmax_clip', '')} | {r['auto']:.2f} | "
                      f"{r['histogram']:.2f} | {r['ort']:.2f} | {r['auto'] - r['ort']:+.2f} | {r['choice_s']} |")
     return "\n".join(lines) + "\n"
 
@@ -96,7 +97,7 @@ def main(argv=None):
     ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated timm NAME:CALIB_SEED")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "recipe_choice.json"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "recipe_choice.md"))
-    args = ap.parse_args(argv)
+    args = ap.parse_args(argv)     # --models "": only rewrite --out from --json
     torch.set_num_threads(1)
     path = Path(args.json)
     rows = json.loads(path.read_text()) if path.exists() else []
@@ -107,6 +108,7 @@ def main(argv=None):
         rows = [r for r in rows if (r["model"], r["calib_seed"]) != (row["model"], row["calib_seed"])] + [row]
         path.write_text(json.dumps(rows, indent=1) + "\n")
         Path(args.out).write_text(table(rows))
+    Path(args.out).write_text(table(rows))
 
 
 if __name__ == "__main__":
