@@ -353,7 +353,7 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             if ranges is None and calibration == "auto":
                 recipe = _choose_recipe(float_graph, recipe_rows, tshape, tgt, percentile,
                                         weight_method, bias_correction, adaround, precision, min_sqnr,
-                                        int16_layers, int16_tail)
+                                        int16_layers, int16_tail, check_budget)
                 calibration = recipe.calibration
                 adaround = recipe.adaround if adaround is None else adaround
             lap("recipe")
@@ -399,19 +399,12 @@ def compile_model(model, calib, out_dir, target: str = "qemu-rv32", *, example_i
             float_graph, ranges, precision_info, qgraph, sqnr = build(int16_tail and ranges_meta is None)
             tail_layers = precision_info.get("int16_tail", {}).get("layers")
             if check_budget and tail_layers:
-                # the int16 tail is taken only where the model fits with it whenever it fits without
-                a16, f16 = plan_arena(qgraph).arena_bytes, weight_flash_bytes(qgraph, tgt.isa_facts)
-                ram = max(tgt.ram_bytes, tgt.psram_bytes)
-                if a16 > ram or f16 > tgt.flash_bytes:
-                    plain = build(False)
-                    a8, f8 = plan_arena(plain[3]).arena_bytes, weight_flash_bytes(plain[3], tgt.isa_facts)
-                    if a8 <= ram and f8 <= tgt.flash_bytes:
-                        float_graph, ranges, precision_info, qgraph, sqnr = plain
-                        note = (f"the int16 tail ({', '.join(tail_layers)}) needs a {a16:,}-byte arena and "
-                                f"{f16:,} bytes of weights, over {tgt.name}'s {ram:,} / {tgt.flash_bytes:,} bytes "
-                                f"(int8: {a8:,} / {f8:,}): the tail stays int8")
-                        precision_info["int16_tail"] = {"on": True, "layers": [], "note": note}
-                        warnings.warn(note)
+                plain, note = _tail_over_budget(qgraph, tgt, tail_layers, lambda: build(False),
+                                                lambda built: built[3])
+                if plain is not None:
+                    float_graph, ranges, precision_info, qgraph, sqnr = plain
+                    precision_info["int16_tail"] = {"on": True, "layers": [], "note": note}
+                    warnings.warn(note)
             lap("quantize")
         plan = plan_arena(qgraph)
         macs = layer_macs(qgraph)
@@ -605,10 +598,29 @@ def _peek_rows(data, tshape):
     return rows, itertools.chain(head, it)
 
 
+def _tail_over_budget(qgraph: Graph, tgt, tail_layers, build_plain, quantized_of):
+    """The int16 tail is taken only where the model fits with it whenever it fits without: for
+    `qgraph` (quantized with the tail) over the target's RAM or flash, (build_plain(), the note saying
+    why) when the all-int8 build fits; else (None, ""). `quantized_of(build_plain())` is its quantized
+    graph. The compile and the recipe choice's candidates both decide here."""
+    a16, f16 = plan_arena(qgraph).arena_bytes, weight_flash_bytes(qgraph, tgt.isa_facts)
+    ram = max(tgt.ram_bytes, tgt.psram_bytes)
+    if a16 <= ram and f16 <= tgt.flash_bytes:
+        return None, ""
+    plain = build_plain()
+    q8 = quantized_of(plain)
+    a8, f8 = plan_arena(q8).arena_bytes, weight_flash_bytes(q8, tgt.isa_facts)
+    if a8 > ram or f8 > tgt.flash_bytes:
+        return None, ""
+    return plain, (f"the int16 tail ({', '.join(tail_layers)}) needs a {a16:,}-byte arena and {f16:,} bytes of "
+                   f"weights, over {tgt.name}'s {ram:,} / {tgt.flash_bytes:,} bytes (int8: {a8:,} / {f8:,}): "
+                   "the tail stays int8")
+
+
 def _choose_recipe(float_graph: Graph, rows, tshape, tgt, percentile, weight_method, bias_correction, adaround,
-                   precision, min_sqnr, int16_layers, int16_tail):
+                   precision, min_sqnr, int16_layers, int16_tail, check_budget: bool = True):
     """`--calibration auto` (edgebn/recipe.py): each candidate recipe quantized as this compile would,
-    from the rows it is given (the int16 tail without its budget check: the score only)."""
+    from the rows it is given, the int16 tail's RAM and flash check included."""
     from .recipe import choose_recipe
 
     def quantize_with(method: str, ar: bool, fit: np.ndarray, reference=None, fit_idx=None):
@@ -617,15 +629,25 @@ def _choose_recipe(float_graph: Graph, rows, tshape, tgt, percentile, weight_met
                       reference=None if reference is None else (reference, fit_idx))
         data = np.asarray(fit[:BIAS_CORRECTION_SAMPLES])
         ar = ar if adaround is None else adaround
+        bias_ref = None if reference is None or ar or not bias_correction else \
+            (reference, fit_idx[:BIAS_CORRECTION_SAMPLES])
+
+        def build(tail: bool):
+            g, rr, bits, info = _choose_precision(float_graph, r, precision, min_sqnr, int16_layers, weight_method,
+                                                  tgt, data[:AUTO_SAMPLES] if precision == "auto" else None,
+                                                  tail=tail)
+            q = quantize_graph(g, assign_qparams(g, rr, bits), weight_method,
+                               bias_correction_data=data if bias_correction else None,
+                               adaround_data=data if ar else None, bias_reference=bias_ref)
+            return q, info.get("int16_tail", {}).get("layers")
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            g, r, bits, _ = _choose_precision(float_graph, r, precision, min_sqnr, int16_layers, weight_method, tgt,
-                                              data[:AUTO_SAMPLES] if precision == "auto" else None, tail=int16_tail)
-            bias_ref = None if reference is None or ar or not bias_correction else \
-                (reference, fit_idx[:BIAS_CORRECTION_SAMPLES])
-            return quantize_graph(g, assign_qparams(g, r, bits), weight_method,
-                                  bias_correction_data=data if bias_correction else None,
-                                  adaround_data=data if ar else None, bias_reference=bias_ref)
+            q, tail_layers = build(int16_tail)
+            if check_budget and tail_layers:
+                plain, _ = _tail_over_budget(q, tgt, tail_layers, lambda: build(False), lambda built: built[0])
+                q = q if plain is None else plain[0]
+            return q
 
     macs = sum(layer_macs(float_graph).values())
     return choose_recipe(float_graph, None if rows is None else np.asarray(rows), macs, quantize_with)

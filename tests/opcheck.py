@@ -172,7 +172,7 @@ def quantize_only(model: nn.Module, calib: np.ndarray, **ptq):
     if method == "auto":        # the compile's recipe choice (edgebn/recipe.py)
         choice = _choose_recipe(g, np.asarray(calib), torch_input_shape(g), get_target("qemu-rv32"), 99.99,
                                 o["weight_method"], o["bias_correction"], adaround, "int8", None, None,
-                                o["int16_tail"])
+                                o["int16_tail"], check_budget=False)   # as the tail below: no budget check
         method, adaround = choice.calibration, choice.adaround if adaround is None else adaround
     ranges = calibrate(g, calib, torch_input_shape(g), method=method)
     g, ranges, bits = insert_boundaries(g, set(int16_tail(g)) if o["int16_tail"] else set(), ranges)
