@@ -27,6 +27,7 @@ from .ir import FoldRecord, Graph
 from .numerics import dequantize, quantize
 from .ops import OPS
 from .ops.reshape import device_to_torch, torch_to_device
+from .report import sqnr_from_powers
 
 __all__ = ["FLOAT_NAME", "float_graph_section", "float_graph_arrays", "float_model_record", "save_float_graph", "load_float_graph", "evaluate",
            "format_evaluation", "evaluate_command"]
@@ -154,11 +155,7 @@ class _Acc:
         self.err += float(np.sum((np.asarray(test, np.float64).reshape(ref.shape) - ref) ** 2))
 
     def db(self):
-        if self.err == 0.0:
-            return float("inf")
-        if self.sig == 0.0:
-            return float("-inf")
-        return 10.0 * float(np.log10(self.sig / self.err))
+        return float(sqnr_from_powers(self.sig, self.err))
 
 
 def _dq(g: Graph, name: str, q):

@@ -45,10 +45,11 @@ from typing import Callable
 import numpy as np
 
 from .bias_correction import FloatReference, weighted_nodes
-from .execute import execute, run_float, run_int8
+from .execute import execute, run_int8
 from .ir import Graph
 from .numerics import dequantize, quantize
 from .ops.reshape import torch_to_device
+from .report import sqnr_from_powers
 
 __all__ = ["RECIPES", "DEFAULT_RECIPE", "MAX_WORK", "MAX_LAYER_WORK", "ADAROUND_WORK", "MIN_ROWS", "RecipeChoice", "choose_recipe",
            "logit_errors", "loss_share"]
@@ -95,14 +96,10 @@ class RecipeChoice:
                 "note": self.note}
 
 
-def logit_errors(float_graph: Graph, qgraph: Graph, x: np.ndarray, ref: dict | None = None,
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def logit_errors(float_graph: Graph, qgraph: Graph, x: np.ndarray, ref: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per sample of `x` (torch layout): the float graph's logit energy and the quantized graph's squared
-    logit error (every output concatenated per sample). `ref`: the float graph's outputs on x, when
-    the caller has them."""
+    logit error (every output concatenated per sample). `ref`: the float graph's outputs on x."""
     xd = torch_to_device(np.asarray(x, np.float64))
-    if ref is None:
-        ref = execute(float_graph, xd, run_float, keep_all=False)
     qi = qgraph.qparams[qgraph.inputs[0]]
     got = execute(qgraph, quantize(xd, qi.scale, qi.zero_point), run_int8, keep_all=False)
     n = len(x)
@@ -110,12 +107,6 @@ def logit_errors(float_graph: Graph, qgraph: Graph, x: np.ndarray, ref: dict | N
     have = np.concatenate([dequantize(got[t], qgraph.qparams[t].scale, qgraph.qparams[t].zero_point).reshape(n, -1)
                            for t in qgraph.outputs], axis=1)
     return (want ** 2).sum(axis=1), ((want - have) ** 2).sum(axis=1)
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return float("inf")
-    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
 def loss_share(gain: np.ndarray) -> float:
@@ -177,14 +168,13 @@ def choose_recipe(float_graph: Graph, rows: np.ndarray | None, macs: int,
             signal[test], noise[name][test] = logit_errors(float_graph, q, test_rows, ref)
     del reference
     total = float(signal[scored].sum())
-    scores = {k: round(_db(total, float(noise[k][scored].sum())), 3) for k in names}
+    scores = {k: round(float(sqnr_from_powers(total, float(noise[k][scored].sum()))), 3) for k in names}
     share = {k: round(loss_share(noise[DEFAULT_RECIPE][scored] - noise[k][scored]), 4)
              for k in names if k != DEFAULT_RECIPE}
     passed = [k for k in share if share[k] <= MAX_LOSS_SHARE and scores[k] > scores[DEFAULT_RECIPE]]
     best = max(passed, key=lambda k: scores[k]) if passed else DEFAULT_RECIPE
     how = (f"{len(folds)} folds, every one of {len(scored)} rows held out once" if len(folds) > 1
            else f"{len(scored)} held-out calibration rows")
-    fit_rows = len(folds[0][0])
     if not passed:
         note = (f"no candidate beat {DEFAULT_RECIPE} in at least {1 - MAX_LOSS_SHARE:.0%} of {BOOTSTRAP:,} bootstrap "
                 f"resamples of {how}")
@@ -195,4 +185,4 @@ def choose_recipe(float_graph: Graph, rows: np.ndarray | None, macs: int,
     if left:
         note += (f"; {', '.join(left)} not a candidate: {work:,} MACs x rows fitted, over AdaRound's bound of "
                  f"{ADAROUND_WORK:,}")
-    return RecipeChoice(best, scores, fit_rows, len(scored), note, share, len(folds))
+    return RecipeChoice(best, scores, len(folds[0][0]), len(scored), note, share, len(folds))

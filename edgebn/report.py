@@ -14,14 +14,17 @@ from .ops import OPS
 from .ops.reshape import torch_to_device
 from .plan import ArenaPlan
 
-__all__ = ["LayerSQNR", "measure_sqnr", "build_report", "report_files", "write_report", "format_table", "sqnr_db"]
+__all__ = ["LayerSQNR", "measure_sqnr", "build_report", "report_files", "write_report", "format_table", "sqnr_db", "sqnr_from_powers"]
 
 
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     """10 log10(signal power / error power); inf when exact, -inf when the reference is all zero."""
     ref = np.asarray(ref, np.float64)
-    err = float(np.sum((np.asarray(test, np.float64) - ref) ** 2))
-    sig = float(np.sum(ref ** 2))
+    return sqnr_from_powers(float(np.sum(ref ** 2)), float(np.sum((np.asarray(test, np.float64) - ref) ** 2)))
+
+
+def sqnr_from_powers(sig: float, err: float) -> float:
+    """sqnr_db from the summed signal and error powers (streaming sums, per-row sums added up)."""
     if err == 0.0:
         return float("inf")
     if sig == 0.0:
